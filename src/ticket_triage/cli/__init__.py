@@ -16,6 +16,10 @@ from ._app import app
 # Importing a command module registers its commands on `app`.
 from . import data as _data  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
+from . import predict as _predict  # noqa: E402,F401
+from . import export as _export  # noqa: E402,F401
+from . import serve as _serve  # noqa: E402,F401
+from . import tune as _tune  # noqa: E402,F401
 
 _err = Console(stderr=True)
 

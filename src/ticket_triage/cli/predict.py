@@ -1,0 +1,3 @@
+"""`triage predict` commands (registered on the shared app)."""
+
+from ._app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`triage serve` commands (registered on the shared app)."""
+
+from ._app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`triage tune` commands (registered on the shared app)."""
+
+from ._app import app  # noqa: F401
