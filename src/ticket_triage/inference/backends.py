@@ -1,0 +1,119 @@
+"""Backends that turn padded token ids into raw logits: PyTorch and ONNX Runtime.
+
+A backend sees only `(input_ids, attention_mask)` for one padded batch and returns logits of
+shape (batch, num_labels) as float32 numpy; tokenization, batching and temperature live in
+`Classifier`, so every backend cuts and scores text the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+
+# ONNX files an export may leave in a model folder, fastest first.
+ONNX_INT8_FILE = "model.int8.onnx"
+ONNX_FP32_FILE = "model.onnx"
+ONNX_FILES = (ONNX_INT8_FILE, ONNX_FP32_FILE)
+TORCH_WEIGHT_FILES = ("model.safetensors", "head.safetensors", "pytorch_model.bin")
+BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
+
+
+def file_digest(paths: list[Path], n: int = 12) -> str:
+    """First `n` hex digits of the sha256 over the given files (in order): a stable weights id."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:n]
+
+
+def torch_weight_files(folder: Path) -> list[Path]:
+    return [folder / name for name in TORCH_WEIGHT_FILES if (folder / name).is_file()]
+
+
+class TorchBackend:
+    """The PyTorch model from the folder, run under `torch.inference_mode()` on CPU."""
+
+    name = "torch"
+    precision = "fp32"
+
+    def __init__(self, folder: Path, threads: int | None = None):
+        import torch
+
+        from ..modeling import load_model_folder
+
+        if not torch_weight_files(folder):
+            raise ModelError(f"{folder} has no PyTorch weights (model.safetensors): load it with backend='onnx' or 'auto'")
+        if threads:
+            torch.set_num_threads(int(threads))  # process-wide: torch has no per-model thread pool
+        self._torch = torch
+        self.model, _, _ = load_model_folder(folder)
+        self.weight_files = torch_weight_files(folder)
+
+    def __call__(self, input_ids, attention_mask) -> np.ndarray:
+        with self._torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        return logits.float().numpy()
+
+
+class OnnxBackend:
+    """An exported ONNX graph (fp32 or int8) run by ONNX Runtime on CPU."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("onnxruntime is not installed: run `pip install 'ticket-triage[onnx]'` or use backend='torch'") from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = int(threads)  # default (0) = one thread per physical core
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {path} with ONNX Runtime: {str(exc).splitlines()[0]}") from None
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.precision = "int8" if path.name == ONNX_INT8_FILE else "fp32"
+        self.weight_files = [path]
+
+    def __call__(self, input_ids, attention_mask) -> np.ndarray:
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0].astype(np.float32, copy=False)
+
+
+def open_backend(folder: Path, backend: str = "auto", threads: int | None = None):
+    """The backend `backend` names for `folder`; "auto" is the fastest one present."""
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    onnx_present = [folder / name for name in ONNX_FILES if (folder / name).is_file()]
+    if backend == "auto":
+        if onnx_present:
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                onnx_present = []  # fall back to torch when ONNX Runtime is absent
+        if onnx_present:
+            return OnnxBackend(onnx_present[0], threads)
+        if not torch_weight_files(folder):
+            raise ModelError(f"{folder} has neither PyTorch weights (model.safetensors) nor an exported {ONNX_FP32_FILE}")
+        return TorchBackend(folder, threads)
+    if backend == "torch":
+        return TorchBackend(folder, threads)
+    wanted = {"onnx": ONNX_FILES, "onnx-int8": (ONNX_INT8_FILE,), "onnx-fp32": (ONNX_FP32_FILE,)}[backend]
+    for name in wanted:
+        if (folder / name).is_file():
+            return OnnxBackend(folder / name, threads)
+    raise ModelError(f"{folder} has no {' or '.join(wanted)}: run `triage export --model {folder} --format onnx --out DIR` first")

@@ -1,0 +1,188 @@
+"""`Classifier`: the Python API for classifying tickets with a trained model folder.
+
+    clf = Classifier.load("runs/demo/model")           # ONNX Runtime if exported, else PyTorch
+    clf.predict(["I was charged twice ..."])[0].category
+
+Texts go through `tokenization.encode_texts` with the folder's max_length and truncation, so
+they are cut exactly as in training. A batch call sorts texts by token length, runs batches
+of similar lengths padded only to their own longest member, and restores the input order.
+Probabilities are softmax(logits / temperature), the temperature coming from triage.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, ModelError
+from .backends import open_backend
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's result. `category` is always the argmax, even when `needs_review` is set."""
+
+    category: str
+    confidence: float
+    probabilities: dict[str, float]
+    top_k: list[tuple[str, float]] | None = None
+    needs_review: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "confidence": self.confidence,
+            "probabilities": dict(self.probabilities),
+            "top_k": [list(pair) for pair in self.top_k] if self.top_k is not None else None,
+            "needs_review": self.needs_review,
+        }
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature (float64 for stable sums)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def empty_text_indices(texts: Sequence[Any]) -> list[int]:
+    """Positions of texts that are not strings or hold only whitespace."""
+    return [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+
+
+def check_threshold(abstain_below: float | None) -> None:
+    if abstain_below is not None and not 0.0 <= float(abstain_below) <= 1.0:
+        raise ConfigError(f"abstain_below must be a probability between 0 and 1, got {abstain_below}")
+
+
+@dataclass
+class Classifier:
+    """A loaded model folder: tokenizer, backend, labels, temperature and taxonomy."""
+
+    folder: Path
+    meta: Any  # ModelMeta
+    tokenizer: Any
+    backend_impl: Any
+    taxonomy: Any = None
+    model_version: str = ""
+    _pad_id: int = field(default=0, repr=False)
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None) -> "Classifier":
+        """Load a model folder. backend: "auto" (ONNX Runtime if an export is present, int8 first,
+        else PyTorch), "torch", "onnx" (int8 if present, else fp32), "onnx-fp32" or "onnx-int8".
+        threads: CPU threads for inference (None: the backend's default)."""
+        from ..modeling import ModelMeta, load_folder_taxonomy, load_tokenizer
+
+        folder = Path(model_dir).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model folder {folder} does not exist; give the `model/` folder that `triage train` wrote")
+        meta = ModelMeta.load(folder)
+        if not meta.labels:
+            raise ModelError(f"{folder}/triage.json lists no labels")
+        if not meta.temperature or meta.temperature <= 0:
+            raise ModelError(f"{folder}/triage.json has temperature {meta.temperature}; it must be positive")
+        impl = open_backend(folder, backend, threads)
+        tokenizer = load_tokenizer(str(folder))
+        from .backends import file_digest
+
+        version = f"{file_digest(impl.weight_files)}-{impl.name}" + ("-int8" if impl.precision == "int8" else "")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta.labels)
+
+    @property
+    def backend(self) -> str:
+        """"torch" or "onnx" (see `precision` for fp32 / int8)."""
+        return self.backend_impl.name
+
+    @property
+    def precision(self) -> str:
+        return self.backend_impl.precision
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.temperature)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _check_texts(self, texts: Sequence[str]) -> None:
+        if isinstance(texts, str):
+            raise DataError("predict takes a list of texts, not a single string: wrap it as [text]")
+        empty = empty_text_indices(texts)
+        if empty:
+            shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+            raise DataError(f"{len(empty)} empty or non-text input(s) at index {shown}: every text must have non-whitespace content")
+
+    def predict_logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Raw logits (before temperature), shape (len(texts), len(labels)), in input order."""
+        from ..tokenization import encode_texts, pad_batch
+
+        self._check_texts(texts)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        out = np.zeros((len(texts), len(self.meta.labels)), dtype=np.float32)
+        if not len(texts):
+            return out
+        ids = encode_texts(self.tokenizer, list(texts), self.meta.max_length, self.meta.truncation)
+        # Longest first: batches of similar lengths waste no compute on padding.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, attention_mask = pad_batch([ids[i] for i in rows], self._pad_id)
+            logits = self.backend_impl(input_ids, attention_mask)
+            if logits.shape[-1] != out.shape[1]:
+                raise ModelError(f"the model outputs {logits.shape[-1]} scores but triage.json lists {out.shape[1]} labels")
+            out[rows] = logits
+        return out
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Calibrated probabilities softmax(logits / T), shape (len(texts), len(labels))."""
+        return softmax(self.predict_logits(texts, batch_size), self.temperature)
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        top_k: int | None = None,
+        abstain_below: float | None = None,
+    ) -> list[Prediction]:
+        """One `Prediction` per text, in input order. Raises DataError naming empty texts.
+
+        top_k: also list the k most likely categories. abstain_below: predictions whose
+        confidence is below this probability get needs_review=True (category stays the argmax).
+        """
+        check_threshold(abstain_below)
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        probs = self.predict_proba(texts, batch_size)
+        return self.predictions_from_proba(probs, top_k=top_k, abstain_below=abstain_below)
+
+    def predictions_from_proba(self, probs: np.ndarray, top_k: int | None = None, abstain_below: float | None = None) -> list[Prediction]:
+        labels = self.labels
+        k = min(top_k, len(labels)) if top_k else None
+        results = []
+        for row in probs:
+            best = int(row.argmax())
+            confidence = float(row[best])
+            ranked = [(labels[j], float(row[j])) for j in np.argsort(-row, kind="stable")[:k]] if k else None
+            results.append(
+                Prediction(
+                    category=labels[best],
+                    confidence=confidence,
+                    probabilities={name: float(p) for name, p in zip(labels, row)},
+                    top_k=ranked,
+                    needs_review=abstain_below is not None and confidence < abstain_below,
+                )
+            )
+        return results
+
+    def __repr__(self) -> str:
+        return f"Classifier(folder={str(self.folder)!r}, backend={self.backend!r}, precision={self.precision!r}, labels={self.labels}, model_version={self.model_version!r})"

@@ -1,0 +1,198 @@
+"""Reading and writing ticket files in chunks: CSV (optionally .gz), JSONL and Parquet.
+
+Every reader yields pandas DataFrames of at most about `chunk_rows` rows, so a file of
+millions of rows is processed with bounded memory. CSV columns are read as strings (a
+streaming reader cannot re-infer types half-way through a file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import DataError
+
+CFPB_TEXT_COLUMN = "Consumer complaint narrative"
+CFPB_PRODUCT_COLUMN = "Product"
+DEFAULT_TEXT_COLUMN = "text"
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".zst")
+
+
+def file_format(path: str | Path, role: str = "input") -> str:
+    """"csv", "jsonl" or "parquet" from the file name (a .gz/.bz2/.zst suffix is allowed for csv/jsonl)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise DataError(f"unsupported {role} file type {Path(path).name!r}: use .csv, .csv.gz, .jsonl or .parquet")
+    return fmt
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Row count when it is cheap to know (Parquet metadata), else None."""
+    if file_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(str(path)).metadata.num_rows
+    return None
+
+
+def iter_chunks(path: str | Path, chunk_rows: int = 8192) -> Iterator["pd.DataFrame"]:  # noqa: F821
+    """DataFrames of about `chunk_rows` rows from a CSV / JSONL / Parquet file, in file order."""
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file():
+        raise DataError(f"input file {path} does not exist")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+        elif fmt == "csv":
+            yield from _iter_csv(path, chunk_rows)
+        else:
+            import pandas as pd
+
+            with pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, compression="infer") as reader:
+                yield from reader
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # pyarrow.ArrowInvalid and friends
+        if type(exc).__module__.startswith("pyarrow"):
+            raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+        raise
+
+
+def _iter_csv(path: Path, chunk_rows: int):
+    import pyarrow as pa
+    from pyarrow import csv
+
+    # Narratives hold quoted newlines; ~2 KB per row keeps blocks near chunk_rows rows.
+    read = csv.ReadOptions(block_size=max(1 << 16, min(chunk_rows * 2048, 64 << 20)))
+    parse = csv.ParseOptions(newlines_in_values=True)
+    with csv.open_csv(str(path), read_options=read, parse_options=parse) as probe:
+        names = probe.schema.names
+    convert = csv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False)
+    with csv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert) as reader:
+        for batch in reader:
+            frame = batch.to_pandas()
+            for start in range(0, len(frame), chunk_rows):
+                yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+
+
+def pick_text_column(columns: list[str], text_column: str | None, path: str | Path) -> str:
+    """The column holding ticket text: the one asked for, else the CFPB narrative, else `text`."""
+    if text_column:
+        if text_column not in columns:
+            raise DataError(f"{path} has no column {text_column!r}; its columns are: {', '.join(map(str, columns))}")
+        return text_column
+    for candidate in (CFPB_TEXT_COLUMN, DEFAULT_TEXT_COLUMN):
+        if candidate in columns:
+            return candidate
+    raise DataError(f"{path} has neither a {CFPB_TEXT_COLUMN!r} nor a {DEFAULT_TEXT_COLUMN!r} column: pass --text-column (columns: {', '.join(map(str, columns))})")
+
+
+class ChunkWriter:
+    """Appends DataFrames to a CSV / JSONL / Parquet file; writes to `<out>.partial`, renamed on close."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.format = file_format(self.path, role="output")
+        if any(s.lower() in COMPRESSIONS for s in self.path.suffixes[-1:]):
+            raise DataError(f"compressed output ({self.path.name}) is not supported: write .csv, .jsonl or .parquet")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        self._fh = None
+        self._parquet = None
+        self._schema = None
+
+    def write(self, frame) -> None:
+        if self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._schema = table.schema
+                self._parquet = pq.ParquetWriter(str(self.tmp), self._schema)
+            elif table.schema != self._schema:
+                try:
+                    table = table.cast(self._schema)
+                except Exception as exc:
+                    raise DataError(f"a later chunk's column types differ from the first chunk's ({exc}); write CSV or JSONL instead") from None
+            self._parquet.write_table(table)
+            return
+        if self._fh is None:
+            self._fh = open(self.tmp, "w", encoding="utf-8", newline="")
+            header = True
+        else:
+            header = False
+        if self.format == "csv":
+            frame.to_csv(self._fh, index=False, header=header)
+        else:
+            text = frame.to_json(orient="records", lines=True, force_ascii=False)
+            self._fh.write(text if text.endswith("\n") or not text else text + "\n")
+
+    def close(self, ok: bool = True) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._fh is not None:
+            self._fh.close()
+        if not self.tmp.exists():
+            if not ok:
+                return
+            # No chunk at all: still leave a (header-less) empty file behind.
+            self.tmp.write_text("")
+        if ok:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_labelled(path: str | Path, labels: list[str], taxonomy=None, text_column: str | None = None, max_rows: int | None = None):
+    """(texts, label indices, skipped) from a labelled file: columns text,label (names or indices),
+    or a raw CFPB export whose `Product` is mapped through the model's taxonomy."""
+    import pandas as pd
+
+    frames, total = [], 0
+    for chunk in iter_chunks(path):
+        frames.append(chunk)
+        total += len(chunk)
+        if max_rows and total >= max_rows:
+            break
+    if not frames:
+        raise DataError(f"{path} holds no rows")
+    frame = pd.concat(frames, ignore_index=True)
+    if max_rows:
+        frame = frame.iloc[:max_rows]
+    column = pick_text_column(list(frame.columns), text_column, path)
+    if "label" in frame.columns:
+        raw = frame["label"]
+    elif CFPB_PRODUCT_COLUMN in frame.columns and taxonomy is not None:
+        raw = frame[CFPB_PRODUCT_COLUMN].map(lambda p: taxonomy.category_of(str(p)) if isinstance(p, str) else None)
+    else:
+        raise DataError(f"{path} has no `label` column (nor a CFPB `Product` column with a taxonomy): it needs text and label")
+    index = {name: i for i, name in enumerate(labels)}
+    ys, texts, skipped = [], [], 0
+    for text, value in zip(frame[column].tolist(), raw.tolist()):
+        if isinstance(value, (int,)) or (hasattr(value, "dtype") and getattr(value, "dtype").kind in "iu"):
+            y = int(value) if 0 <= int(value) < len(labels) else None
+        elif isinstance(value, str) and value.strip().isdigit() and value not in index:
+            y = int(value) if int(value) < len(labels) else None
+        else:
+            y = index.get(value) if isinstance(value, str) else None
+        if y is None or not isinstance(text, str) or not text.strip():
+            skipped += 1
+            continue
+        texts.append(text)
+        ys.append(y)
+    if not texts:
+        raise DataError(f"{path}: no row has a non-empty text and a label the model knows ({', '.join(labels)})")
+    import numpy as np
+
+    return texts, np.asarray(ys, dtype=np.int64), skipped
