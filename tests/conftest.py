@@ -33,3 +33,39 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bundled_csv() -> Path:
     return BUNDLED_CSV
+
+
+def write_prepared(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> Path:
+    """A small prepared-data folder (train/val/test.parquet + manifest) from the bundled rows.
+
+    Written directly rather than through `triage data prepare`, so training tests do not
+    depend on the data pipeline's own behaviour.
+    """
+    import json
+
+    import pandas as pd
+
+    from ticket_triage.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy("cfpb-6")
+    frame = pd.read_csv(BUNDLED_CSV, usecols=["Product", "Consumer complaint narrative"])
+    frame["label"] = frame["Product"].map(taxonomy.category_of)
+    frame = frame.dropna(subset=["label"]).rename(columns={"Consumer complaint narrative": "text"})
+    # Equal rows per class (as far as each class allows), so a few hundred rows cover every category.
+    per_class = (n_train + 2 * n_eval) // len(taxonomy.categories) + 1
+    frame = frame.sample(frac=1.0, random_state=seed)
+    frame = frame.groupby("label").head(per_class)[["text", "label"]]
+    frame = frame.sample(frac=1.0, random_state=seed + 1).reset_index(drop=True)  # mix the classes again
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.iloc[:n_train].to_parquet(folder / "train.parquet")
+    frame.iloc[n_train : n_train + n_eval].to_parquet(folder / "val.parquet")
+    frame.iloc[n_train + n_eval : n_train + 2 * n_eval].to_parquet(folder / "test.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"labels": list(taxonomy.categories)}))
+    taxonomy.save(folder / "taxonomy.yaml")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory) -> Path:
+    """240 training rows, 60 validation and 60 test rows of real complaints."""
+    return write_prepared(tmp_path_factory.mktemp("prepared"), 240, 60)

@@ -1,0 +1,106 @@
+"""TrainConfig: every setting of a training run, validated, saved beside what it produced."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..modeling import EMBEDDED_MODEL
+from ..tokenization import MAX_POSITIONS, TRUNCATION_STRATEGIES
+
+
+@dataclass
+class TrainConfig:
+    model: str = EMBEDDED_MODEL  # local Hugging Face folder, hub id, or the embedded default
+    epochs: int = 3
+    batch_size: int = 16  # per device, per optimizer micro-step
+    grad_accum: int = 1  # optimizer steps every `grad_accum` micro-batches
+    lr: float = 8e-5  # small encoders like MiniLM-L6 want a higher rate than BERT-base's 2e-5
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    dropout: float | None = None  # None keeps the pre-trained model's own dropout
+    max_length: int = 256
+    truncation: str = "head+tail"
+    class_weights: str = "none"  # "none" or "balanced" (inverse class frequency in the loss)
+    freeze_encoder: bool = False  # feature-extractor mode: frozen encoder, head on mean-pooled tokens
+    seed: int = 42
+    max_train_rows: int | None = None  # stratified subset of the training split, for quick runs
+    patience: int = 2  # epochs without a better validation macro-F1 before stopping
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    threads: int | None = None  # CPU threads for torch; None lets torch decide
+    eval_batch_size: int = 64
+    group_by_length: bool = True  # batches of similar lengths: less padding, same randomness per epoch
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (0: only at epoch ends)
+    calibrate: bool = True  # fit temperature scaling on the validation split after training
+    baseline: bool = True  # also fit the TF-IDF + linear SVM baseline, for the report
+    mlflow: bool = False  # log params, metrics and artefacts to MLflow (or set MLFLOW_TRACKING_URI)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise ConfigError(message)
+
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}")
+        need(self.lr >= 0, f"lr must be zero or positive, got {self.lr}")
+        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        need(self.weight_decay >= 0, f"weight_decay must be zero or positive, got {self.weight_decay}")
+        need(self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        need(
+            8 <= self.max_length <= MAX_POSITIONS,
+            f"max_length must be between 8 and {MAX_POSITIONS} (BERT has {MAX_POSITIONS} positions), got {self.max_length}",
+        )
+        need(self.truncation in TRUNCATION_STRATEGIES, f"truncation must be one of {', '.join(TRUNCATION_STRATEGIES)}, got {self.truncation!r}")
+        need(self.class_weights in ("none", "balanced"), f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
+        need(self.max_train_rows is None or self.max_train_rows >= 1, f"max_train_rows must be at least 1, got {self.max_train_rows}")
+        need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
+        need(self.precision in ("auto", "bf16", "fp16", "fp32"), f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+        need(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
+        need(self.checkpoint_every >= 0, f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
+
+    @property
+    def pooling(self) -> str:
+        # The recipe: fine-tuning reads the [CLS] token; a frozen encoder is read through a mean pool.
+        return "mean" if self.freeze_encoder else "cls"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        aliases = {"learning_rate": "lr", "gradient_accumulation": "grad_accum", "num_epochs": "epochs"}
+        clean: dict[str, Any] = {}
+        for key, value in (data or {}).items():
+            key = aliases.get(key, key).replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"unknown training setting {key!r}; known settings: {', '.join(sorted(names))}")
+            clean[key] = value
+        try:
+            return cls(**clean)
+        except TypeError as exc:
+            raise ConfigError(f"invalid training settings: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of setting: value")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

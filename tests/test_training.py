@@ -1,0 +1,142 @@
+"""Training loop, run folder, resume, freezing, configuration: on a tiny random BERT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ticket_triage.errors import ConfigError
+from ticket_triage.training import TrainConfig, train_model
+
+
+def tiny_config(model_dir, **overrides) -> TrainConfig:
+    settings = dict(model=str(model_dir), epochs=2, batch_size=16, max_length=48, lr=1e-3, checkpoint_every=3, seed=7, precision="fp32", threads=1, calibrate=False, baseline=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def quiet(*_args, **_kwargs):
+    pass
+
+
+def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
+    result = train_model(tiny_config(tiny_model_dir, baseline=True, calibrate=True), small_prepared, tmp_path / "run", log=quiet)
+    run = tmp_path / "run"
+    for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
+        assert (run / name).stat().st_size > 0, name
+    assert not (run / "checkpoint").exists(), "a finished run must not leave a resumable checkpoint behind"
+    model_files = {p.name for p in (run / "model").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "triage.json", "taxonomy.yaml", "train_config.yaml", "metrics.json"} <= model_files
+    assert not [p for p in model_files if p.endswith((".bin", ".pt", ".pkl"))], "model folder must hold no pickles"
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    for record in metrics["history"]:
+        assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1"} <= set(record)
+        assert np.isfinite(record["train_loss"]) and np.isfinite(record["val_loss"])
+    test = metrics["test"]
+    assert set(test["per_class"]) == {"Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"}
+    assert sum(row["support"] for row in test["per_class"].values()) == test["n"] == 60
+    assert 0 <= test["macro_f1"] <= 1 and metrics["train_samples_per_s"] > 0
+    assert metrics["baseline"]["macro_f1"] > 0.2, "the TF-IDF baseline learns something from 240 rows"
+    report = (run / "classification_report.md").read_text()
+    assert "baseline macro-F1" in report and "Banking Services" in report
+    assert result.best_epoch in (1, 2)
+
+
+def test_labels_survive_save_and_load(tiny_model_dir, small_prepared, tmp_path):
+    from ticket_triage.modeling import load_model_folder
+
+    train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet)
+    model, _tokenizer, meta = load_model_folder(tmp_path / "run" / "model")
+    assert meta.labels == ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
+    assert [model.config.id2label[i] for i in range(6)] == meta.labels
+    assert not any(name.startswith("LABEL_") for name in model.config.id2label.values())
+    assert meta.max_length == 48 and meta.truncation == "head+tail"
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, small_prepared, tmp_path):
+    config = tiny_config(tiny_model_dir, epochs=2, checkpoint_every=2)
+    straight = train_model(config, small_prepared, tmp_path / "straight", log=quiet)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_21(step):  # 15 steps per epoch: this dies in the middle of epoch 2
+        if step == 21:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step_21, log=quiet)
+    assert (tmp_path / "resumed" / "checkpoint").is_dir()
+    with pytest.raises(ConfigError, match="--resume"):
+        train_model(config, small_prepared, tmp_path / "resumed", log=quiet)
+    resumed = train_model(config, small_prepared, tmp_path / "resumed", resume=True, log=quiet)
+
+    for a, b in zip(straight.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+    assert straight.test["macro_f1"] == pytest.approx(resumed.test["macro_f1"])
+    assert straight.test["confusion_matrix"] == resumed.test["confusion_matrix"]
+
+
+def test_same_seed_same_metrics_other_seed_differs(tiny_model_dir, small_prepared, tmp_path):
+    one = train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "a", log=quiet)
+    two = train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "b", log=quiet)
+    other = train_model(tiny_config(tiny_model_dir, epochs=1, seed=8), small_prepared, tmp_path / "c", log=quiet)
+    assert one.history[0]["val_loss"] == two.history[0]["val_loss"]
+    assert one.history[0]["val_loss"] != other.history[0]["val_loss"]
+
+
+def test_freeze_encoder_leaves_encoder_unchanged(tiny_model_dir, small_prepared, tmp_path):
+    from ticket_triage.modeling import build_model, load_model_folder
+
+    config = tiny_config(tiny_model_dir, epochs=1, freeze_encoder=True)
+    train_model(config, small_prepared, tmp_path / "run", log=quiet)
+    trained, _tok, meta = load_model_folder(tmp_path / "run" / "model")
+    assert meta.pooling == "mean"
+    fresh = build_model(str(tiny_model_dir), meta.labels, pooling="mean")
+    before = fresh.encoder.state_dict()
+    after = trained.encoder.state_dict()
+    assert before.keys() == after.keys()
+    for name in before:
+        assert np.array_equal(before[name].numpy(), after[name].numpy()), f"encoder weight {name} changed"
+    assert not np.allclose(fresh.classifier.weight.detach().numpy(), trained.classifier.weight.detach().numpy()), "the head must train"
+
+
+def test_max_train_rows_and_class_weights(tiny_model_dir, small_prepared, tmp_path):
+    result = train_model(tiny_config(tiny_model_dir, epochs=1, max_train_rows=50, class_weights="balanced"), small_prepared, tmp_path / "run", log=quiet)
+    assert result.metrics["train_rows"] == 50
+
+
+def test_early_stopping_keeps_best_epoch(tiny_model_dir, small_prepared, tmp_path):
+    # lr 0: nothing improves after epoch 1, so patience 1 stops after epoch 2 and keeps epoch 1.
+    result = train_model(tiny_config(tiny_model_dir, epochs=5, lr=0.0, patience=1), small_prepared, tmp_path / "run", log=quiet)
+    assert len(result.history) == 2 and result.best_epoch == 1
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(max_length=1024), "512"),
+        (dict(truncation="middle"), "head\\+tail"),
+        (dict(epochs=0), "epochs"),
+        (dict(class_weights="inverse"), "balanced"),
+        (dict(precision="int4"), "precision"),
+    ],
+)
+def test_invalid_config_says_what_to_do(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 4\nlearning_rate: 3.0e-5\nmax_length: 128\n")
+    config = TrainConfig.from_yaml(path, epochs=2)
+    assert (config.epochs, config.lr, config.max_length) == (2, 3e-5, 128)
+    path.write_text("epoks: 4\n")
+    with pytest.raises(ConfigError, match="unknown training setting 'epoks'"):
+        TrainConfig.from_yaml(path)
