@@ -1,0 +1,94 @@
+"""Reading prepared data folders and raw labelled files (for evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..taxonomy import Taxonomy, load_taxonomy
+
+SPLITS = ("train", "val", "test")
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """The manifest.json of a prepared data folder."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{data_dir} has no manifest.json; prepare it with `triage data prepare --input FILE --out {data_dir}`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); prepare the folder again") from None
+
+
+def load_split(data_dir: str | Path, split: str):
+    """One split of a prepared folder as a DataFrame: text, label, complaint_id, product, date_received."""
+    import pandas as pd
+
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    path = Path(data_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise DataError(f"{data_dir} has no {split}.parquet; prepare it with `triage data prepare --input FILE --out {data_dir}`")
+    return pd.read_parquet(path)
+
+
+def read_labelled_file(
+    path: str | Path,
+    taxonomy: Taxonomy | str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    clean: tuple[str, ...] | list[str] = (),
+):
+    """A raw CFPB-format file (any format prepare reads) or a prepared parquet as (DataFrame[text, label], report).
+
+    Products map through the taxonomy; rows without text, dropped products and unknown products
+    are left out and counted in the report (``unknown_products``: product -> rows). No
+    de-duplication and no minimum length: the file is evaluated as it is. `clean` applies the
+    same optional cleaning steps as `prepare_dataset` (pass the manifest's config["clean"]).
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    from .cleaning import clean_texts
+    from .config import DataConfig
+    from .reading import open_source
+
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    steps = DataConfig(input=Path(path), out_dir=Path("."), clean=tuple(clean)).clean if clean else ()
+    source = open_source(path, text_column, label_column)
+    texts: list[pa.Array] = []
+    products: list[pa.Array] = []
+    for batch in source.batches:
+        texts.append(batch.column(0))
+        products.append(batch.column(1))
+    text = pa.chunked_array(texts, pa.string()).to_pandas() if texts else pd.Series([], dtype=object)
+    product = pa.chunked_array(products, pa.string()).to_pandas() if products else pd.Series([], dtype=object)
+    df = pd.DataFrame({"text": text, "product": product.fillna("").astype(str).str.strip()})
+    has_text = df["text"].notna() & (df["text"].astype(str).str.strip() != "")
+    report: dict[str, Any] = {
+        "path": str(path),
+        "format": source.format,
+        "columns": source.columns,
+        "rows_read": int(source.stats.rows_read),
+        "no_text": int((~has_text).sum()),
+    }
+    df = df[has_text]
+    mapping = {p: tax.category_of(p) for p in df["product"].unique()}
+    df = df.assign(label=df["product"].map(mapping))
+    dropped = df["product"].map(lambda p: tax.is_dropped(p) or p == "")
+    unknown = df["label"].isna() & ~dropped
+    report["dropped_products"] = {str(k): int(v) for k, v in df.loc[dropped, "product"].value_counts().items()}
+    report["unknown_products"] = {str(k): int(v) for k, v in df.loc[unknown, "product"].value_counts().items()}
+    report["unknown_rows"] = int(unknown.sum())
+    out = df.loc[df["label"].notna(), ["text", "label"]].reset_index(drop=True)
+    out["text"] = out["text"].astype(str).str.strip()
+    if steps:
+        out["text"] = clean_texts(out["text"].tolist(), steps)
+    report["kept"] = len(out)
+    report["broken_rows"] = int(source.stats.broken_rows)
+    report["undecodable_chars_replaced"] = int(source.stats.replaced_chars)
+    report["labels"] = list(tax.categories)
+    return out, report
