@@ -1,3 +1,79 @@
-"""`triage serve` commands (registered on the shared app)."""
+"""`triage serve`, `triage db upgrade`, `triage apikey create` (registered on the shared app)."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app
+
+db_app = typer.Typer(help="The service's database (migrations).", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for the service (stored hashed).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(apikey_app, name="apikey")
+
+DB_HELP = "database URL: sqlite:///triage.db (default) or postgresql+psycopg://user:pass@host/db [env TRIAGE_DATABASE_URL]"
+
+
+def _settings(**overrides):
+    """Settings from TRIAGE_* env vars, with the options given on the command line on top."""
+    from pydantic import ValidationError
+
+    from ..errors import ConfigError
+    from ..service.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+@app.command("serve")
+def serve_command(
+    model: Optional[Path] = typer.Option(None, "--model", help="model folder written by `triage train` [env TRIAGE_MODEL_DIR]"),
+    routing: Optional[Path] = typer.Option(None, "--routing", help="routing rules YAML (default: the shipped CFPB rules)"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    host: Optional[str] = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, "--port", help="port (default 8000)"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="no API keys needed (local use only)"),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)"),
+    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto (fastest in the folder), torch or onnx"),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
+) -> None:
+    """Serve the ticket API, the triage console (/) and the docs (/docs)."""
+    from ..service.cli_ops import serve
+
+    settings = _settings(
+        model_dir=model, routing_file=routing, database_url=db, host=host, port=port,
+        auth=False if no_auth else None, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, backend=backend,
+    )
+    serve(settings, log_level=log_level)
+
+
+@db_app.command("upgrade")
+def db_upgrade_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Create or migrate the service's tables (also done by `triage serve` at start)."""
+    from ..service.cli_ops import upgrade_db
+
+    settings = _settings(database_url=db)
+    revision = upgrade_db(settings.database_url)
+    typer.echo(f"database at revision {revision}")
+
+
+@apikey_app.command("create")
+def apikey_create_command(
+    role: str = typer.Option(..., "--role", help="intake (create tickets, classify) or agent (queues, feedback, export)"),
+    name: str = typer.Option(..., "--name", help="who or what uses the key (recorded with each correction)"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Create an API key and print it once (only its SHA-256 is stored)."""
+    from ..service.cli_ops import create_key
+
+    settings = _settings(database_url=db)
+    key = create_key(settings.database_url, name=name, role=role)
+    typer.echo(key)
+    typer.echo(f"(role {role}, name {name!r}: store it now, it cannot be shown again)", err=True)

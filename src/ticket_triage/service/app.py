@@ -1,0 +1,94 @@
+"""The app factory: `create_app(settings, classifier=None)` builds everything a running
+service holds (engine, migrations, classifier, routing rules, batcher, metrics), so tests can
+swap the database and the classifier. Nothing is created at import."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from .. import __version__
+from ..errors import ConfigError, ModelError, TicketTriageError
+from .batching import MicroBatcher
+from .classifier import ClassifierLike, load_classifier
+from .db import make_engine, make_sessionmaker, upgrade_database
+from .metrics import ServiceMetrics
+from .routes import classify, console, feedback, health, tickets
+from .routing import load_routing
+from .settings import Settings
+from .state import ServiceState
+
+log = logging.getLogger("ticket_triage.service")
+
+
+def create_app(settings: Settings | None = None, classifier: ClassifierLike | None = None) -> FastAPI:
+    """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off."""
+    settings = settings or Settings()
+    if classifier is None:
+        if settings.model_dir is None:
+            raise ConfigError("no model: give --model DIR (or TRIAGE_MODEL_DIR), the `model/` folder `triage train` wrote")
+        classifier = load_classifier(settings.model_dir, settings.backend)
+    labels = list(classifier.labels)
+    if not labels:
+        raise ModelError("the classifier has no labels")
+    rules = load_routing(settings.routing_file, labels)
+
+    engine = make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    if settings.migrate_on_start:
+        upgrade_database(engine)
+    metrics = ServiceMetrics()
+
+    def predict(texts: list[str], batch_size: int):
+        return classifier.predict(texts, batch_size=batch_size)
+
+    batcher = MicroBatcher(predict, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms, on_batch=metrics.observe_batch)
+    state = ServiceState(settings=settings, engine=engine, sessions=make_sessionmaker(engine), classifier=classifier, rules=rules, metrics=metrics, batcher=batcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.start()
+        log.info("serving model %s, %d categories, routing %s", state.model_version, len(labels), rules.source)
+        try:
+            yield
+        finally:
+            await state.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="ticket-triage",
+        version=__version__,
+        description="Classify support tickets, route them to the team's queue, and learn from agents' corrections.",
+        lifespan=lifespan,
+    )
+    app.state.triage = state
+    app.state.templates = Jinja2Templates(directory=str(resources.files("ticket_triage.service").joinpath("templates")))
+    app.mount("/static", StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))), name="static")
+    for module in (tickets, feedback, classify, health, console):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            return JSONResponse({"detail": f"request body is {length} bytes; the limit is {settings.max_request_bytes}"}, status_code=413)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "<unmatched>")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(TicketTriageError)
+    async def triage_error(_: Request, exc: TicketTriageError):
+        code = 503 if isinstance(exc, ModelError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return app

@@ -1,0 +1,106 @@
+"""Micro-batching: concurrent requests share one model call.
+
+Each text waits in an asyncio queue; one worker task takes the first text, waits up to
+`max_wait_ms` for more (up to `max_batch_size`), then runs the whole batch in a single model
+thread (off the event loop, so the server keeps accepting requests while the model runs).
+While one batch runs, the next one gathers, so under load batches fill up by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+log = logging.getLogger("ticket_triage.service")
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predict: Callable[[list[str], int], Sequence],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
+        self._predict = predict
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-model")
+        self._task = asyncio.create_task(self._run(), name="triage-micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._queue is not None:  # nobody will answer what is still waiting
+            while not self._queue.empty():
+                _, fut = self._queue.get_nowait()
+                if not fut.done():
+                    fut.set_exception(RuntimeError("the service is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def predict(self, texts: list[str]) -> list:
+        """Predictions for `texts`, in order; raises what the model raised."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        for text, fut in zip(texts, futures):
+            self._queue.put_nowait((text, fut))
+        return list(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            batch = [(t, f) for t, f in batch if not f.cancelled()]  # the client went away
+            if not batch:
+                continue
+            texts = [t for t, _ in batch]
+            started = loop.time()
+            try:
+                preds = await loop.run_in_executor(self._executor, self._predict, texts, len(texts))
+                if len(preds) != len(texts):
+                    raise RuntimeError(f"the classifier returned {len(preds)} predictions for {len(texts)} texts")
+            except Exception as exc:  # the model failed: every caller in the batch gets the error
+                log.warning("classification of a batch of %d failed: %s", len(texts), type(exc).__name__)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(texts), loop.time() - started)
+            for (_, fut), pred in zip(batch, preds):
+                if not fut.done():
+                    fut.set_result(pred)

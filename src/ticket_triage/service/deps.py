@@ -1,0 +1,82 @@
+"""FastAPI dependencies: the app state, a database session per request, and API-key roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
+
+from . import crud
+from .security import hash_key
+from .state import ServiceState
+
+CONSOLE_COOKIE = "triage_console_key"
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.triage
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_db(state: StateDep) -> Iterator[Session]:
+    with state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str  # "intake", "agent", or "*" when auth is off
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key from `Authorization: Bearer`, `X-API-Key`, or the console cookie."""
+    auth = request.headers.get("authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or request.cookies.get(CONSOLE_COOKIE) or None
+
+
+def authenticate(state: ServiceState, key: str | None) -> Principal | None:
+    if key is None:
+        return None
+    digest = hash_key(key)
+    principal = state.cached_key(digest)
+    if principal is None:
+        with state.sessions() as session:
+            row = crud.get_api_key(session, key_hash=digest)
+            if row is None:
+                return None
+            principal = Principal(row.name, row.role)
+        state.cache_key(digest, principal)
+    return principal
+
+
+def require_role(role: str):
+    def dependency(request: Request, state: StateDep) -> Principal:
+        if not state.settings.auth:
+            return Principal("anonymous", "*")
+        principal = authenticate(state, presented_key(request))
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid API key is required: send `Authorization: Bearer <key>` (create one with `triage apikey create`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role != role:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs an API key with the {role!r} role; yours has {principal.role!r}")
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+IntakeDep = Annotated[Principal, Depends(require_role("intake"))]
+AgentDep = Annotated[Principal, Depends(require_role("agent"))]

@@ -1,0 +1,45 @@
+"""Prometheus metrics, in a registry of the app's own (so several apps in one process, as in
+tests, never clash over the global registry)."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("triage_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.latency = Histogram("triage_http_request_duration_seconds", "HTTP request latency", ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.predictions = Counter("triage_predictions", "predictions made, by predicted category", ["category"], registry=r)
+        self.tickets = Counter("triage_tickets_created", "tickets stored, by status at creation", ["status"], registry=r)
+        self.routed = Counter("triage_tickets_routed", "tickets routed, by queue", ["queue"], registry=r)
+        self.review_rate = Gauge("triage_review_rate", "share of classified tickets sent to review (since start)", registry=r)
+        self.failures = Counter("triage_classification_failures", "model calls that failed (tickets kept unclassified)", registry=r)
+        self.reclassified = Counter("triage_tickets_reclassified", "unclassified tickets classified later", registry=r)
+        self.feedback = Counter("triage_feedback", "agent corrections", ["category"], registry=r)
+        self.batch_size = Histogram("triage_batch_size", "texts per model call (micro-batching)", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_latency = Histogram("triage_batch_duration_seconds", "seconds per model call", buckets=LATENCY_BUCKETS, registry=r)
+        self._lock = threading.Lock()
+        self._classified = 0
+        self._reviewed = 0
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_latency.observe(seconds)
+
+    def observe_routing(self, queue: str, needs_review: bool) -> None:
+        self.routed.labels(queue).inc()
+        with self._lock:
+            self._classified += 1
+            self._reviewed += int(needs_review)
+            self.review_rate.set(self._reviewed / self._classified)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

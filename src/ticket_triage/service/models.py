@@ -1,0 +1,111 @@
+"""Database tables (SQLAlchemy 2 declarative). The schema itself is created by Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every database (SQLite keeps no offset: stored as UTC, read back as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TicketStatus:
+    """Where a ticket stands. Plain strings in the database, so reports can read them."""
+
+    ROUTED = "routed"  # classified with enough confidence, in its team's queue
+    NEEDS_REVIEW = "needs-review"  # classified below the threshold: in the review queue
+    UNCLASSIFIED = "unclassified"  # the model failed; the retry loop will classify it
+    CORRECTED = "corrected"  # an agent set the category; re-routed
+
+    ALL = (ROUTED, NEEDS_REVIEW, UNCLASSIFIED, CORRECTED)
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    channel: Mapped[str] = mapped_column(String(32))
+    customer_ref: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)  # uq_tickets_idempotency_key
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    category: Mapped[str | None] = mapped_column(String(100), index=True)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    predicted_category: Mapped[str | None] = mapped_column(String(100))
+    queue: Mapped[str] = mapped_column(String(100), index=True)
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    classify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    feedback: Mapped[list["Feedback"]] = relationship(back_populates="ticket", order_by="Feedback.id", lazy="selectin")
+
+    @property
+    def text(self) -> str:
+        """What the classifier reads: the subject (if any) and the body."""
+        return f"{self.subject}\n\n{self.body}" if self.subject else self.body
+
+
+class Feedback(Base):
+    """An agent's correction of a ticket's category: who, when, from what to what."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    agent: Mapped[str] = mapped_column(String(200))
+    previous_category: Mapped[str | None] = mapped_column(String(100))
+    previous_queue: Mapped[str] = mapped_column(String(100))
+    category: Mapped[str] = mapped_column(String(100))
+    queue: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="feedback")
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256 (keys are 256-bit random, so a fast hash is enough)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

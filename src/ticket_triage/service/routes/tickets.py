@@ -1,0 +1,141 @@
+"""/v1/tickets: create (classify + route + store), read, list, queues."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from .. import crud
+from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
+from ..models import TicketStatus
+from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
+from ..state import ServiceState
+from ._limits import check_text_size
+
+router = APIRouter(prefix="/v1", tags=["tickets"])
+log = logging.getLogger("ticket_triage.service")
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="same key + same body = the same ticket, however often sent"),
+]
+
+
+def _replay(state: ServiceState, key: str, data: dict) -> TicketPublic | None:
+    with state.sessions() as session:
+        ticket = crud.get_ticket_by_idempotency_key(session, key=key)
+        if ticket is None:
+            return None
+        if ticket.request_hash != crud.request_hash(data):
+            raise HTTPException(status.HTTP_409_CONFLICT, "this Idempotency-Key was used for a different ticket; use a new key for a new ticket")
+        return TicketPublic.model_validate(ticket)
+
+
+def _store(state: ServiceState, data: dict, prediction, error: str | None, key: str | None) -> tuple[TicketPublic, bool]:
+    """Insert and commit; (ticket, created). A concurrent retry with the same key gets the first ticket."""
+    try:
+        with state.sessions() as session, session.begin():
+            ticket = crud.create_ticket(
+                session, data=data, prediction=prediction, error=error, rules=state.rules,
+                model_version=state.model_version if prediction is not None else None, idempotency_key=key,
+            )
+            session.flush()
+            public = TicketPublic.model_validate(ticket)
+    except IntegrityError:
+        if key is None:
+            raise
+        replay = _replay(state, key, data)
+        if replay is None:
+            raise
+        return replay, False
+    return public, True
+
+
+@router.post(
+    "/tickets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketPublic,
+    responses={200: {"description": "a retry: the ticket first made with this Idempotency-Key"}, 409: {"model": Message}, 413: {"model": Message}},
+)
+async def create_ticket(payload: TicketCreate, response: Response, state: StateDep, _: IntakeDep, idempotency_key: IdempotencyKey = None) -> TicketPublic:
+    """Classify a ticket, route it to its queue and store it (committed before the answer).
+
+    If the model fails, the ticket is still stored, as `unclassified` in the review queue, and
+    classified later. With `Idempotency-Key`, a retry returns the first ticket (200).
+    """
+    check_text_size(payload.subject + payload.body, state.settings.max_text_bytes, "the ticket's subject and body")
+    data = payload.model_dump(mode="json")
+    if len(json.dumps(data["metadata"])) > state.settings.max_text_bytes:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"metadata is larger than {state.settings.max_text_bytes} bytes")
+    if idempotency_key is not None:
+        replay = await run_in_threadpool(_replay, state, idempotency_key, data)
+        if replay is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Idempotent-Replayed"] = "true"
+            return replay
+    text = f"{payload.subject}\n\n{payload.body}" if payload.subject else payload.body
+    prediction, error = None, None
+    try:
+        prediction = (await state.batcher.predict([text]))[0]
+    except Exception as exc:  # stored unclassified; the retry loop classifies it later
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        state.metrics.failures.inc()
+        state.pending_unclassified = True
+    ticket, created = await run_in_threadpool(_store, state, data, prediction, error, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+        return ticket
+    state.metrics.tickets.labels(ticket.status).inc()
+    if prediction is not None:
+        state.metrics.predictions.labels(prediction.category).inc()
+        state.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
+        state.kick_retry()
+    return ticket
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketPublic, responses={404: {"model": Message}})
+def read_ticket(ticket_id: int, session: SessionDep, _: AgentDep) -> TicketPublic:
+    ticket = crud.get_ticket(session, ticket_id=ticket_id)
+    if ticket is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
+    return TicketPublic.model_validate(ticket)
+
+
+@router.get("/tickets", response_model=TicketsPublic)
+def list_tickets(
+    session: SessionDep,
+    state: StateDep,
+    _: AgentDep,
+    queue: str | None = Query(None, max_length=100),
+    category: str | None = Query(None, max_length=100),
+    status_: str | None = Query(None, alias="status", description=f"one of {', '.join(TicketStatus.ALL)}"),
+    created_from: datetime | None = Query(None, description="ISO date-time, inclusive"),
+    created_to: datetime | None = Query(None, description="ISO date-time, exclusive"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> TicketsPublic:
+    """Tickets filtered by queue, category, status and creation date, oldest first, paginated."""
+    if status_ is not None and status_ not in TicketStatus.ALL:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["query", "status"], "msg": f"unknown status {status_!r}; use one of {list(TicketStatus.ALL)}", "type": "value_error", "input": status_}],
+        )
+    items, count = crud.list_tickets(
+        session, queue=queue, category=category, status=status_, created_from=created_from, created_to=created_to, limit=limit, offset=offset
+    )
+    return TicketsPublic(items=[TicketPublic.model_validate(t) for t in items], count=count, limit=limit, offset=offset)
+
+
+@router.get("/queues", response_model=list[QueuePublic])
+def list_queues(session: SessionDep, state: StateDep, _: AgentDep) -> list[QueuePublic]:
+    """Every queue of the routing rules (and any other holding tickets) with its ticket counts."""
+    counts = crud.queue_counts(session)
+    names = list(dict.fromkeys(state.rules.queues + sorted(counts)))
+    return [QueuePublic(queue=q, count=sum(counts.get(q, {}).values()), open_by_status=counts.get(q, {})) for q in names]

@@ -1,0 +1,179 @@
+"""Routing rules: each category goes to a team's queue; low confidence goes to review.
+
+The rules are a small YAML file (the shipped default is `routing.yaml` beside this module).
+Every mistake is reported as a `ConfigError` naming the file and line, before the service
+starts taking tickets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from ..errors import ConfigError
+
+DEFAULT_REVIEW_QUEUE = "needs-review"
+DEFAULT_THRESHOLD = 0.5
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    category: str
+    queue: str
+    threshold: float
+    email: str | None = None
+    webhook: str | None = None
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    queue: str
+    needs_review: bool
+
+
+@dataclass
+class RoutingRules:
+    routes: dict[str, Route]
+    review_queue: str = DEFAULT_REVIEW_QUEUE
+    default_threshold: float = DEFAULT_THRESHOLD
+    source: str = "<rules>"
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def route(self, category: str, confidence: float) -> RoutingDecision:
+        """The queue for a prediction: its team's queue, or review when below the threshold."""
+        rule = self.routes.get(category)
+        if rule is None:  # the model knows a category the rules do not (checked at start)
+            return RoutingDecision(self.review_queue, True)
+        if confidence < rule.threshold:
+            return RoutingDecision(self.review_queue, True)
+        return RoutingDecision(rule.queue, False)
+
+    def queue_of(self, category: str) -> str:
+        """The team queue of a category, whatever the confidence (used for agent corrections)."""
+        return self.routes[category].queue
+
+    @property
+    def queues(self) -> list[str]:
+        return list(dict.fromkeys([r.queue for r in self.routes.values()] + [self.review_queue]))
+
+    def check_labels(self, labels: Iterable[str]) -> None:
+        """Every rule must name a model category, and every model category needs a rule."""
+        labels = list(labels)
+        for category in self.routes:
+            if category not in labels:
+                raise ConfigError(
+                    f"{self.source}:{self.lines.get(category, '?')}: unknown category {category!r}; "
+                    f"the model's categories are {labels}"
+                )
+        missing = [label for label in labels if label not in self.routes]
+        if missing:
+            raise ConfigError(f"{self.source}: no route for the model's categories {missing}; add them under `routes:`")
+
+
+def _err(source: str, node: yaml.Node | None, message: str) -> ConfigError:
+    line = node.start_mark.line + 1 if node is not None else "?"
+    return ConfigError(f"{source}:{line}: {message}")
+
+
+def _scalar(source: str, node: yaml.Node, what: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise _err(source, node, f"{what} must be a single value")
+    return str(node.value)
+
+
+def _threshold(source: str, node: yaml.Node, what: str) -> float:
+    raw = _scalar(source, node, what)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _err(source, node, f"{what} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise _err(source, node, f"{what} must be between 0 and 1, got {value}")
+    return value
+
+
+def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
+    """Parse routing YAML, with line numbers in every error."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise _err(source, root, "routing rules must be a mapping with `routes:` (see the shipped routing.yaml)")
+    review_queue, default_threshold, routes_node = DEFAULT_REVIEW_QUEUE, DEFAULT_THRESHOLD, None
+    for key_node, value_node in root.value:
+        key = _scalar(source, key_node, "a top-level key")
+        if key == "review_queue":
+            review_queue = _scalar(source, value_node, "review_queue")
+            if not _QUEUE_NAME.match(review_queue):
+                raise _err(source, value_node, f"review_queue {review_queue!r} is not a valid queue name (letters, digits, . _ - and spaces)")
+        elif key == "default_threshold":
+            default_threshold = _threshold(source, value_node, "default_threshold")
+        elif key == "routes":
+            routes_node = value_node
+        else:
+            raise _err(source, key_node, f"unknown key {key!r}: use review_queue, default_threshold and routes")
+    if routes_node is None:
+        raise ConfigError(f"{source}: no `routes:` mapping of category -> queue")
+    if not isinstance(routes_node, yaml.MappingNode) or not routes_node.value:
+        raise _err(source, routes_node, "`routes:` must map each category to {queue: ..., threshold: ...}")
+
+    routes: dict[str, Route] = {}
+    lines: dict[str, int] = {}
+    for cat_node, rule_node in routes_node.value:
+        category = _scalar(source, cat_node, "a category name")
+        if category in routes:
+            raise _err(source, cat_node, f"category {category!r} is listed twice")
+        lines[category] = cat_node.start_mark.line + 1
+        if isinstance(rule_node, yaml.ScalarNode) and rule_node.value:
+            rule: dict[str, yaml.Node] = {"queue": rule_node}  # shorthand: `Mortgage: mortgage-team`
+        elif isinstance(rule_node, yaml.MappingNode):
+            rule = {}
+            for k, v in rule_node.value:
+                name = _scalar(source, k, "a rule key")
+                if name not in {"queue", "threshold", "email", "webhook"}:
+                    raise _err(source, k, f"unknown key {name!r} in the rule for {category!r}: use queue, threshold, email, webhook")
+                rule[name] = v
+        else:
+            raise _err(source, cat_node, f"category {category!r} has no queue: give `queue: <team name>`")
+        if "queue" not in rule or not _scalar(source, rule["queue"], "queue").strip() or rule["queue"].tag.endswith(":null"):
+            raise _err(source, cat_node, f"category {category!r} has no queue: give `queue: <team name>`")
+        queue = _scalar(source, rule["queue"], "queue").strip()
+        if not _QUEUE_NAME.match(queue):
+            raise _err(source, rule["queue"], f"queue {queue!r} is not a valid queue name (letters, digits, . _ - and spaces, at most 100)")
+        if queue == review_queue:
+            raise _err(source, rule["queue"], f"queue {queue!r} is the review queue; give the team's own queue")
+        threshold = _threshold(source, rule["threshold"], f"threshold of {category!r}") if "threshold" in rule else default_threshold
+        email = _scalar(source, rule["email"], "email") if "email" in rule else None
+        if email is not None and not _EMAIL.match(email):
+            raise _err(source, rule["email"], f"email {email!r} of {category!r} is not an e-mail address")
+        webhook = _scalar(source, rule["webhook"], "webhook") if "webhook" in rule else None
+        if webhook is not None and not webhook.startswith(("http://", "https://")):
+            raise _err(source, rule["webhook"], f"webhook {webhook!r} of {category!r} must be an http(s) URL")
+        routes[category] = Route(category, queue, threshold, email, webhook)
+    return RoutingRules(routes, review_queue, default_threshold, source, lines)
+
+
+def load_routing(path: str | Path | None = None, labels: Iterable[str] | None = None) -> RoutingRules:
+    """Rules from `path` (or the shipped default), checked against the model's labels if given."""
+    if path is None:
+        text = resources.files("ticket_triage.service").joinpath("routing.yaml").read_text()
+        source = "routing.yaml (shipped default)"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"routing file {path} does not exist")
+        text, source = path.read_text(), str(path)
+    rules = parse_routing(text, source)
+    if labels is not None:
+        rules.check_labels(labels)
+    return rules

@@ -1,0 +1,114 @@
+"""API schemas: a Base/Create/Public family per entity (pydantic v2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Channel(str, Enum):
+    web = "web"
+    email = "email"
+    chat = "chat"
+    webhook = "webhook"
+    phone = "phone"
+    api = "api"
+
+
+class TicketBase(BaseModel):
+    subject: str = Field("", max_length=1000, description="short title; may be empty")
+    body: str = Field(..., min_length=1, description="the customer's text (subject + body at most 64 KiB)")
+    channel: Channel = Field(Channel.api, description="where the ticket came from")
+    customer_ref: str | None = Field(None, max_length=200, description="the customer's id in your systems")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="free key/value data kept with the ticket")
+
+
+class TicketCreate(TicketBase):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "subject": "Wrong late payment on my report",
+        "body": "My credit report shows a late payment I never made and the bureau ignores my dispute.",
+        "channel": "web",
+        "customer_ref": "C-1042",
+        "metadata": {"locale": "en-US"},
+    }]})
+
+
+class FeedbackPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    agent: str
+    previous_category: str | None
+    previous_queue: str
+    category: str
+    queue: str
+    note: str | None
+
+
+class TicketPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    updated_at: datetime
+    subject: str
+    body: str
+    channel: str
+    customer_ref: str | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    status: str
+    category: str | None
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    predicted_category: str | None = Field(description="what the model said, kept after a correction")
+    queue: str
+    model_version: str | None
+    feedback: list[FeedbackPublic] = Field(default_factory=list)
+
+
+class TicketsPublic(BaseModel):
+    items: list[TicketPublic]
+    count: int = Field(description="tickets matching the filters (all pages)")
+    limit: int
+    offset: int
+
+
+class FeedbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str = Field(..., min_length=1, max_length=100, description="the right category (one of the model's labels)")
+    note: str | None = Field(None, max_length=2000)
+    agent: str | None = Field(None, max_length=200, description="who corrects; with API keys the key's name is used")
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[Annotated[str, Field(min_length=1)]] = Field(..., min_length=1, description="one or more non-empty texts (at most classify_max_texts)")
+
+
+class PredictionPublic(BaseModel):
+    category: str
+    confidence: float
+    probabilities: dict[str, float]
+    queue: str
+    needs_review: bool
+
+
+class ClassifyResponse(BaseModel):
+    model_version: str
+    predictions: list[PredictionPublic]
+
+
+class QueuePublic(BaseModel):
+    queue: str
+    count: int
+    open_by_status: dict[str, int]
+
+
+class Message(BaseModel):
+    detail: str

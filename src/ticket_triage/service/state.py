@@ -1,0 +1,136 @@
+"""What one running app holds: settings, database, classifier, routing rules, batcher, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from . import crud
+from .batching import MicroBatcher
+from .classifier import ClassifierLike
+from .metrics import ServiceMetrics
+from .models import TicketStatus
+from .routing import RoutingRules
+from .settings import Settings
+
+log = logging.getLogger("ticket_triage.service")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    classifier: ClassifierLike
+    rules: RoutingRules
+    metrics: ServiceMetrics
+    batcher: MicroBatcher
+    key_cache: dict[str, tuple[float, object]] = field(default_factory=dict)
+    pending_unclassified: bool = True  # check at start: tickets may be left from a crash or an outage
+    _retry_task: asyncio.Task | None = None
+    _retry_lock: asyncio.Lock | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.classifier.labels)
+
+    @property
+    def model_version(self) -> str:
+        return str(self.classifier.model_version)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._retry_lock = asyncio.Lock()
+        await self.batcher.start()
+        self._retry_task = asyncio.create_task(self._retry_loop(), name="triage-reclassify")
+
+    async def stop(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            try:
+                await self._retry_task
+            except asyncio.CancelledError:
+                pass
+        await self.batcher.stop()
+
+    # -- unclassified tickets ----------------------------------------------------------------
+    async def _retry_loop(self) -> None:
+        while True:
+            try:
+                if self.pending_unclassified:
+                    await self.reclassify_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the loop alive whatever happens (DB down, ...)
+                log.warning("retrying unclassified tickets failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.retry_interval_s)
+
+    def kick_retry(self) -> None:
+        """After a model call succeeds again, classify what waits without waiting for the timer."""
+        if self.pending_unclassified and self._retry_lock is not None and not self._retry_lock.locked():
+            asyncio.get_running_loop().create_task(self.reclassify_pending())
+
+    async def reclassify_pending(self) -> int:
+        """Classify every `unclassified` ticket; returns how many were classified."""
+        assert self._retry_lock is not None
+        done = 0
+        async with self._retry_lock:
+            while True:
+                batch = await run_in_threadpool(self._load_unclassified, self.settings.max_batch_size)
+                if not batch:
+                    self.pending_unclassified = False
+                    return done
+                try:
+                    preds = await self.batcher.predict([text for _, text in batch])
+                except Exception as exc:
+                    self.metrics.failures.inc()
+                    await run_in_threadpool(self._note_failure, [tid for tid, _ in batch], exc)
+                    return done
+                done += await run_in_threadpool(self._store_predictions, [tid for tid, _ in batch], preds)
+
+    def _load_unclassified(self, limit: int) -> list[tuple[int, str]]:
+        with self.sessions() as session:
+            return [(t.id, t.text) for t in crud.unclassified_tickets(session, limit=limit)]
+
+    def _note_failure(self, ids: list[int], exc: Exception) -> None:
+        with self.sessions() as session, session.begin():
+            for tid in ids:
+                ticket = crud.get_ticket(session, ticket_id=tid)
+                if ticket is not None:
+                    ticket.classify_attempts += 1
+                    ticket.last_error = f"{type(exc).__name__}: {exc}"[:500]
+
+    def _store_predictions(self, ids: list[int], preds) -> int:
+        n = 0
+        with self.sessions() as session, session.begin():
+            for tid, pred in zip(ids, preds):
+                ticket = crud.get_ticket(session, ticket_id=tid)
+                if ticket is None or ticket.status != TicketStatus.UNCLASSIFIED:
+                    continue  # corrected by an agent meanwhile
+                ticket.classify_attempts += 1
+                crud.apply_prediction(ticket, prediction=pred, rules=self.rules, model_version=self.model_version)
+                self.metrics.predictions.labels(pred.category).inc()
+                self.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
+                self.metrics.reclassified.inc()
+                n += 1
+        if n:
+            log.info("classified %d ticket(s) that were waiting unclassified", n)
+        return n
+
+    # -- API-key lookups (short cache: a key is checked on every request) ----------------------
+    def cached_key(self, key_hash: str):
+        hit = self.key_cache.get(key_hash)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def cache_key(self, key_hash: str, principal) -> None:
+        if len(self.key_cache) > 10_000:
+            self.key_cache.clear()
+        self.key_cache[key_hash] = (time.monotonic() + 30.0, principal)
