@@ -169,7 +169,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         ).fetchall()
         staged_by_product = dict(
             ((p, (int(n), int(s))) for p, n, s in con.execute(
-                f"SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE wc < {cfg.min_words}) FROM staged GROUP BY ALL"
+                f"SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE wc < {max(1, cfg.min_words)}) FROM staged GROUP BY ALL"
             ).fetchall())
         )
         dropped = {k: 0 for k in ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short",
@@ -209,7 +209,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             CREATE TABLE groups AS
             SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
             FROM staged s JOIN products p ON coalesce(trim(s.product), '') = p.product
-            WHERE s.wc >= {cfg.min_words}
+            WHERE s.wc >= {max(1, cfg.min_words)}  -- an empty model input is never kept
             GROUP BY s.key
         """)
         dup, conflict = con.execute(
