@@ -7,13 +7,13 @@ def check_text_size(text: str, limit: int, what: str) -> None:
     size = len(text.encode("utf-8"))
     if size > limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            413,
             f"{what} is {size} bytes; the limit is {limit} bytes ({limit // 1024} KiB): shorten it or attach the rest elsewhere",
         )
 
 
 def unknown_category(category: str, labels: list[str], field: str = "category") -> HTTPException:
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        422,
         [{"loc": ["body", field], "msg": f"unknown category {category!r}; use one of {labels}", "type": "value_error", "input": category}],
     )

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["classify"])
 async def classify(payload: ClassifyRequest, state: StateDep, _: IntakeDep) -> ClassifyResponse:
     limit = state.settings.classify_max_texts
     if len(payload.texts) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{len(payload.texts)} texts sent; at most {limit} per request")
+        raise HTTPException(413, f"{len(payload.texts)} texts sent; at most {limit} per request")
     for i, text in enumerate(payload.texts):
         check_text_size(text, state.settings.max_text_bytes, f"texts[{i}]")
     try:

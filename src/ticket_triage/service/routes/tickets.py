@@ -72,7 +72,7 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     check_text_size(payload.subject + payload.body, state.settings.max_text_bytes, "the ticket's subject and body")
     data = payload.model_dump(mode="json")
     if len(json.dumps(data["metadata"])) > state.settings.max_text_bytes:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"metadata is larger than {state.settings.max_text_bytes} bytes")
+        raise HTTPException(413, f"metadata is larger than {state.settings.max_text_bytes} bytes")
     if idempotency_key is not None:
         replay = await run_in_threadpool(_replay, state, idempotency_key, data)
         if replay is not None:
@@ -124,7 +124,7 @@ def list_tickets(
     """Tickets filtered by queue, category, status and creation date, oldest first, paginated."""
     if status_ is not None and status_ not in TicketStatus.ALL:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             [{"loc": ["query", "status"], "msg": f"unknown status {status_!r}; use one of {list(TicketStatus.ALL)}", "type": "value_error", "input": status_}],
         )
     items, count = crud.list_tickets(
