@@ -1,3 +1,66 @@
-"""`triage predict` commands (registered on the shared app)."""
+"""`triage predict` (classify a file) and `triage calibrate` (fit the temperature)."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ._app import app
+
+_out = Console()
+
+
+@app.command("predict")
+def predict(
+    model: Path = typer.Option(..., "--model", help="Model folder (from `triage train`, or an `triage export` folder)."),
+    input: Path = typer.Option(..., "--input", help="CSV (.csv/.csv.gz), JSONL or Parquet file; CFPB exports are recognised."),
+    out: Path = typer.Option(..., "--out", help="Output file; its extension (.csv, .jsonl, .parquet) picks the format."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the ticket text (default: 'Consumer complaint narrative', else 'text')."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per model call."),
+    abstain_below: Optional[float] = typer.Option(None, "--abstain-below", help="Mark predictions with confidence below this as needs_review."),
+    backend: str = typer.Option("auto", "--backend", help="auto | torch | onnx | onnx-fp32 | onnx-int8"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the backend's choice)."),
+    chunk_rows: int = typer.Option(8192, "--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory)."),
+) -> None:
+    """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review)."""
+    from ..inference import predict_file
+
+    report = predict_file(
+        model, input, out, text_column=text_column, batch_size=batch_size, abstain_below=abstain_below,
+        backend=backend, threads=threads, chunk_rows=chunk_rows, progress=_out.is_terminal,
+    )
+    review = f", {report.needs_review} need review" if report.needs_review is not None else ""
+    _out.print(
+        f"[green]wrote[/] {report.output}: {report.rows} rows ({report.predicted} predicted, {report.errors} errors{review}) "
+        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s [dim]({report.backend}, model {report.model_version})[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("calibrate")
+def calibrate(
+    model: Path = typer.Option(..., "--model", help="Model folder to calibrate (its triage.json gets the temperature)."),
+    data: Path = typer.Option(..., "--data", help="Labelled validation file (text,label: parquet/CSV/JSONL)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write calibration.json and plots (default: the model folder)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the ticket text."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+) -> None:
+    """Fit the softmax temperature on a validation split so confidence means what it says."""
+    from ..calibration import calibrate_model
+
+    report = calibrate_model(model, data, out, text_column=text_column, batch_size=batch_size)
+    _out.print(
+        f"temperature [bold]{report.temperature:.3f}[/] (was {report.previous_temperature:.3f}) on {report.n} rows; "
+        f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}, NLL {report.nll_before:.4f} -> {report.nll_after:.4f}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for row in report.coverage:
+        if row["threshold"] in (0.5, 0.8, 0.9, 0.95):
+            acc = f"{row['accuracy_on_routed']:.3f}" if row["accuracy_on_routed"] is not None else "-"
+            _out.print(f"  abstain below {row['threshold']:.2f}: {row['auto_routed_share']:.1%} auto-routed, accuracy {acc}", highlight=False)
+    _out.print(f"[green]wrote[/] {report.files['calibration']}", highlight=False, soft_wrap=True)
