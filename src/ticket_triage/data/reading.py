@@ -393,18 +393,24 @@ def _json_relation_sql(json_path: Path) -> str:
     return f"read_json('{p}', format='auto', records=true, sample_size=20480, maximum_object_size=67108864, union_by_name=true)"
 
 
-def _json_batches(json_path: Path, columns: dict[str, str | None], stats: ReadStats, cleanup: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+def _json_batches(json_path: Path, columns: dict[str, str | None], types: dict[str, str], stats: ReadStats, cleanup: Callable[[], None]) -> Iterator[pa.RecordBatch]:
     import duckdb
 
     con = duckdb.connect()
     try:
         con.execute("SET memory_limit='512MB'")
         con.execute("SET preserve_insertion_order=true")
-        sel = ", ".join(
-            f'CAST("{src.replace(chr(34), chr(34) * 2)}" AS VARCHAR) AS "{out}"' if src else f"CAST(NULL AS VARCHAR) AS {out}"
-            for out, src in columns.items()
-        )
-        reader = con.execute(f"SELECT {sel} FROM {_json_relation_sql(json_path)}").fetch_record_batch(BATCH_ROWS)
+
+        def expr(out: str, src: str | None) -> str:
+            if src is None:
+                return f"CAST(NULL AS VARCHAR) AS {out}"
+            q = '"' + src.replace('"', '""') + '"'
+            if types.get(src, "").upper() == "JSON":  # mixed or nested values: unquote strings
+                return f"json_extract_string({q}, '$') AS {out}"
+            return f"CAST({q} AS VARCHAR) AS {out}"
+
+        sel = ", ".join(expr(out, src) for out, src in columns.items())
+        reader = con.sql(f"SELECT {sel} FROM {_json_relation_sql(json_path)}").to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             stats.rows_read += batch.num_rows
             yield _normalise_batch(batch, {c: c for c in OUTPUT_COLUMNS})
@@ -461,7 +467,7 @@ def open_source(path: str | Path, text_column: str | None = None, label_column: 
         except DataError:
             cleanup()
             raise
-        return Source(path, fmt, columns, available, stats, _json_batches(json_path, columns, stats, cleanup))
+        return Source(path, fmt, columns, available, stats, _json_batches(json_path, columns, {r[0]: str(r[1]) for r in desc}, stats, cleanup))
 
     names = _csv_header(path, fmt, member)
     columns = resolve_columns(path, names, text_column, label_column)
