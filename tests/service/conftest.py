@@ -163,3 +163,15 @@ def issue_key(client: TestClient, role: str, name: str) -> str:
     state = client.app.state.triage
     with state.sessions() as session, session.begin():
         return issue_api_key(session, name=name, role=role)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tiny_model_dir, tmp_path_factory) -> Path:
+    """A real (random, tiny) model folder with the six CFPB labels: `triage serve --model` takes it."""
+    from ticket_triage.modeling import ModelMeta, build_model, load_tokenizer, save_model_folder
+    from ticket_triage.taxonomy import load_taxonomy
+
+    folder = tmp_path_factory.mktemp("served-model")
+    model = build_model(str(tiny_model_dir), LABELS)
+    save_model_folder(model, load_tokenizer(str(tiny_model_dir)), folder, ModelMeta(labels=LABELS, max_length=64), load_taxonomy("cfpb-6"))
+    return folder

@@ -1,0 +1,79 @@
+"""`triage serve`, `triage db upgrade`, `triage apikey create`: one-line errors, keys that work."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from ticket_triage.cli import main
+
+
+def run_cli(argv, capsys):
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_db_upgrade_creates_the_schema_idempotently(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    for _ in range(2):
+        code, out, _ = run_cli(["db", "upgrade", "--db", url], capsys)
+        assert code == 0 and "revision 0001" in out
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("select name from sqlite_master where type='table'")}
+    assert {"tickets", "feedback", "api_keys", "alembic_version"} <= tables
+
+
+def test_migrations_downgrade_and_upgrade(tmp_path):
+    from alembic import command
+
+    from ticket_triage.service.db import alembic_config, current_revision, make_engine, upgrade_database
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade_database(engine)
+    command.downgrade(alembic_config(engine), "base")
+    assert current_revision(engine) is None
+    upgrade_database(engine)
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+
+
+def test_apikey_create_prints_a_key_once_and_stores_its_hash(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    code, out, err = run_cli(["apikey", "create", "--role", "agent", "--name", "ann", "--db", url], capsys)
+    assert code == 0
+    key = out.strip()
+    assert key.startswith("tt_") and "cannot be shown again" in err
+    from ticket_triage.service.security import hash_key
+
+    rows = sqlite3.connect(tmp_path / "k.db").execute("select name, role, key_hash from api_keys").fetchall()
+    assert rows == [("ann", "agent", hash_key(key))]
+
+
+def test_apikey_unknown_role_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["apikey", "create", "--role", "root", "--name", "x", "--db", f"sqlite:///{tmp_path / 'k.db'}"], capsys)
+    assert code == 1 and "unknown role 'root'" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/no/such/model"], "model folder /no/such/model does not exist"),
+        (["--db", "mysql://x"], "invalid setting database_url"),
+        (["--max-batch-size", "0"], "invalid setting max_batch_size"),
+    ],
+)
+def test_serve_errors_are_one_line(args, message, capsys):
+    code, _, err = run_cli(["serve", *args], capsys)
+    assert code == 1 and message in err and err.strip().count("\n") == 0
+
+
+def test_serve_with_bad_routing_stops_naming_the_line(tiny_model_folder, tmp_path, capsys):
+    rules = tmp_path / "bad.yaml"
+    rules.write_text("routes:\n  Mortgage: {queue: m}\n  Pets: {queue: p}\n")
+    code, _, err = run_cli(["serve", "--model", str(tiny_model_folder), "--routing", str(rules), "--db", f"sqlite:///{tmp_path / 'a.db'}"], capsys)
+    assert code == 1 and f"{rules}:3: unknown category 'Pets'" in err and err.strip().count("\n") == 0
