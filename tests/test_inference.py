@@ -1,0 +1,170 @@
+"""The Classifier Python API: shape of results, order, temperature, abstention, bad inputs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from ticket_triage.errors import ConfigError, DataError, ModelError
+from ticket_triage.taxonomy import load_taxonomy
+
+TEXTS = [
+    "my credit report shows a debt i do not owe",
+    "loan",
+    "the debt collector called about my mortgage payment and the late fee on my escrow account " * 3,
+    "bank charge on checking",
+    "student loan interest",
+    "i was charged a fee for a money transfer to my savings account that was not mine",
+    "card",
+]
+
+
+def make_model_folder(dest, tiny_model_dir, pooling="cls", temperature=1.0, max_length=48):
+    from ticket_triage.modeling import ModelMeta, build_model, load_tokenizer, save_model_folder
+
+    taxonomy = load_taxonomy("cfpb-6")
+    labels = list(taxonomy.categories)
+    import torch
+
+    torch.manual_seed(1)
+    model = build_model(str(tiny_model_dir), labels, pooling=pooling)
+    with torch.no_grad():  # spread the random head's logits so the classes differ
+        head = model.classifier if pooling == "mean" else model.classifier
+        head.weight.mul_(40)
+    meta = ModelMeta(labels=labels, max_length=max_length, pooling=pooling, temperature=temperature)
+    return save_model_folder(model, load_tokenizer(str(tiny_model_dir)), dest, meta, taxonomy)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model_dir):
+    return make_model_folder(tmp_path_factory.mktemp("clf") / "model", tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir):
+    from ticket_triage import Classifier
+
+    return Classifier.load(model_dir)
+
+
+def test_api_shape_and_label_names(clf, model_dir):
+    import ticket_triage
+    from ticket_triage.inference import Classifier, Prediction
+
+    assert ticket_triage.Classifier is Classifier and ticket_triage.Prediction is Prediction
+    labels = list(load_taxonomy("cfpb-6").categories)
+    assert clf.labels == labels
+    assert clf.backend == "torch" and clf.precision == "fp32"
+    assert re.fullmatch(r"[0-9a-f]{12}-torch", clf.model_version)
+    assert Classifier.load(model_dir).model_version == clf.model_version, "the version id is stable"
+    assert clf.meta.max_length == 48 and clf.taxonomy.categories == tuple(labels)
+
+    preds = clf.predict(TEXTS, batch_size=3, top_k=2)
+    assert len(preds) == len(TEXTS) and all(isinstance(p, Prediction) for p in preds)
+    for p in preds:
+        assert list(p.probabilities) == labels
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+        assert p.category == max(p.probabilities, key=p.probabilities.get)
+        assert p.confidence == pytest.approx(p.probabilities[p.category])
+        assert len(p.top_k) == 2 and p.top_k[0] == (p.category, p.confidence) and p.top_k[1][1] <= p.confidence
+        assert p.needs_review is False
+        d = p.to_dict()
+        assert set(d) == {"category", "confidence", "probabilities", "top_k", "needs_review"}
+    with pytest.raises(Exception):
+        preds[0].category = "x"  # frozen
+    assert clf.predict(TEXTS[:1])[0].top_k is None
+    assert clf.predict([]) == []
+
+
+def test_order_is_preserved_after_length_sorting(clf):
+    calls = []
+    inner = clf.backend_impl
+
+    def spy(input_ids, attention_mask):
+        calls.append(tuple(input_ids.shape))
+        return inner(input_ids, attention_mask)
+
+    texts = TEXTS * 3
+    clf.backend_impl = spy
+    try:
+        batched = clf.predict_logits(texts, batch_size=4)
+    finally:
+        clf.backend_impl = inner
+    widths = [w for _, w in calls]
+    assert widths == sorted(widths, reverse=True), "batches run longest first"
+    assert len(calls) == 6
+    one_by_one = np.concatenate([clf.predict_logits([t]) for t in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    # The logits of different texts differ, so a mix-up of rows would be caught.
+    assert np.abs(batched[0] - batched[1]).max() > 1e-3
+
+
+def test_temperature_from_meta_is_applied(clf):
+    from ticket_triage.inference import softmax
+
+    logits = clf.predict_logits(TEXTS)
+    base = clf.meta.temperature
+    try:
+        clf.meta.temperature = 3.0
+        probs = np.array([[p.probabilities[l] for l in clf.labels] for p in clf.predict(TEXTS)])
+    finally:
+        clf.meta.temperature = base
+    np.testing.assert_allclose(probs, softmax(logits / 3.0), atol=1e-6)
+    assert probs.max(1).mean() < softmax(logits).max(1).mean(), "a higher temperature softens confidence"
+
+
+def test_empty_texts_raise_data_error_naming_the_index(clf):
+    with pytest.raises(DataError, match=r"2 empty .* index 1, 3"):
+        clf.predict(["credit report", "   ", "loan", ""])
+    with pytest.raises(DataError, match="list of texts"):
+        clf.predict("a single string")
+
+
+def test_huge_text_is_cut_like_training(clf):
+    from ticket_triage.tokenization import encode_texts
+
+    huge = ("credit report dispute " * 60000)[:1_000_000] + " mortgage"
+    assert len(huge) > 999_000
+    ids = encode_texts(clf.tokenizer, [huge], clf.meta.max_length, clf.meta.truncation)[0]
+    assert len(ids) == clf.meta.max_length
+    pred = clf.predict([huge, "loan"])[0]
+    assert pred.category in clf.labels and 0 < pred.confidence <= 1
+
+
+def test_abstention_routes_low_confidence_to_review(clf):
+    preds = clf.predict(TEXTS)
+    confidences = sorted(p.confidence for p in preds)
+    threshold = (confidences[2] + confidences[3]) / 2  # three below, four above
+    flagged = clf.predict(TEXTS, abstain_below=threshold)
+    assert [p.needs_review for p in flagged] == [p.confidence < threshold for p in preds]
+    assert sum(p.needs_review for p in flagged) == 3
+    assert [p.category for p in flagged] == [p.category for p in preds], "category stays the argmax"
+    assert all(p.needs_review for p in clf.predict(TEXTS, abstain_below=1.0))
+    assert not any(p.needs_review for p in clf.predict(TEXTS, abstain_below=0.0))
+    with pytest.raises(ConfigError):
+        clf.predict(TEXTS, abstain_below=1.5)
+
+
+def test_bad_model_folders(tmp_path, model_dir):
+    from ticket_triage import Classifier
+
+    with pytest.raises(ModelError, match="does not exist"):
+        Classifier.load(tmp_path / "missing")
+    with pytest.raises(ModelError, match="triage.json"):
+        Classifier.load(tmp_path)
+    with pytest.raises(ModelError, match="triage export"):
+        Classifier.load(model_dir, backend="onnx")
+    with pytest.raises(ModelError, match="unknown backend"):
+        Classifier.load(model_dir, backend="tensorrt")
+
+
+def test_mean_pooling_model(tmp_path, tiny_model_dir):
+    from ticket_triage import Classifier
+
+    folder = make_model_folder(tmp_path / "mean", tiny_model_dir, pooling="mean")
+    clf = Classifier.load(folder)
+    preds = clf.predict(TEXTS)
+    assert [p.category in clf.labels for p in preds] == [True] * len(TEXTS)
+    np.testing.assert_allclose(clf.predict_logits(TEXTS, batch_size=2), np.concatenate([clf.predict_logits([t]) for t in TEXTS]), atol=1e-5)
