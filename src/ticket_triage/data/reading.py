@@ -288,8 +288,11 @@ def _open_bytes(path: Path, fmt: str, member: str | None, stats: ReadStats) -> B
 
 def _csv_header(path: Path, fmt: str, member: str | None) -> list[str]:
     stats = ReadStats()
-    with _open_bytes(path, fmt, member, stats) as f:
-        head = f.read(1 << 20)
+    try:
+        with _open_bytes(path, fmt, member, stats) as f:
+            head = f.read(1 << 20)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path.name}: {exc} (the file may be truncated; download it again)") from None
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     try:
         row = next(csv.reader(io.StringIO(text)))
