@@ -1,0 +1,156 @@
+"""predict_file / `triage predict`: streaming CSV, JSONL, Parquet, CFPB files; errors as one line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ticket_triage.errors import DataError
+from test_inference import TEXTS, make_model_folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model_dir):
+    return make_model_folder(tmp_path_factory.mktemp("files") / "model", tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir):
+    from ticket_triage import Classifier
+
+    return Classifier.load(model_dir)
+
+
+def frame(n=250, empty=(5, 77, 200)):
+    texts = [TEXTS[i % len(TEXTS)] + f" number {i}" for i in range(n)]
+    for i in empty:
+        texts[i] = "   " if i % 2 else ""
+    return pd.DataFrame({"id": [f"t{i:04d}" for i in range(n)], "text": texts, "channel": ["web", "mail"] * (n // 2) + ["web"] * (n % 2)})
+
+
+def test_streams_a_file_larger_than_a_chunk(tmp_path, clf, monkeypatch):
+    from ticket_triage.inference import predict_file
+    from ticket_triage.inference.batch import EMPTY_TEXT_ERROR
+
+    df = frame()
+    src, dest = tmp_path / "in.csv", tmp_path / "out.csv"
+    df.to_csv(src, index=False)
+    sizes = []
+    original = type(clf).predict_proba
+
+    def spy(self, texts, batch_size=32):
+        sizes.append(len(texts))
+        return original(self, texts, batch_size)
+
+    monkeypatch.setattr(type(clf), "predict_proba", spy)
+    report = predict_file(clf, src, dest, batch_size=16, chunk_rows=64, progress=False)
+    assert len(sizes) == 4 and max(sizes) <= 64, "the file is read and scored in chunks"
+    assert (report.rows, report.errors, report.predicted, report.needs_review) == (250, 3, 247, None)
+    assert report.text_column == "text" and report.rows_per_s > 0
+
+    out = pd.read_csv(dest, keep_default_na=False, na_values=[""])
+    assert list(out.columns) == ["id", "text", "channel", "category", "confidence", *[f"prob_{l}" for l in clf.labels], "error"]
+    assert out["id"].tolist() == df["id"].tolist(), "row order is kept"
+    bad = out["error"].notna()
+    assert out.index[bad].tolist() == [5, 77, 200]
+    assert (out.loc[bad, "error"] == EMPTY_TEXT_ERROR).all() and out.loc[bad, "category"].isna().all()
+    good = out[~bad]
+    expected = clf.predict(df.loc[~bad, "text"].tolist())
+    assert good["category"].tolist() == [p.category for p in expected]
+    np.testing.assert_allclose(good["confidence"], [p.confidence for p in expected], atol=1e-6)
+    probs = good[[f"prob_{l}" for l in clf.labels]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
+@pytest.mark.parametrize("src_ext,dest_ext", [("jsonl", "parquet"), ("parquet", "jsonl"), ("csv.gz", "parquet")])
+def test_formats_and_abstention(tmp_path, clf, src_ext, dest_ext):
+    from ticket_triage.inference import predict_file
+
+    df = frame(90, empty=(3,))
+    src, dest = tmp_path / f"in.{src_ext}", tmp_path / f"out.{dest_ext}"
+    if src_ext == "jsonl":
+        df.to_json(src, orient="records", lines=True)
+    elif src_ext == "parquet":
+        df.to_parquet(src)
+    else:
+        with gzip.open(src, "wt") as fh:
+            df.to_csv(fh, index=False)
+    report = predict_file(clf, src, dest, abstain_below=0.999, chunk_rows=40, progress=False)
+    out = pd.read_parquet(dest) if dest_ext == "parquet" else pd.read_json(dest, lines=True)
+    assert len(out) == 90 and out["id"].tolist() == df["id"].tolist()
+    assert report.errors == 1 and out["error"].iloc[3] == "empty text"
+    assert "needs_review" in out.columns and bool(out["needs_review"].iloc[0]) is True
+    assert report.needs_review == 89
+
+
+def test_cfpb_file_text_column_is_detected(tmp_path, clf, bundled_csv):
+    from ticket_triage.inference import predict_file
+
+    src = tmp_path / "cfpb.csv.gz"
+    raw = pd.read_csv(bundled_csv, nrows=60, dtype=str)
+    with gzip.open(src, "wt") as fh:
+        raw.to_csv(fh, index=False)
+    report = predict_file(clf, src, tmp_path / "o.jsonl", progress=False)
+    assert report.text_column == "Consumer complaint narrative" and report.rows == 60
+    first = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+    assert first["Product"] == raw["Product"].iloc[0] and first["category"] in clf.labels
+
+
+def test_bad_files_raise_data_errors(tmp_path, clf):
+    from ticket_triage.inference import predict_file
+
+    src = tmp_path / "in.csv"
+    frame(10, empty=()).to_csv(src, index=False)
+    with pytest.raises(DataError, match="no column 'body'"):
+        predict_file(clf, src, tmp_path / "o.csv", text_column="body", progress=False)
+    (tmp_path / "in.xlsx").write_text("x")
+    with pytest.raises(DataError, match="unsupported input file type"):
+        predict_file(clf, tmp_path / "in.xlsx", tmp_path / "o.csv", progress=False)
+    with pytest.raises(DataError, match="unsupported output file type"):
+        predict_file(clf, src, tmp_path / "o.txt", progress=False)
+    with pytest.raises(DataError, match="does not exist"):
+        predict_file(clf, tmp_path / "missing.csv", tmp_path / "o.csv", progress=False)
+    pd.DataFrame({"body": ["a"]}).to_csv(tmp_path / "nocol.csv", index=False)
+    with pytest.raises(DataError, match="--text-column"):
+        predict_file(clf, tmp_path / "nocol.csv", tmp_path / "o.csv", progress=False)
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.csv.partial").exists()
+
+
+def cli_ok(argv):
+    """Run the CLI; Typer's standalone mode ends a successful command with SystemExit(0)."""
+    from ticket_triage.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"exit {exc.code}"
+
+
+def _cli_error(capsys, argv):
+    from ticket_triage.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_cli_predict(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.csv"
+    frame(40, empty=(1,)).to_csv(src, index=False)
+    cli_ok(["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.parquet"), "--abstain-below", "0.5", "--batch-size", "8"])
+    assert "40 rows" in capsys.readouterr().out
+    assert len(pd.read_parquet(tmp_path / "o.parquet")) == 40
+
+    assert "does not exist" in _cli_error(capsys, ["predict", "--model", str(tmp_path / "nope"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
+    assert "no column 'body'" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--text-column", "body"])
+    (tmp_path / "in.docx").write_text("x")
+    assert "unsupported input file type" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")])
+    assert "abstain_below" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--abstain-below", "2"])
