@@ -17,7 +17,6 @@ pytest.importorskip("fastapi", reason="the service extra is not installed: pip i
 from fastapi.testclient import TestClient  # noqa: E402
 
 from ticket_triage.service import Settings, create_app  # noqa: E402
-from ticket_triage.service.classifier import SimplePrediction  # noqa: E402
 
 LABELS = ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
 KEYWORDS = {
@@ -33,6 +32,16 @@ KEYWORDS = {
     "bank": "Banking Services",
 }
 PG_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL")
+
+
+@dataclass
+class SimplePrediction:
+    category: str
+    confidence: float
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"category": self.category, "confidence": self.confidence, "probabilities": dict(self.probabilities)}
 
 
 @dataclass

@@ -67,6 +67,8 @@ def test_validation_errors_name_the_field(client):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "channel"]
     r = client.post("/v1/tickets", json={"body": "x", "surprise": 1})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "surprise"]
+    r = client.post("/v1/tickets", json={"body": " \n\t "})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "body"] and "whitespace" in r.json()["detail"][0]["msg"]
     r = client.get("/v1/tickets/abc")
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "ticket_id"]
 
@@ -213,8 +215,8 @@ def test_classify_limits(client):
     r = client.post("/v1/classify", json={"texts": ["ok", "x" * (64 * 1024 + 1)]})
     assert r.status_code == 413 and "texts[1]" in r.json()["detail"]
     assert client.post("/v1/classify", json={"texts": []}).status_code == 422
-    r = client.post("/v1/classify", json={"texts": [""]})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "texts", 0]
+    r = client.post("/v1/classify", json={"texts": ["ok", "  "]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "texts", 1]
 
 
 def test_classify_reports_a_model_failure_as_503(client, fake_classifier):

@@ -86,12 +86,29 @@ def test_a_failing_batch_fails_each_caller_and_the_batcher_goes_on():
     assert after == ["B"]
 
 
+def test_one_bad_text_does_not_fail_its_batch_neighbours():
+    def model(texts, n):
+        if "bad" in texts:
+            raise ValueError("cannot read 'bad'")
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=30)
+        await batcher.start()
+        outcomes = await asyncio.gather(batcher.predict(["a"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True)
+        await batcher.stop()
+        return outcomes
+
+    a, bad, c = run(main())
+    assert a == ["A"] and c == ["C"] and isinstance(bad, ValueError)
+
+
 def test_wrong_number_of_predictions_is_an_error():
     async def main():
         batcher = MicroBatcher(lambda texts, n: texts[:-1], max_batch_size=4, max_wait_ms=1)
         await batcher.start()
         try:
-            with pytest.raises(RuntimeError, match="1 predictions for 2 texts"):
+            with pytest.raises(RuntimeError, match="0 predictions for 1 texts"):
                 await batcher.predict(["a", "b"])
         finally:
             await batcher.stop()

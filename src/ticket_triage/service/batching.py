@@ -90,17 +90,38 @@ class MicroBatcher:
             texts = [t for t, _ in batch]
             started = loop.time()
             try:
-                preds = await loop.run_in_executor(self._executor, self._predict, texts, len(texts))
-                if len(preds) != len(texts):
-                    raise RuntimeError(f"the classifier returned {len(preds)} predictions for {len(texts)} texts")
-            except Exception as exc:  # the model failed: every caller in the batch gets the error
+                preds = await loop.run_in_executor(self._executor, self._call, texts)
+            except Exception as exc:
                 log.warning("classification of a batch of %d failed: %s", len(texts), type(exc).__name__)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                await self._one_by_one(batch, exc)
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(texts), loop.time() - started)
             for (_, fut), pred in zip(batch, preds):
+                if not fut.done():
+                    fut.set_result(pred)
+
+    def _call(self, texts: list[str]) -> list:
+        preds = list(self._predict(texts, len(texts)))
+        if len(preds) != len(texts):
+            raise RuntimeError(f"the classifier returned {len(preds)} predictions for {len(texts)} texts")
+        return preds
+
+    async def _one_by_one(self, batch: list, exc: Exception) -> None:
+        """A batch failed: retry each text alone, so one bad text cannot fail its neighbours'
+        requests; if the model itself is down, every caller gets the error."""
+        loop = asyncio.get_running_loop()
+        if len(batch) == 1:
+            _, fut = batch[0]
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        for text, fut in batch:
+            try:
+                (pred,) = await loop.run_in_executor(self._executor, self._call, [text])
+            except Exception as one_exc:
+                if not fut.done():
+                    fut.set_exception(one_exc)
+            else:
                 if not fut.done():
                     fut.set_result(pred)

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain some text, not only whitespace")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(_has_text)]
 
 
 class Channel(str, Enum):
@@ -20,7 +29,7 @@ class Channel(str, Enum):
 
 class TicketBase(BaseModel):
     subject: str = Field("", max_length=1000, description="short title; may be empty")
-    body: str = Field(..., min_length=1, description="the customer's text (subject + body at most 64 KiB)")
+    body: Text = Field(..., description="the customer's text (subject + body at most 64 KiB)")
     channel: Channel = Field(Channel.api, description="where the ticket came from")
     customer_ref: str | None = Field(None, max_length=200, description="the customer's id in your systems")
     metadata: dict[str, Any] = Field(default_factory=dict, description="free key/value data kept with the ticket")
@@ -88,7 +97,7 @@ class FeedbackCreate(BaseModel):
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[Annotated[str, Field(min_length=1)]] = Field(..., min_length=1, description="one or more non-empty texts (at most classify_max_texts)")
+    texts: list[Text] = Field(..., min_length=1, description="one or more non-empty texts (at most classify_max_texts)")
 
 
 class PredictionPublic(BaseModel):
