@@ -52,6 +52,7 @@ class FakeClassifier:
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     model_version: str = "fake-keywords-1"
     fail: bool = False
+    poison: str | None = None  # a text containing this makes its whole batch fail
     batches: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +61,8 @@ class FakeClassifier:
             self.batches.append(len(texts))
         if self.fail:
             raise RuntimeError("model backend crashed")
+        if self.poison and any(self.poison in t for t in texts):
+            raise ValueError("the model cannot read this text")
         out = []
         for text in texts:
             low = text.lower()

@@ -258,6 +258,26 @@ def test_unclassified_tickets_are_classified_on_the_next_good_request(make_clien
     assert [client.get(f"/v1/tickets/{i}").json()["category"] for i in ids] == ["Loans"] * 3
 
 
+def test_a_ticket_the_model_cannot_read_blocks_neither_batch_neighbours_nor_the_retry(make_client, fake_classifier):
+    fake_classifier.fail = True
+    client = make_client(retry_interval_s=0.05, max_batch_size=4)
+    fake_classifier.poison = "POISON"
+    ids = [post(client, {"body": b}).json()["id"] for b in ["POISON card", "card one", "loan two", "mortgage three", "debt four"]]
+    fake_classifier.fail = False
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and client.get("/v1/tickets", params={"status": "unclassified"}).json()["count"] > 1:
+        time.sleep(0.05)
+    left = client.get("/v1/tickets", params={"status": "unclassified"}).json()["items"]
+    assert [t["id"] for t in left] == [ids[0]]
+    assert [client.get(f"/v1/tickets/{i}").json()["category"] for i in ids[1:]] == ["Card Services", "Loans", "Mortgage", "Debt Collection"]
+    # and concurrent new tickets next to a poisoned one are classified
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        out = list(pool.map(lambda b: post(client, {"body": b}).json()["status"], ["POISON x", "card a", "card b", "card c"]))
+    assert out == ["unclassified", "routed", "routed", "routed"]
+
+
 def test_tickets_left_unclassified_by_a_previous_run_are_classified_at_start(make_client, fake_classifier, database_url):
     fake_classifier.fail = True
     post(make_client(retry_interval_s=3600), MORTGAGE)

@@ -129,7 +129,7 @@ def add_feedback(session: Session, *, ticket: Ticket, category: str, agent: str,
 
 
 def unclassified_tickets(session: Session, *, limit: int) -> list[Ticket]:
-    stmt = select(Ticket).where(Ticket.status == TicketStatus.UNCLASSIFIED).order_by(Ticket.id).limit(limit)
+    stmt = select(Ticket).where(Ticket.status == TicketStatus.UNCLASSIFIED).order_by(Ticket.classify_attempts, Ticket.id).limit(limit)
     return list(session.scalars(stmt).all())
 
 

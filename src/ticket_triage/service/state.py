@@ -62,9 +62,8 @@ class ServiceState:
     # -- unclassified tickets ----------------------------------------------------------------
     async def _retry_loop(self) -> None:
         while True:
-            try:
-                if self.pending_unclassified:
-                    await self.reclassify_pending()
+            try:  # always look (a cheap indexed query): the flag only speeds things up
+                await self.reclassify_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep the loop alive whatever happens (DB down, ...)
@@ -77,7 +76,8 @@ class ServiceState:
             asyncio.get_running_loop().create_task(self.reclassify_pending())
 
     async def reclassify_pending(self) -> int:
-        """Classify every `unclassified` ticket; returns how many were classified."""
+        """Classify every `unclassified` ticket; returns how many were classified. Stops at the
+        first batch with a failure (tried again next round; least-tried tickets come first)."""
         assert self._retry_lock is not None
         done = 0
         async with self._retry_lock:
@@ -86,21 +86,23 @@ class ServiceState:
                 if not batch:
                     self.pending_unclassified = False
                     return done
-                try:
-                    preds = await self.batcher.predict([text for _, text in batch])
-                except Exception as exc:
-                    self.metrics.failures.inc()
-                    await run_in_threadpool(self._note_failure, [tid for tid, _ in batch], exc)
+                outcomes = await asyncio.gather(*(self.batcher.predict([text]) for _, text in batch), return_exceptions=True)
+                good = [(tid, out[0]) for (tid, _), out in zip(batch, outcomes) if not isinstance(out, BaseException)]
+                bad = [(tid, out) for (tid, _), out in zip(batch, outcomes) if isinstance(out, BaseException)]
+                if good:
+                    done += await run_in_threadpool(self._store_predictions, [t for t, _ in good], [p for _, p in good])
+                if bad:
+                    self.metrics.failures.inc(len(bad))
+                    await run_in_threadpool(self._note_failures, bad)
                     return done
-                done += await run_in_threadpool(self._store_predictions, [tid for tid, _ in batch], preds)
 
     def _load_unclassified(self, limit: int) -> list[tuple[int, str]]:
         with self.sessions() as session:
             return [(t.id, t.text) for t in crud.unclassified_tickets(session, limit=limit)]
 
-    def _note_failure(self, ids: list[int], exc: Exception) -> None:
+    def _note_failures(self, failures: list[tuple[int, BaseException]]) -> None:
         with self.sessions() as session, session.begin():
-            for tid in ids:
+            for tid, exc in failures:
                 ticket = crud.get_ticket(session, ticket_id=tid)
                 if ticket is not None:
                     ticket.classify_attempts += 1

@@ -86,8 +86,9 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     except Exception as exc:  # stored unclassified; the retry loop classifies it later
         error = f"{type(exc).__name__}: {exc}"[:500]
         state.metrics.failures.inc()
-        state.pending_unclassified = True
     ticket, created = await run_in_threadpool(_store, state, data, prediction, error, idempotency_key)
+    if prediction is None:
+        state.pending_unclassified = True  # after the commit, so the retry finds the ticket
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
