@@ -1,0 +1,253 @@
+"""Load test of `triage serve`: POST /v1/tickets from 32 concurrent clients, with micro-batching
+on and off (max batch size 1 = the baseline). Bounded in requests and time; 127.0.0.1 only.
+
+    .venv/bin/python bench/serve_load.py                      # runs/demo/model, else a tiny random BERT
+    .venv/bin/python bench/serve_load.py --model minilm       # untrained head on the embedded MiniLM-L6
+    .venv/bin/python bench/serve_load.py --model DIR --requests 2000 --duration 60
+
+For each setting it starts the service in a subprocess (fresh SQLite file, WAL mode, commit
+per ticket), warms it up, then measures throughput, p50/p99 latency, errors, and checks that
+every acknowledged ticket (201) is stored. Writes its section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import csv
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+LABELS = ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
+SECTION = "serve"
+
+
+# -- the model ----------------------------------------------------------------------------------
+def pick_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
+    """(model folder, how it was chosen)."""
+    if arg and arg not in {"tiny", "minilm"}:
+        return Path(arg), f"`{arg}`"
+    demo = ROOT / "runs" / "demo" / "model"
+    if arg is None and demo.is_dir():
+        return demo, "`runs/demo/model` (trained by `triage demo`)"
+    from ticket_triage.modeling import ModelMeta, build_model, embedded_model_path, load_tokenizer, save_model_folder, tiny_bert
+
+    if arg == "minilm":
+        source, note = embedded_model_path(), "untrained 6-class head on the embedded all-MiniLM-L6-v2 (same compute as a trained one; runs/demo/model absent)"
+        max_length = 256
+    else:
+        words = "credit report debt collector mortgage loan card bank account payment fee the my i to and".split()
+        source, note = str(tiny_bert(workdir / "tiny-encoder", words)), "a tiny random BERT (2 layers, 32 wide): runs/demo/model does not exist, so model compute is negligible"
+        max_length = 128
+    folder = workdir / "model"
+    model = build_model(source, LABELS)
+    save_model_folder(model, load_tokenizer(source), folder, ModelMeta(labels=LABELS, max_length=max_length))
+    return folder, note
+
+
+def load_texts(n: int = 400) -> list[str]:
+    path = ROOT / "data" / "cfpb_sample.csv.gz"
+    texts: list[str] = []
+    if path.is_file():
+        with gzip.open(path, "rt", newline="") as fh:
+            for row in csv.DictReader(fh):
+                text = (row.get("Consumer complaint narrative") or "").strip()
+                if text:
+                    texts.append(text[:4000])
+                if len(texts) >= n:
+                    break
+    return texts or [f"My credit card was charged a fee twice, case {i}." for i in range(n)]
+
+
+# -- the server ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, db: Path, max_batch_size: int, max_wait_ms: float, log: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "ticket_triage", "serve", "--model", str(model), "--db", f"sqlite:///{db}", "--host", "127.0.0.1",
+               "--port", str(self.port), "--no-auth", "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"triage serve exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("triage serve did not become ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+# -- the load -------------------------------------------------------------------------------------
+async def load(base: str, texts: list[str], clients: int, requests: int, duration: float, run: str) -> dict:
+    latencies: list[float] = []
+    acked: list[int] = []
+    errors: dict[str, int] = {}
+    sent = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        started = time.perf_counter()
+        stop_at = started + duration
+
+        async def worker(wid: int) -> None:
+            nonlocal sent
+            while sent < requests and time.perf_counter() < stop_at:
+                i = sent
+                sent += 1
+                body = {"subject": f"ticket {i}", "body": texts[i % len(texts)], "channel": "web", "customer_ref": f"C-{i}"}
+                t0 = time.perf_counter()
+                try:
+                    r = await http.post("/v1/tickets", json=body, headers={"Idempotency-Key": f"{run}-{i}"})
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code == 201:
+                    acked.append(r.json()["id"])
+                else:
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - started
+        stored = (await http.get("/v1/tickets", params={"limit": 1})).json()["count"]
+        # every acknowledged id must be readable
+        missing = 0
+        for tid in acked[:: max(1, len(acked) // 50)]:
+            if (await http.get(f"/v1/tickets/{tid}")).status_code != 200:
+                missing += 1
+        metrics = (await http.get("/metrics")).text
+    q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
+    return {
+        "requests": sent, "acked": len(acked), "stored": stored, "missing": missing, "errors": errors, "seconds": elapsed,
+        "throughput": len(acked) / elapsed if elapsed else 0.0, "p50": q[49] * 1000, "p99": q[98] * 1000,
+        "mean_batch": mean_batch(metrics),
+    }
+
+
+def mean_batch(metrics: str) -> float:
+    total = re.search(r"^triage_batch_size_sum ([0-9.e+]+)$", metrics, re.M)
+    count = re.search(r"^triage_batch_size_count ([0-9.e+]+)$", metrics, re.M)
+    return float(total.group(1)) / float(count.group(1)) if total and count and float(count.group(1)) else float("nan")
+
+
+def run_setting(name: str, model: Path, workdir: Path, args, texts: list[str], max_batch_size: int) -> dict:
+    db = workdir / f"{name}.db"
+    server = Server(model, db, max_batch_size, args.max_wait_ms, workdir / f"{name}.log")
+    try:
+        server.wait_ready()
+        asyncio.run(load(server.base, texts, min(8, args.clients), args.warmup, 60, f"warm-{name}"))  # warm-up (also stored)
+        warm = httpx.get(server.base + "/v1/tickets", params={"limit": 1}).json()["count"]
+        result = asyncio.run(load(server.base, texts, args.clients, args.requests, args.duration, name))
+        result["stored"] -= warm
+    finally:
+        server.stop()
+    result["name"], result["max_batch_size"] = name, max_batch_size
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------------
+def table(results: list[dict]) -> str:
+    lines = [
+        "| setting | max batch | requests | acknowledged | stored | errors | throughput (tickets/s) | p50 ms | p99 ms | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        errs = sum(r["errors"].values())
+        lines.append(
+            f"| {r['name']} | {r['max_batch_size']} | {r['requests']} | {r['acked']} | {r['stored']} | {errs} | "
+            f"{r['throughput']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['mean_batch']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(body: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    block = f"<!-- {SECTION}:start -->\n{body.rstrip()}\n\n_Run {stamp} on {where}._\n<!-- {SECTION}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model folder; 'minilm' (untrained head on the embedded MiniLM) or 'tiny'; default runs/demo/model, else tiny")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--requests", type=int, default=1500, help="most requests per setting")
+    p.add_argument("--duration", type=float, default=45.0, help="most seconds of load per setting")
+    p.add_argument("--warmup", type=int, default=32)
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        workdir = Path(tmp)
+        model, note = pick_model(args.model, workdir)
+        print(f"model: {note}")
+        texts = load_texts()
+        results = []
+        for name, size in [("batching on", args.max_batch_size), ("baseline (batching off)", 1)]:
+            print(f"running {name} (max batch size {size}) ...", flush=True)
+            results.append(run_setting(name.split()[0], model, workdir, args, texts, size))
+            results[-1]["name"] = name
+    out = table(results)
+    on, off = results
+    speedup = on["throughput"] / off["throughput"] if off["throughput"] else float("nan")
+    ok = all(sum(r["errors"].values()) == 0 and r["stored"] == r["acked"] and r["missing"] == 0 for r in results)
+    verdict = (
+        f"Speed-up with micro-batching: **{speedup:.1f}x** (target 3x). Errors: {sum(sum(r['errors'].values()) for r in results)}; "
+        f"every acknowledged ticket stored: {'yes' if all(r['stored'] == r['acked'] and r['missing'] == 0 for r in results) else 'NO'}."
+    )
+    print(out)
+    print(verdict)
+    if args.no_write:
+        return 0 if ok else 1
+    body = (
+        "## Serving: `bench/serve_load.py`\n\n"
+        f"`POST /v1/tickets` from {args.clients} concurrent clients (httpx.AsyncClient), at most {args.requests} requests or "
+        f"{args.duration:.0f} s per setting, CFPB narratives (up to 4000 chars), `triage serve --no-auth` in a subprocess on "
+        f"127.0.0.1 with a fresh SQLite file (WAL, commit per ticket), max wait {args.max_wait_ms:g} ms. Model: {note}. "
+        "Client and server share the machine's cores.\n\n" + out + "\n\n" + verdict
+    )
+    write_section(body)
+    print(f"wrote {RESULTS}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
