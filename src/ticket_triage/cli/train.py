@@ -39,26 +39,50 @@ def train(
     precision: Optional[str] = typer.Option(None, help="auto | bf16 | fp16 | fp32. [default: auto]"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps. [default: auto]"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length", help="Batch texts of similar length together (less padding). [default: on]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="Optimizer steps between resumable checkpoints. [default: 200]"),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the TF-IDF + SVM baseline in the report."),
     mlflow: bool = typer.Option(False, "--mlflow", help="Log to MLflow (also on when MLFLOW_TRACKING_URI is set)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last checkpoint."),
+    lr_scaling: Optional[str] = typer.Option(None, help="With several processes: none | linear | sqrt scaling of --lr. [default: none]"),
+    nproc: int = typer.Option(1, "--nproc", help="Train with N local processes (DistributedDataParallel via torchrun): one per GPU, or CPU processes with gloo."),
 ) -> None:
-    """Fine-tune a transformer classifier on prepared splits and report on the test split."""
+    """Fine-tune a transformer classifier on prepared splits and report on the test split.
+
+    Also runs under torchrun: `torchrun --nproc-per-node N -m ticket_triage train ...`.
+    """
+    import sys
+
     from ..training import TrainConfig, train_model
+    from ..training.distributed import launch_local, launched_by_torchrun
+
+    if nproc > 1 and not launched_by_torchrun():
+        raise typer.Exit(launch_local(nproc, _without_nproc(sys.argv[1:])))
 
     overrides = {
         "model": model, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "dropout": dropout, "max_length": max_length,
         "truncation": truncation, "class_weights": class_weights, "freeze_encoder": freeze_encoder, "seed": seed,
         "max_train_rows": max_train_rows, "patience": patience, "precision": precision, "device": device,
-        "threads": threads, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,
-        "baseline": False if no_baseline else None,
+        "threads": threads, "group_by_length": group_by_length, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,
+        "baseline": False if no_baseline else None, "lr_scaling": lr_scaling,
     }
     cfg = TrainConfig.from_yaml(config, **overrides) if config else TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     console = _console()
     result = train_model(cfg, data, out, resume=resume, log=console.print)
     console.print(f"[green]done[/]: model in {result.model_dir}, report in {out / 'classification_report.md'}")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @app.command()

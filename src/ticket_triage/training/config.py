@@ -40,6 +40,7 @@ class TrainConfig:
     calibrate: bool = True  # fit temperature scaling on the validation split after training
     baseline: bool = True  # also fit the TF-IDF + linear SVM baseline, for the report
     mlflow: bool = False  # log params, metrics and artefacts to MLflow (or set MLFLOW_TRACKING_URI)
+    lr_scaling: str = "none"  # with N processes: none | linear (lr x N) | sqrt (lr x sqrt N)
 
     def __post_init__(self) -> None:
         def need(cond: bool, message: str) -> None:
@@ -63,6 +64,7 @@ class TrainConfig:
         need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
         need(self.precision in ("auto", "bf16", "fp16", "fp32"), f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         need(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
+        need(self.lr_scaling in ("none", "linear", "sqrt"), f"lr_scaling must be none, linear or sqrt, got {self.lr_scaling!r}")
         need(self.checkpoint_every >= 0, f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
 
     @property
@@ -79,6 +81,8 @@ class TrainConfig:
         aliases = {"learning_rate": "lr", "gradient_accumulation": "grad_accum", "num_epochs": "epochs"}
         clean: dict[str, Any] = {}
         for key, value in (data or {}).items():
+            if key == "run":  # facts about a past run (world size, effective batch), not settings
+                continue
             key = aliases.get(key, key).replace("-", "_")
             if key not in names:
                 raise ConfigError(f"unknown training setting {key!r}; known settings: {', '.join(sorted(names))}")
@@ -102,5 +106,9 @@ class TrainConfig:
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save(self, path: str | Path, run: dict[str, Any] | None = None) -> None:
+        """YAML usable as `triage train --config`; `run` records facts such as the effective batch."""
+        data = self.to_dict()
+        if run:
+            data["run"] = run
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -33,6 +33,7 @@ from ..tokenization import encode_texts, length_grouped_batches, pad_batch
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, replace_dir_atomically, save_checkpoint
 from .config import TrainConfig
 from .data import balanced_class_weights, load_splits, stratified_subset
+from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard, shutdown
 
 
 @dataclass
@@ -168,16 +169,20 @@ def train_model(
     from transformers import get_linear_schedule_with_warmup
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model_dir = out_dir / "model"
     if not resume and (out_dir / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{out_dir} holds an unfinished run: pass --resume to continue it, or choose another --out")
 
-    # -- setup ---------------------------------------------------------------------------------
+    # -- setup: processes, device, precision ---------------------------------------------------
+    ctx = init_distributed(config.device)  # one process unless started by torchrun
+    if not ctx.is_main:
+        log = _silent  # one voice: rank 0 prints, writes files and reports
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    device = torch.device(f"cuda:{ctx.local_rank}") if ctx.backend == "nccl" else pick_device("cpu" if ctx.enabled else config.device)
     amp_dtype = pick_precision(config.precision, device)
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
@@ -196,62 +201,81 @@ def train_model(
 
     # -- model, loss, optimizer, schedule ------------------------------------------------------
     model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder).to(device)
+    torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
     class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None)
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    batches_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+
+    loop = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_batches": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0}
+    checkpoint_dir = out_dir / CHECKPOINT_DIR
+    per_device_batch = _per_device_batch(config, ctx, checkpoint_dir if resume else None, log)
+    global_batch = per_device_batch * ctx.world_size  # one optimizer micro-step sees this many rows
+    lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=lr)
+    batches_per_epoch = math.ceil(len(train_ids) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
     # Where the loop is: everything needed to continue after a kill, saved in each checkpoint.
-    loop = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_batches": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0}
     if resume:
         restored = load_checkpoint(out_dir, model, optimizer, scheduler, scaler)
         if restored is None:
             log(f"no checkpoint in {out_dir}: starting from the beginning")
         else:
             loop = restored
+            if ctx.rank:  # the checkpoint holds rank 0's RNG; other ranks need streams of their own
+                torch.manual_seed(config.seed + ctx.rank + 7919 * loop["step"])
             log(f"resuming at epoch {loop['epoch'] + 1}, batch {loop['batch']} (optimizer step {loop['step']})")
-    config.save(out_dir / "train_config.yaml")
-    effective_batch = config.batch_size * config.grad_accum
-    log(f"training {len(train_ids)} tickets, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}), effective batch {effective_batch}, {total_steps} optimizer steps")
+    loop["global_batch"] = global_batch
+    raw_model = model  # the plain module: what is saved, evaluated and exported
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    effective_batch = global_batch * config.grad_accum
+    run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": effective_batch, "lr_scaling": config.lr_scaling, "effective_lr": lr}
+    if ctx.is_main:
+        config.save(out_dir / "train_config.yaml", run=run_info)
+    log(
+        f"training {len(train_ids)} tickets, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}) x {ctx.world_size} process(es); "
+        f"effective batch {per_device_batch} per device x {ctx.world_size} x {config.grad_accum} accumulation = {effective_batch}; "
+        f"lr {lr:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
+    )
 
     def checkpoint() -> None:
-        save_checkpoint(out_dir, model, optimizer, scheduler, loop, scaler)
+        if ctx.is_main:
+            save_checkpoint(out_dir, raw_model, optimizer, scheduler, loop, scaler)
 
     # -- epochs --------------------------------------------------------------------------------
     stopped_early = False
     while loop["epoch"] < config.epochs:
         epoch = loop["epoch"]
-        # The batch order is a pure function of (seed, epoch): a resumed run sees the same order.
-        order_rng = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        if config.group_by_length:
-            batches = length_grouped_batches(train_lengths, config.batch_size, generator=order_rng)
-        else:
-            perm = torch.randperm(len(train_ids), generator=order_rng).tolist()
-            batches = [perm[i : i + config.batch_size] for i in range(0, len(perm), config.batch_size)]
+        batches = epoch_batches(train_lengths, global_batch, config, epoch, ctx)
 
         model.train()
-        bar = tqdm(total=len(batches), initial=loop["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        bar = tqdm(total=len(batches), initial=loop["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not ctx.is_main)
         tick = time.perf_counter()
         for b in range(loop["batch"], len(batches)):
             rows = batches[b]
+            last_of_epoch = b + 1 == len(batches)
+            steps_now = (b + 1) % config.grad_accum == 0 or last_of_epoch
             input_ids, attention_mask = pad_batch([train_ids[i] for i in rows], pad_id)  # (B, T) each
             targets = torch.as_tensor(train.labels[rows], device=device)
-            with autocast_context(device, amp_dtype):
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits  # (B, C)
-            loss = loss_fn(logits.float(), targets)
-            # Average over the accumulation window, so the step size does not grow with it.
-            scaled = loss / config.grad_accum
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            # Under DDP, gradients are all-reduced only on the micro-batch that steps the optimizer.
+            with (model.no_sync() if ctx.enabled and not steps_now else nullcontext()):
+                with autocast_context(device, amp_dtype):
+                    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits  # (B, C)
+                loss = loss_fn(logits.float(), targets)
+                # Average over the accumulation window, so the step size does not grow with it.
+                scaled = loss / config.grad_accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
             loop["loss_sum"] += float(loss.detach())
             loop["loss_batches"] += 1
-            loop["train_samples"] += len(rows)
+            loop["train_samples"] += len(rows) * ctx.world_size
             loop["batch"] = b + 1
 
-            last_of_epoch = b + 1 == len(batches)
-            if loop["batch"] % config.grad_accum == 0 or last_of_epoch:
+            if steps_now:
                 if scaler:
                     scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -275,12 +299,12 @@ def train_model(
         bar.close()
         loop["train_seconds"] += time.perf_counter() - tick
 
-        # -- validation, best model, early stopping ------------------------------------------
-        val_logits = predict_logits(model, val_ids, pad_id, device, amp_dtype, config.eval_batch_size)
+        # -- validation over the whole split, best model, early stopping ---------------------
+        val_logits = predict_logits_sharded(raw_model, val_ids, pad_id, device, amp_dtype, config.eval_batch_size, ctx)
         val = classification_metrics(splits["val"].labels, val_logits.argmax(1), labels)
         record = {
             "epoch": epoch + 1,
-            "train_loss": loop["loss_sum"] / max(loop["loss_batches"], 1),
+            "train_loss": mean_across(ctx, loop["loss_sum"] / max(loop["loss_batches"], 1)),
             "val_loss": cross_entropy(val_logits, splits["val"].labels, class_weights),
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
@@ -290,7 +314,8 @@ def train_model(
         improved = record["val_macro_f1"] > loop["best_f1"]
         if improved:
             loop.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1, bad_epochs=0)
-            _save_best(model, tokenizer, model_dir, labels, config, data_dir)
+            if ctx.is_main:
+                _save_best(raw_model, tokenizer, model_dir, labels, config, data_dir)
         else:
             loop["bad_epochs"] += 1
         log(
@@ -306,10 +331,65 @@ def train_model(
             stopped_early = True
             break
 
-    # -- test report on the best checkpoint ----------------------------------------------------
-    result = finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log)
+    # -- test report on the best checkpoint (rank 0, over the whole test split) ----------------
+    barrier(ctx)
+    if not ctx.is_main:
+        shutdown(ctx)
+        return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test={}, best_epoch=loop["best_epoch"])
+    result = finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info)
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    shutdown(ctx)
     return result
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def epoch_batches(lengths: list[int], global_batch: int, config: TrainConfig, epoch: int, ctx: DistContext) -> list[list[int]]:
+    """This process's batches for one epoch: the same on every run with the same seed and epoch."""
+    import torch
+    from torch.utils.data import DistributedSampler
+
+    if config.group_by_length:
+        order_rng = torch.Generator().manual_seed(config.seed + epoch)
+        batches = length_grouped_batches(lengths, global_batch, generator=order_rng)
+        # Each process takes its strided share of every global batch (never an empty one).
+        return [shard(ctx, batch) or batch[:1] for batch in batches]
+    sampler = DistributedSampler(range(len(lengths)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
+    sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every process
+    indices = list(sampler)
+    per_device = global_batch // ctx.world_size
+    return [indices[i : i + per_device] for i in range(0, len(indices), per_device)]
+
+
+def predict_logits_sharded(model, encoded, pad_id, device, dtype, batch_size, ctx: DistContext) -> np.ndarray:
+    """Each process scores every world_size-th row; the full (N, C) logits are gathered on all."""
+    if not ctx.enabled:
+        return predict_logits(model, encoded, pad_id, device, dtype, batch_size)
+    mine = np.arange(ctx.rank, len(encoded), ctx.world_size)
+    part = predict_logits(model, [encoded[i] for i in mine], pad_id, device, dtype, batch_size)
+    return gather_rows(ctx, mine, part, len(encoded))
+
+
+def _lr_scale(rule: str, world_size: int) -> float:
+    # Linear (Goyal et al. 2017) or square-root scaling of the peak rate with the number of processes.
+    return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[rule]
+
+
+def _per_device_batch(config: TrainConfig, ctx: DistContext, checkpoint_dir: Path | None, log) -> int:
+    """On resume under another number of processes, keep the checkpoint's global batch."""
+    import torch
+
+    if checkpoint_dir is None or not (checkpoint_dir / "training_state.pt").is_file():
+        return config.batch_size
+    saved = torch.load(checkpoint_dir / "training_state.pt", weights_only=True)["loop"].get("global_batch")
+    if not saved or saved == config.batch_size * ctx.world_size:
+        return config.batch_size
+    if saved % ctx.world_size:
+        raise ConfigError(f"the checkpoint was trained with a global batch of {saved}, which {ctx.world_size} processes cannot split evenly; resume with a process count that divides {saved}")
+    log(f"resuming with {ctx.world_size} process(es): per-device batch {saved // ctx.world_size} keeps the checkpoint's global batch of {saved}")
+    return saved // ctx.world_size
 
 
 def _precision_name(dtype) -> str:
@@ -328,7 +408,7 @@ def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: Tra
     replace_dir_atomically(tmp, model_dir)
 
 
-def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log) -> TrainResult:
+def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None) -> TrainResult:
     """Score the best checkpoint on the test split, fit calibration and the baseline, write reports."""
     from ..modeling import load_model_folder
 
@@ -362,6 +442,7 @@ def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, 
         "device": str(device),
         "precision": _precision_name(amp_dtype),
         "config": config.to_dict(),
+        "run": run_info or {},
     }
     write_json(out_dir / "metrics.json", metrics)
     write_json(model_dir / "metrics.json", metrics)
