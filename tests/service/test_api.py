@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import LABELS
+from _service_support import LABELS
 
 MORTGAGE = {"subject": "Escrow shortage", "body": "My mortgage servicer raised my escrow payment twice.", "channel": "email", "customer_ref": "C-1", "metadata": {"lang": "en"}}
 VAGUE = {"body": "Nobody answers the phone, please call me back.", "channel": "chat"}
@@ -281,7 +281,7 @@ def test_a_ticket_the_model_cannot_read_blocks_neither_batch_neighbours_nor_the_
 def test_tickets_left_unclassified_by_a_previous_run_are_classified_at_start(make_client, fake_classifier, database_url):
     fake_classifier.fail = True
     post(make_client(retry_interval_s=3600), MORTGAGE)
-    from conftest import FakeClassifier
+    from _service_support import FakeClassifier
 
     fresh = make_client(classifier=FakeClassifier(), retry_interval_s=3600)
     deadline = time.monotonic() + 5

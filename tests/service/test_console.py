@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import issue_key
+from _service_support import issue_key
 
 
 def seed(client, headers=None):

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import LABELS
+from _service_support import LABELS
 
 try:  # the inference stage is developed alongside; say so plainly if it is missing
     from ticket_triage.inference import Classifier
