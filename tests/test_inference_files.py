@@ -101,6 +101,25 @@ def test_cfpb_file_text_column_is_detected(tmp_path, clf, bundled_csv):
     assert first["Product"] == raw["Product"].iloc[0] and first["category"] in clf.labels
 
 
+def test_huge_rows_and_missing_values(tmp_path, clf, monkeypatch):
+    import ticket_triage.inference.files as files
+    from ticket_triage.inference import predict_file
+
+    monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 1 << 16)  # rows of 1 MB straddle 64 KB blocks
+    huge = ("my credit report shows a debt " * 40000)[:1_000_000]
+    df = pd.DataFrame({"n": range(6), "text": [huge, "loan\nwith a newline", "card", huge, "", "bank"]})
+    df.to_csv(tmp_path / "huge.csv", index=False)
+    report = predict_file(clf, tmp_path / "huge.csv", tmp_path / "o.parquet", chunk_rows=2, progress=False)
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert (report.rows, report.errors) == (6, 1) and out["n"].astype(int).tolist() == list(range(6))
+    assert out["category"].iloc[0] == clf.predict([huge])[0].category
+    # Parquet nulls are empty texts (a first chunk of only errors still gives typed columns).
+    pd.DataFrame({"text": [None, None, "credit card", None]}).to_parquet(tmp_path / "nulls.parquet")
+    report = predict_file(clf, tmp_path / "nulls.parquet", tmp_path / "m.parquet", chunk_rows=2, progress=False)
+    assert (report.rows, report.errors) == (4, 3)
+    assert pd.read_parquet(tmp_path / "m.parquet")["category"].notna().tolist() == [False, False, True, False]
+
+
 def test_bad_files_raise_data_errors(tmp_path, clf):
     from ticket_triage.inference import predict_file
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError
 from .classifier import Classifier, check_threshold, empty_text_indices
@@ -78,7 +79,7 @@ def predict_file(
         for chunk in iter_chunks(input, chunk_rows):
             if column is None:
                 column = pick_text_column(list(chunk.columns), text_column, input)
-            texts = chunk[column].tolist()
+            texts = [_as_text(t) for t in chunk[column].tolist()]
             bad = set(empty_text_indices(texts))
             good = [i for i in range(len(texts)) if i not in bad]
             probs = np.full((len(texts), len(labels)), np.nan)
@@ -89,13 +90,13 @@ def predict_file(
             confidence = probs.max(axis=1) if len(texts) else np.zeros(0)
             category = np.array(labels, dtype=object)[best]
             category[list(bad)] = None
-            out["category"] = category
+            out["category"] = pd.array(category, dtype="string")
             out["confidence"] = confidence
             for j, label in enumerate(labels):
                 out[prob_column(label)] = probs[:, j]
             error = np.full(len(texts), None, dtype=object)
             error[list(bad)] = EMPTY_TEXT_ERROR
-            out["error"] = error
+            out["error"] = pd.array(error, dtype="string")
             if abstain_below is not None:
                 flags = np.zeros(len(texts), dtype=bool)
                 flags[good] = confidence[good] < abstain_below
@@ -125,6 +126,15 @@ def predict_file(
         backend=f"{clf.backend}-{clf.precision}",
         model_version=clf.model_version,
     )
+
+
+def _as_text(value):
+    """Cell -> text: strings as they are, missing values (None/NaN) as None, anything else str()."""
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
 
 
 class _NoBar:

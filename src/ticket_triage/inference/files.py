@@ -17,6 +17,7 @@ CFPB_PRODUCT_COLUMN = "Product"
 DEFAULT_TEXT_COLUMN = "text"
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".zst")
+CSV_BLOCK_BYTES = 16 << 20  # first block size of the streaming CSV reader (doubled for longer rows)
 
 
 def file_format(path: str | Path, role: str = "input") -> str:
@@ -72,17 +73,34 @@ def _iter_csv(path: Path, chunk_rows: int):
     import pyarrow as pa
     from pyarrow import csv
 
-    # Narratives hold quoted newlines; ~2 KB per row keeps blocks near chunk_rows rows.
-    read = csv.ReadOptions(block_size=max(1 << 16, min(chunk_rows * 2048, 64 << 20)))
-    parse = csv.ParseOptions(newlines_in_values=True)
-    with csv.open_csv(str(path), read_options=read, parse_options=parse) as probe:
-        names = probe.schema.names
-    convert = csv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False)
-    with csv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert) as reader:
-        for batch in reader:
-            frame = batch.to_pandas()
-            for start in range(0, len(frame), chunk_rows):
-                yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+    # A block must hold the longest row (narratives can be huge); start at 16 MB and, if a
+    # row straddles two blocks, reopen with twice the block size and skip the rows already yielded.
+    block_size = CSV_BLOCK_BYTES
+    parse = csv.ParseOptions(newlines_in_values=True)  # narratives hold quoted newlines
+    done = 0
+    while True:
+        read = csv.ReadOptions(block_size=block_size)
+        try:
+            with csv.open_csv(str(path), read_options=read, parse_options=parse) as probe:
+                names = probe.schema.names
+            convert = csv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False)
+            seen = 0
+            with csv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert) as reader:
+                for batch in reader:
+                    if seen + batch.num_rows <= done:
+                        seen += batch.num_rows
+                        continue
+                    frame = batch.to_pandas().iloc[max(0, done - seen) :].reset_index(drop=True)
+                    seen += batch.num_rows
+                    for start in range(0, len(frame), chunk_rows):
+                        part = frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+                        done += len(part)
+                        yield part
+            return
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block_size >= 1 << 30:
+                raise
+            block_size *= 2
 
 
 def pick_text_column(columns: list[str], text_column: str | None, path: str | Path) -> str:
@@ -118,7 +136,10 @@ class ChunkWriter:
 
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._parquet is None:
-                self._schema = table.schema
+                # An all-missing column in the first chunk has Arrow type null; later chunks may
+                # hold text there, so fix it as a string column from the start.
+                self._schema = pa.schema([f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f for f in table.schema])
+                table = table.cast(self._schema)
                 self._parquet = pq.ParquetWriter(str(self.tmp), self._schema)
             elif table.schema != self._schema:
                 try:
