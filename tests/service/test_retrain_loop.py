@@ -1,0 +1,37 @@
+"""Corrections exported by the service are read by `triage data prepare` (the retraining loop)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from _service_support import LABELS
+
+@pytest.fixture
+def database_url(sqlite_url):  # the data layer is covered on both databases elsewhere; SQLite is enough here
+    return sqlite_url
+
+
+WORDS = "the customer wrote about an account problem that needs attention from the right team".split()
+
+
+def test_feedback_export_feeds_triage_data_prepare(make_client, tmp_path):
+    pytest.importorskip("duckdb")
+    client = make_client()
+    for i in range(60):
+        text = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(12)) + f" number {i}"
+        tid = client.post("/v1/tickets", json={"body": text}).json()["id"]
+        client.post(f"/v1/tickets/{tid}/feedback", json={"category": LABELS[i % len(LABELS)]})
+    export = tmp_path / "feedback.csv"
+    export.write_bytes(client.get("/v1/feedback/export").content)
+    out = tmp_path / "prepared"
+    r = subprocess.run([sys.executable, "-m", "ticket_triage", "data", "prepare", "--input", str(export), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import pandas as pd
+
+    rows = pd.concat([pd.read_parquet(out / f"{s}.parquet") for s in ("train", "val", "test")])
+    assert len(rows) == 60
+    label_col = next(c for c in rows.columns if c in {"label", "category"})
+    assert sorted(rows[label_col].unique()) == sorted(LABELS)
