@@ -69,8 +69,8 @@ class DataConfig:
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.seed < 0:
             raise ConfigError(f"seed must be 0 or more, got {self.seed}")
-        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 0:
-            raise ConfigError(f"min_words must be an integer >= 0 (0 keeps every non-empty narrative), got {self.min_words!r}")
+        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or not 0 <= self.min_words <= 1000:
+            raise ConfigError(f"min_words must be an integer >= 0 (0 keeps every non-empty narrative), at most 1000, got {self.min_words!r}")
 
         if isinstance(self.clean, str):
             self.clean = (self.clean,)

@@ -5,7 +5,7 @@ DuckDB spills to disk beyond it, so memory stays bounded whatever the input size
 
 1. stream the input as Arrow batches (see reading.py); per batch, count rows per product
    and rows without a narrative, and stage the rows that have one (cleaned model input,
-   a 128-bit hash of the normalised text, the word count);
+   a hash of the normalised text, whether it has --min-words words);
 2. map products through the taxonomy (a small products table; unknown products are counted
    and reported, or fail with --strict); drop narratives under --min-words;
 3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from ..errors import DataError, TaxonomyError
 from ..taxonomy import Taxonomy, load_taxonomy
-from .cleaning import clean_sql, norm_sql, word_count_sql
+from .cleaning import clean_sql, min_words_sql, norm_sql
 from .config import DataConfig
 from .reading import file_sha256, open_source
 
@@ -125,23 +125,25 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
         # -- 1. stream, count, stage ----------------------------------------------------
         con.execute("CREATE TABLE tally(product VARCHAR, total BIGINT, no_text BIGINT)")
+        # key: 64-bit hash of the normalised text (collisions: ~n^2/2^65, negligible at 18M rows)
         con.execute(
-            "CREATE TABLE staged(rid BIGINT, key UHUGEINT, wc INTEGER, text VARCHAR, product VARCHAR, "
+            "CREATE TABLE staged(rid BIGINT, key UBIGINT, long_enough BOOLEAN, text VARCHAR, product VARCHAR, "
             "complaint_id VARCHAR, date_received VARCHAR)"
         )
-        has_text = "text IS NOT NULL AND trim(text) <> ''"
+        # no narrative = null or empty; whitespace-only ones count as too short (0 words)
+        has_text = "text IS NOT NULL AND text <> ''"
         stage_sql = f"""
             INSERT INTO staged
-            SELECT rid, md5_number(norm), {word_count_sql('norm')}, clean, product, complaint_id, date_received
-            FROM (SELECT *, {norm_sql('clean')} AS norm
-                  FROM (SELECT rid, {clean_sql('text', cfg.clean)} AS clean, product, complaint_id, date_received
-                        FROM batch WHERE {has_text}))
+            SELECT rid, hash({norm_sql('clean')}), {min_words_sql('clean', cfg.min_words)}, clean, product, complaint_id, date_received
+            FROM (SELECT rid, {clean_sql('text', cfg.clean)} AS clean, product, complaint_id, date_received
+                  FROM batch WHERE {has_text})
         """
         tally_sql = f"""
             INSERT INTO tally SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE NOT ({has_text}))
             FROM batch GROUP BY ALL
         """
         offset = 0
+        con.execute("BEGIN TRANSACTION")  # one commit for the whole load, not one per batch
         for rb in source.batches:
             n = rb.num_rows
             if n == 0:
@@ -155,6 +157,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             con.execute(stage_sql)
             con.unregister("batch")
             bar.update(stats.bytes_done, stats.rows_read)
+        con.execute("COMMIT")
         if stats.rows_read == 0:
             raise DataError(
                 f"{cfg.input.name} has no readable rows"
@@ -169,7 +172,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         ).fetchall()
         staged_by_product = dict(
             ((p, (int(n), int(s))) for p, n, s in con.execute(
-                f"SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE wc < {max(1, cfg.min_words)}) FROM staged GROUP BY ALL"
+                f"SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE NOT long_enough) FROM staged GROUP BY ALL"
             ).fetchall())
         )
         dropped = {k: 0 for k in ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short",
@@ -209,7 +212,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             CREATE TABLE groups AS
             SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
             FROM staged s JOIN products p ON coalesce(trim(s.product), '') = p.product
-            WHERE s.wc >= {max(1, cfg.min_words)}  -- an empty model input is never kept
+            WHERE s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
             GROUP BY s.key
         """)
         dup, conflict = con.execute(
@@ -219,7 +222,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         seed = int(cfg.seed)
         con.execute(f"""
             CREATE TABLE kept AS
-            SELECT g.rid, p.label, p.label_idx, md5_number(g.key::VARCHAR || ':' || '{seed}') AS h,
+            SELECT g.rid, p.label, p.label_idx, md5_number(s.text || ':{seed}') AS h,
                    s.text, s.complaint_id, s.product, s.date_received
             FROM groups g JOIN staged s ON s.rid = g.rid
                  JOIN products p ON coalesce(trim(s.product), '') = p.product

@@ -1,0 +1,198 @@
+"""Ingest benchmark: `prepare_dataset` against a naive pandas pipeline on a large CFPB-format file.
+
+    .venv/bin/python bench/ingest.py                      # 0.5M and 2M rows, baseline at 2M
+    .venv/bin/python bench/ingest.py --sizes 200000 --baseline-size 200000 --no-write
+
+The file is built by resampling the bundled 5,631 labelled rows with new Complaint IDs; half
+the rows get no narrative, as in the real export (about 18M rows, fewer than half with a
+narrative). Resampling makes heavy duplication, which the de-duplication has to deal with.
+Each pipeline runs in its own subprocess, which reports its own peak RSS (ru_maxrss).
+Writes its section of bench/RESULTS.md between <!-- ingest:start --> and <!-- ingest:end -->.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "data" / "cfpb_sample.csv.gz"
+RESULTS = REPO / "bench" / "RESULTS.md"
+START, END = "<!-- ingest:start -->", "<!-- ingest:end -->"
+
+
+def build_file(n_rows: int, path: Path, seed: int = 0, no_narrative: float = 0.5) -> Path:
+    """A CFPB-format CSV of n_rows resampled from the bundled rows, new IDs, some narratives removed."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    base = pacsv.read_csv(BUNDLED, parse_options=pacsv.ParseOptions(newlines_in_values=True), convert_options=pacsv.ConvertOptions(column_types={
+        c: pa.string() for c in ["Date received", "Product", "Sub-product", "Company", "Consumer complaint narrative", "Complaint ID"]
+    }))
+    rng = np.random.default_rng(seed)
+    chunk = 250_000
+    with pacsv.CSVWriter(path, base.schema) as writer:
+        for start in range(0, n_rows, chunk):
+            n = min(chunk, n_rows - start)
+            t = base.take(pa.array(rng.integers(0, base.num_rows, n)))
+            text = t.column("Consumer complaint narrative").combine_chunks()
+            mask = pa.array(rng.random(n) < no_narrative)
+            text = pc.if_else(mask, pa.nulls(n, pa.string()), text)
+            ids = pa.array(np.arange(10_000_000 + start, 10_000_000 + start + n)).cast(pa.string())
+            t = t.set_column(t.schema.get_field_index("Consumer complaint narrative"), "Consumer complaint narrative", text)
+            t = t.set_column(t.schema.get_field_index("Complaint ID"), "Complaint ID", ids)
+            writer.write_table(t)
+    return path
+
+
+# -- workers (run in a subprocess each) --------------------------------------------------------
+def work_prepare(path: str, out: str) -> dict:
+    from ticket_triage.data import DataConfig, prepare_dataset
+
+    m = prepare_dataset(DataConfig(input=Path(path), out_dir=Path(out))).manifest
+    return {"rows": m["counts"]["rows_read"], "kept": m["counts"]["kept"], "duplicates": m["dropped"]["duplicate"]}
+
+
+def work_baseline(path: str, out: str) -> dict:
+    """The naive way: read everything with pandas, map, de-duplicate, split, write."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    from ticket_triage.taxonomy import load_taxonomy
+
+    tax = load_taxonomy("cfpb-6")
+    df = pd.read_csv(path, dtype=str)
+    rows = len(df)
+    df = df[df["Consumer complaint narrative"].notna()]
+    df = df.assign(label=df["Product"].map(lambda p: tax.category_of(p)))
+    df = df[df["label"].notna()]
+    df["text"] = df["Consumer complaint narrative"].str.strip()
+    df["norm"] = df["text"].str.lower().str.replace(r"\s+", " ", regex=True)
+    df = df[df["norm"].str.split().str.len() >= 5]
+    n_labels = df.groupby("norm")["label"].nunique()
+    df = df[df["norm"].map(n_labels) == 1].drop_duplicates("norm")
+    df = df.rename(columns={"Complaint ID": "complaint_id", "Product": "product", "Date received": "date_received"})
+    df = df[["text", "label", "complaint_id", "product", "date_received"]]
+    train, rest = train_test_split(df, test_size=0.2, stratify=df["label"], random_state=42)
+    val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=42)
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        part.to_parquet(Path(out) / f"{name}.parquet", index=False)
+    return {"rows": rows, "kept": len(df), "duplicates": None}
+
+
+def _worker(kind: str, path: str, out: str) -> None:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    info = (work_prepare if kind == "prepare" else work_baseline)(path, out)
+    info["seconds"] = time.perf_counter() - t0
+    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print("RESULT " + json.dumps(info), flush=True)
+
+
+def run_worker(kind: str, path: Path, out: Path, timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, str(path), str(out)]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    wall = time.perf_counter() - t0
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        return {"kind": kind, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"], "wall_s": wall}
+    info = json.loads(line[7:])
+    info.update(kind=kind, wall_s=wall, rows_per_s=info["rows"] / info["seconds"])
+    return info
+
+
+def write_results(text: str) -> None:
+    block = f"{START}\n{text.rstrip()}\n{END}"
+    if RESULTS.exists():
+        current = RESULTS.read_text()
+        if START in current and END in current:
+            before, rest = current.split(START, 1)
+            after = rest.split(END, 1)[1]
+            RESULTS.write_text(before + block + after)
+            return
+        RESULTS.write_text(current.rstrip() + "\n\n" + block + "\n")
+    else:
+        RESULTS.write_text("# Benchmarks\n\n" + block + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500_000, 2_000_000])
+    ap.add_argument("--baseline-size", type=int, default=2_000_000, help="0 skips the baseline")
+    ap.add_argument("--tmp", type=Path, default=None, help="where to build the files (default: system temp)")
+    ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument("--worker", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        _worker(*args.worker)
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    tmp = Path(tempfile.mkdtemp(prefix="triage-bench-", dir=args.tmp))
+    results = []
+    try:
+        sizes = sorted(set(args.sizes) | ({args.baseline_size} if args.baseline_size else set()))
+        for n in sizes:
+            path = build_file(n, tmp / f"complaints_{n}.csv")
+            mb = path.stat().st_size / 1e6
+            if n in args.sizes:
+                results.append({"size": n, "file_mb": mb, **run_worker("prepare", path, tmp / f"out_p_{n}", args.timeout)})
+            if n == args.baseline_size:
+                results.append({"size": n, "file_mb": mb, **run_worker("baseline", path, tmp / f"out_b_{n}", args.timeout)})
+            path.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    table = Table(title="ingest: prepare_dataset vs naive pandas")
+    for col in ("pipeline", "input rows", "file MB", "kept", "seconds", "rows/s", "peak RSS MB"):
+        table.add_column(col, justify="right" if col != "pipeline" else "left")
+    lines = [
+        "## Ingest (`bench/ingest.py`)",
+        "",
+        f"Synthetic CFPB-format CSV (bundled rows resampled, new IDs, 50% without narrative). "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}.",
+        "",
+        "| pipeline | input rows | file MB | kept | seconds | rows/s | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        name = "prepare_dataset (DuckDB, streaming)" if r["kind"] == "prepare" else "naive pandas (read_csv all)"
+        if "error" in r:
+            table.add_row(name, f"{r['size']:,}", f"{r['file_mb']:.0f}", "-", f"{r['wall_s']:.1f}", "failed", str(r["error"]))
+            lines.append(f"| {name} | {r['size']:,} | {r['file_mb']:.0f} | failed: {r['error']} | | | |")
+            continue
+        cells = [f"{r['size']:,}", f"{r['file_mb']:.0f}", f"{r['kept']:,}", f"{r['seconds']:.1f}", f"{r['rows_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}"]
+        table.add_row(name, *cells)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    pairs = [(p, b) for p in results for b in results if p["kind"] == "prepare" and b["kind"] == "baseline" and p["size"] == b["size"] and "error" not in p and "error" not in b]
+    for p, b in pairs:
+        lines += ["", f"At {p['size']:,} rows: {p['rows_per_s'] / b['rows_per_s']:.1f}x the baseline's rows/s, "
+                  f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS."]
+    Console().print(table)
+    for l in lines[-len(pairs) * 2:] if pairs else []:
+        if l:
+            print(l)
+    if not args.no_write:
+        write_results("\n".join(lines))
+        print(f"updated {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
