@@ -94,6 +94,7 @@ def test_pruner_stops_a_poor_trial_early(tiny_model_dir, small_prepared, tmp_pat
         train=dict(epochs=2), n_trials=3, metric="val_loss", pruner="median", pruner_startup_trials=2, pruner_warmup_epochs=0,
     )
     assert config.direction == "minimize"
+    (tmp_path / "study").mkdir()
     study = optuna.create_study(storage=config.storage_url, study_name=config.study_name, direction="minimize")
     study.enqueue_trial({"lr": 1e-5})
     study.enqueue_trial({"lr": 2e-5})

@@ -63,7 +63,9 @@ class TuneConfig:
         need(self.grace_period > self.heartbeat_interval, f"grace_period ({self.grace_period}) must be longer than heartbeat_interval ({self.heartbeat_interval})")
         need(isinstance(self.train, dict), "train must be a mapping of TrainConfig settings")
         self.base_train_config()  # unknown or invalid pass-through settings fail now, not in every trial
-        self.search_space()  # so does a bad search space
+        space = self.search_space()  # so does a bad search space
+        if self.sampler == "grid":
+            space.grid()  # every entry must have a finite list of values
 
     @property
     def storage_url(self) -> str:

@@ -121,12 +121,13 @@ def top_up(study, n_trials: int) -> int:
     return max(missing, 0)
 
 
-def claim_trial(storage, study_id: int, n_trials: int) -> int | None:
+def claim_trial(study, storage, n_trials: int) -> int | None:
     """Atomically take the lowest-numbered WAITING trial below `n_trials`; None when none is left."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+    # Listed through the study, so its storage cache knows the trial we are about to run.
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     for frozen in sorted(waiting, key=lambda t: t.number):
         if frozen.number >= n_trials:
             break
@@ -224,13 +225,12 @@ def run_worker(config: TuneConfig, worker_index: int = 0, deadline: float | None
     probe = open_study(config, storage)
     seed = config.seed + 7919 * worker_index + len(probe.get_trials(deepcopy=False, states=_finished_states()))
     study = open_study(config, storage, seed=seed)
-    study_id = storage.get_study_id_from_name(config.study_name)
     n_trials = effective_n_trials(config)
     space = config.search_space()
     base = config.base_train_config()
     stats = WorkerStats()
     while deadline is None or time.time() < deadline:
-        trial_id = claim_trial(storage, study_id, n_trials)
+        trial_id = claim_trial(study, storage, n_trials)
         if trial_id is None:
             break
         state = run_trial(config, study, storage, trial_id, space, base, log)
@@ -297,7 +297,9 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
         raise
     except Exception as exc:  # a trial's failure (bad combination, out of memory) must not end the study
         storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
-        trial_log(f"failed: {type(exc).__name__}: {exc}")
+        import traceback
+
+        trial_log(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         log(f"trial {trial.number} failed: {type(exc).__name__}: {exc}")
     finally:
         log_file.close()
