@@ -224,3 +224,19 @@ def test_cli_bad_space_is_one_line(small_prepared, tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "'lr'" in err and "above high" in err
     assert not (tmp_path / "study").exists()
+
+
+def test_timeout_stops_new_trials_and_the_study_continues_later(tiny_model_dir, small_prepared, tmp_path):
+    from ticket_triage.errors import TicketTriageError
+
+    messages: list[str] = []
+    config = make_config(tiny_model_dir, small_prepared, tmp_path, n_trials=2, timeout=1e-6)
+    with pytest.raises(TicketTriageError, match="no trial .* completed"):
+        tune(config, log=messages.append)
+    assert any("time is up: 2 trial(s) not started" in m for m in messages)
+    assert [r["state"] for r in read_trials_csv(config)] == ["WAITING", "WAITING"]
+
+    again = make_config(tiny_model_dir, small_prepared, tmp_path, n_trials=2, pruner="hyperband", train=dict(epochs=2))
+    result = tune(again, log=quiet)
+    assert [t.state.name for t in storage_trials(again)] == ["COMPLETE", "COMPLETE"]
+    assert result.best_config_path.is_file()

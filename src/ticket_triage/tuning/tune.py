@@ -92,6 +92,9 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     # -- outputs -------------------------------------------------------------------------------
     study = open_study(config, storage)
     trials = outputs.study_trials(study, n_trials)
+    not_started = sum(1 for t in trials if t.state.name == "WAITING")
+    if not_started:
+        log(f"time is up: {not_started} trial(s) not started; run the same command again to continue the study")
     outputs.write_trials_csv(out_dir / outputs.TRIALS_CSV, trials)
     result = TuneResult(
         out_dir=out_dir, study_name=config.study_name, storage=config.storage_url, n_trials=n_trials,
