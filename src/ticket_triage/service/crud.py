@@ -51,6 +51,7 @@ def create_ticket(
         idempotency_key=idempotency_key,
         request_hash=request_hash(data) if idempotency_key else None,
         classify_attempts=1,
+        feedback=[],  # new ticket: no corrections (and no query to find that out)
     )
     if prediction is not None:
         apply_prediction(ticket, prediction=prediction, rules=rules, model_version=model_version or "")

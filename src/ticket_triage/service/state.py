@@ -32,7 +32,10 @@ class ServiceState:
     metrics: ServiceMetrics
     batcher: MicroBatcher
     key_cache: dict[str, tuple[float, object]] = field(default_factory=dict)
-    pending_unclassified: bool = True  # check at start: tickets may be left from a crash or an outage
+    # Wake-ups for the retry: a count of tickets stored unclassified, and the count the last
+    # empty look had seen (so a ticket committed during that look is never forgotten).
+    _marked: int = 1  # != _seen: look at start, tickets may be left from a crash or an outage
+    _seen: int = 0
     _retry_task: asyncio.Task | None = None
     _retry_lock: asyncio.Lock | None = None
 
@@ -70,6 +73,14 @@ class ServiceState:
                 log.warning("retrying unclassified tickets failed: %s", type(exc).__name__)
             await asyncio.sleep(self.settings.retry_interval_s)
 
+    @property
+    def pending_unclassified(self) -> bool:
+        return self._marked != self._seen
+
+    def mark_unclassified(self) -> None:
+        """Call after committing a ticket the model could not classify."""
+        self._marked += 1
+
     def kick_retry(self) -> None:
         """After a model call succeeds again, classify what waits without waiting for the timer."""
         if self.pending_unclassified and self._retry_lock is not None and not self._retry_lock.locked():
@@ -82,9 +93,10 @@ class ServiceState:
         done = 0
         async with self._retry_lock:
             while True:
+                marked = self._marked
                 batch = await run_in_threadpool(self._load_unclassified, self.settings.max_batch_size)
                 if not batch:
-                    self.pending_unclassified = False
+                    self._seen = marked
                     return done
                 outcomes = await asyncio.gather(*(self.batcher.predict([text]) for _, text in batch), return_exceptions=True)
                 good = [(tid, out[0]) for (tid, _), out in zip(batch, outcomes) if not isinstance(out, BaseException)]

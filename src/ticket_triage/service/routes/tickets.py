@@ -88,7 +88,7 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
         state.metrics.failures.inc()
     ticket, created = await run_in_threadpool(_store, state, data, prediction, error, idempotency_key)
     if prediction is None:
-        state.pending_unclassified = True  # after the commit, so the retry finds the ticket
+        state.mark_unclassified()  # after the commit, so the retry finds the ticket
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
