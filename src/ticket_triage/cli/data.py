@@ -25,7 +25,7 @@ def prepare(
     text_column: Annotated[Optional[str], typer.Option(help="Column holding the text (default: the CFPB's 'Consumer complaint narrative').")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column holding the label/product (default: the CFPB's 'Product').")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a product is not in the taxonomy.")] = False,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; beyond it the work spills to disk.")] = "1GB",
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; beyond it the work spills to disk.")] = "768MB",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no report table.")] = False,
 ) -> None:
     """Read, map, clean, de-duplicate and split a complaint export into train/val/test parquet."""

@@ -44,7 +44,7 @@ class DataConfig:
     label_column: str | None = None
     strict: bool = False
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    memory_limit: str = "1GB"
+    memory_limit: str = "768MB"
     threads: int | None = None
     temp_dir: Path | None = None
 

@@ -1,11 +1,12 @@
 """`prepare_dataset`: CFPB export -> de-duplicated, stratified train/val/test parquet + manifest.
 
-The work happens in DuckDB, on a database file in a temporary folder, with a memory limit;
-DuckDB spills to disk beyond it, so memory stays bounded whatever the input size:
+The work happens in DuckDB with a memory limit; DuckDB spills to a temporary folder beyond
+it, so memory stays bounded whatever the input size:
 
 1. stream the input as Arrow batches (see reading.py); per batch, count rows per product
    and rows without a narrative, and stage the rows that have one (cleaned model input,
-   a hash of the normalised text, whether it has --min-words words);
+   a hash of the normalised text, whether it has --min-words words); the database is in
+   memory but spills to a temporary folder beyond DuckDB's memory limit;
 2. map products through the taxonomy (a small products table; unknown products are counted
    and reported, or fail with --strict); drop narratives under --min-words;
 3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
@@ -115,7 +116,9 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="triage-prepare-", dir=str(cfg.temp_dir) if cfg.temp_dir else None))
-    con = duckdb.connect(str(work / "work.duckdb"))
+    # An in-memory database: faster than a file, and beyond memory_limit DuckDB spills its
+    # blocks to temp_directory, so memory stays bounded.
+    con = duckdb.connect(":memory:")
     bar = _Progress(progress, stats.bytes_total, f"reading {cfg.input.name}")
     try:
         con.execute(f"SET memory_limit={_sql_str(cfg.memory_limit)}")
@@ -123,41 +126,45 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         con.execute("SET preserve_insertion_order=false")
         con.execute(f"SET threads={cfg.threads or max(1, os.cpu_count() or 1)}")
 
-        # -- 1. stream, count, stage ----------------------------------------------------
-        con.execute("CREATE TABLE tally(product VARCHAR, total BIGINT, no_text BIGINT)")
-        # key: 64-bit hash of the normalised text (collisions: ~n^2/2^65, negligible at 18M rows)
+        # -- 1. stream and stage -------------------------------------------------------
+        # One INSERT consumes the whole Arrow stream, so DuckDB spreads the text work over
+        # its threads. Rows without a narrative are staged too (text NULL), for the counts.
+        # key: 64-bit hash of the normalised text (collisions ~n^2/2^65: negligible at 18M rows)
         con.execute(
             "CREATE TABLE staged(rid BIGINT, key UBIGINT, long_enough BOOLEAN, text VARCHAR, product VARCHAR, "
             "complaint_id VARCHAR, date_received VARCHAR)"
         )
-        # no narrative = null or empty; whitespace-only ones count as too short (0 words)
-        has_text = "text IS NOT NULL AND text <> ''"
-        stage_sql = f"""
-            INSERT INTO staged
-            SELECT rid, hash({norm_sql('clean')}), {min_words_sql('clean', cfg.min_words)}, clean, product, complaint_id, date_received
-            FROM (SELECT rid, {clean_sql('text', cfg.clean)} AS clean, product, complaint_id, date_received
-                  FROM batch WHERE {has_text})
-        """
-        tally_sql = f"""
-            INSERT INTO tally SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE NOT ({has_text}))
-            FROM batch GROUP BY ALL
-        """
-        offset = 0
-        con.execute("BEGIN TRANSACTION")  # one commit for the whole load, not one per batch
-        for rb in source.batches:
-            n = rb.num_rows
-            if n == 0:
-                continue
+        failure: list[BaseException] = []
+
+        def numbered_batches():
             import numpy as np
 
-            batch = pa.Table.from_batches([rb]).append_column("rid", pa.array(np.arange(offset, offset + n, dtype=np.int64)))
-            offset += n
-            con.register("batch", batch)
-            con.execute(tally_sql)
-            con.execute(stage_sql)
-            con.unregister("batch")
-            bar.update(stats.bytes_done, stats.rows_read)
-        con.execute("COMMIT")
+            offset = 0
+            try:
+                for rb in source.batches:
+                    n = rb.num_rows
+                    rid = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+                    offset += n
+                    yield pa.RecordBatch.from_arrays([*rb.columns, rid], names=[*rb.schema.names, "rid"])
+                    bar.update(stats.bytes_done, stats.rows_read)
+            except BaseException as exc:  # re-raised below, with its own type and message
+                failure.append(exc)
+
+        schema = pa.schema([(name, pa.string()) for name in ("text", "product", "complaint_id", "date_received")] + [("rid", pa.int64())])
+        stream = pa.RecordBatchReader.from_batches(schema, numbered_batches())
+        con.register("stream", stream)
+        # no narrative = null or empty; whitespace-only ones count as too short (0 words)
+        con.execute(f"""
+            INSERT INTO staged
+            SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END,
+                   {min_words_sql('clean', cfg.min_words)}, clean, product, complaint_id, date_received
+            FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
+                         coalesce(trim(product), '') AS product, complaint_id, date_received
+                  FROM stream)
+        """)
+        con.unregister("stream")
+        if failure:
+            raise failure[0]
         if stats.rows_read == 0:
             raise DataError(
                 f"{cfg.input.name} has no readable rows"
@@ -168,23 +175,19 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
         # -- 2. taxonomy ----------------------------------------------------------------
         per_product = con.execute(
-            "SELECT product, sum(total)::BIGINT, sum(no_text)::BIGINT FROM tally GROUP BY product ORDER BY product"
+            "SELECT product, count(*), count(*) FILTER (WHERE text IS NULL), count(*) FILTER (WHERE text IS NOT NULL), "
+            "count(*) FILTER (WHERE NOT long_enough) FROM staged GROUP BY product ORDER BY product"
         ).fetchall()
-        staged_by_product = dict(
-            ((p, (int(n), int(s))) for p, n, s in con.execute(
-                f"SELECT coalesce(trim(product), ''), count(*), count(*) FILTER (WHERE NOT long_enough) FROM staged GROUP BY ALL"
-            ).fetchall())
-        )
         dropped = {k: 0 for k in ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short",
                                   "duplicate", "conflicting_label", "not_sampled")}
         unknown_products: dict[str, int] = {}
         dropped_products: dict[str, int] = {}
         product_rows: dict[str, int] = {}
         mapping: list[tuple[str, str, int]] = []
-        for product, total, no_text in per_product:
+        for product, total, no_text, with_text, short in per_product:
             product_rows[product] = int(total)
             dropped["no_narrative"] += int(no_text)
-            with_text, short = staged_by_product.get(product, (0, 0))
+            with_text, short = int(with_text), int(short)
             if product == "":
                 dropped["no_product"] += with_text
             elif taxonomy.is_dropped(product):
@@ -211,8 +214,8 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         con.execute(f"""
             CREATE TABLE groups AS
             SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
-            FROM staged s JOIN products p ON coalesce(trim(s.product), '') = p.product
-            WHERE s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
+            FROM staged s JOIN products p ON s.product = p.product
+            WHERE s.text IS NOT NULL AND s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
             GROUP BY s.key
         """)
         dup, conflict = con.execute(
@@ -225,7 +228,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             SELECT g.rid, p.label, p.label_idx, md5_number(s.text || ':{seed}') AS h,
                    s.text, s.complaint_id, s.product, s.date_received
             FROM groups g JOIN staged s ON s.rid = g.rid
-                 JOIN products p ON coalesce(trim(s.product), '') = p.product
+                 JOIN products p ON s.product = p.product
             WHERE g.nl = 1
         """)
         con.execute("DROP TABLE staged")

@@ -306,6 +306,31 @@ def _csv_header(path: Path, fmt: str, member: str | None) -> list[str]:
     return names
 
 
+def limit_heap_growth() -> None:
+    """Stop glibc's heap from growing with the input.
+
+    Streaming allocates many short-lived multi-megabyte buffers; glibc raises its mmap threshold
+    after freeing such blocks and then serves them from a heap that fragments, so RSS creeps up
+    with the file size. A fixed 1 MiB threshold returns them to the OS at once. No effect
+    outside glibc.
+    """
+    global _HEAP_TAMED
+    if _HEAP_TAMED:
+        return
+    _HEAP_TAMED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_HEAP_TAMED = False
+
+
 # -- the readers ---------------------------------------------------------------------------
 def _normalise_batch(batch: pa.RecordBatch | pa.Table, columns: dict[str, str | None]) -> pa.RecordBatch:
     n = batch.num_rows
@@ -350,6 +375,7 @@ def _csv_batches(path: Path, fmt: str, member: str | None, names: list[str], col
         return "skip"
 
     wanted = sorted({c for c in columns.values() if c is not None})
+    limit_heap_growth()
     stream = Utf8Repair(_open_bytes(path, fmt, member, stats), stats)
     try:
         reader = pacsv.open_csv(
