@@ -77,11 +77,24 @@ def test_missing_file(tmp_path, capsys):
     assert "does not exist" in prepare_fails(capsys, tmp_path / "nope.csv", tmp_path)
 
 
-def test_truncated_gzip(tmp_path, capsys):
-    data = gzip.compress((HEADER + "\n" + "\n".join(good_lines(3000)) + "\n").encode())
+@pytest.mark.parametrize("lines", [3000, 40000])  # cut inside the header read / mid-stream
+def test_truncated_gzip(tmp_path, capsys, lines):
+    data = gzip.compress((HEADER + "\n" + "\n".join(good_lines(lines)) + "\n").encode())
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(data[: len(data) // 2])
     assert "truncated" in prepare_fails(capsys, path, tmp_path)
+
+
+def test_truncated_zip(tmp_path, capsys):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("complaints.csv", HEADER + "\n" + "\n".join(good_lines(3000)) + "\n")
+    path = tmp_path / "cut.csv.zip"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert "not a valid zip archive" in prepare_fails(capsys, path, tmp_path)
 
 
 def test_broken_json(tmp_path, capsys):
