@@ -14,6 +14,9 @@ heartbeats into the storage. On start, `tune` marks FAIL every RUNNING trial who
 on this host and gone, or which no triage worker owns (e.g. a dangling `study.ask()`), and
 Optuna's heartbeat check fails those whose heartbeats stopped more than `grace_period` ago
 (a worker on another machine that died). Each is logged and listed in the result.
+A trial without a `worker` attribute is treated as abandoned at once: a worker sets it in
+the same breath as claiming the trial, so only a start on another machine within those
+milliseconds could misjudge it (that worker then logs that it could not record its result).
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
     log_file = (run_dir / "train.log").open("a")
 
     def trial_log(message: str) -> None:
-        log_file.write(f"{message}\n")
+        log_file.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
         log_file.flush()
 
     sign = 1.0 if config.direction == "maximize" else -1.0
@@ -272,6 +275,7 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
     try:
         with _Heartbeat(storage, trial_id, config.heartbeat_interval):
             params = space.suggest(trial)
+            trial_log(f"trial {trial.number}: {params}")
             log(f"trial {trial.number}: {_format_params(params)}")
             # Trials skip the test-time extras (temperature scaling, TF-IDF baseline): only
             # the validation metric decides between them.
