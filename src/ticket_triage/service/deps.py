@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Iterator
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
 
 from . import crud
@@ -59,8 +60,15 @@ def authenticate(state: ServiceState, key: str | None) -> Principal | None:
     return principal
 
 
+# Declared so /docs shows the schemes and its "Authorize" button; `presented_key` reads them.
+_bearer = HTTPBearer(auto_error=False, description="an API key from `triage apikey create`")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as a header of its own")
+
+
 def require_role(role: str):
-    def dependency(request: Request, state: StateDep) -> Principal:
+    def dependency(
+        request: Request, state: StateDep, _b: Annotated[object, Depends(_bearer)] = None, _k: Annotated[object, Depends(_api_key_header)] = None
+    ) -> Principal:
         if not state.settings.auth:
             return Principal("anonymous", "*")
         principal = authenticate(state, presented_key(request))
