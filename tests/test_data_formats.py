@@ -102,3 +102,29 @@ def test_csv_with_bom_and_multiline_narratives(tmp_path):
     rows = [r for b in open_source(path).batches for r in b.to_pylist()]
     assert rows[0]["text"] == 'line one of the story\nline two, with "quotes", and more words'
     assert len(rows) == len(ROWS)
+
+
+def test_utf8_repair_across_chunk_boundaries():
+    import io
+
+    from ticket_triage.data.reading import ReadStats, Utf8Repair
+
+    good = "café – naïve “quotes” 😀 ".encode() * 50
+    for chunk in (1, 2, 3, 5, 7, 64):
+        stats = ReadStats()
+        out = Utf8Repair(io.BytesIO(good), stats, chunk=chunk).read()
+        assert out == good and stats.replaced_chars == 0
+        stats = ReadStats()
+        bad = good[:10] + b"\xff" + good[10:40] + b"\xc3" + b"(" + good[40:] + b"\xe2\x82"  # stray, broken, truncated
+        out = Utf8Repair(io.BytesIO(bad), stats, chunk=chunk).read()
+        assert stats.replaced_chars == 3
+        assert out.decode("utf-8").count("\ufffd") == 3
+
+
+def test_json_inside_zip(tmp_path):
+    path = tmp_path / "complaints.json.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("complaints.json", json.dumps(records()))
+    assert detect_format(path) == ("json.zip", "complaints.json")
+    r = prepare_dataset(DataConfig(input=path, out_dir=tmp_path / "out"))
+    assert r.manifest["counts"]["kept"] == 40
