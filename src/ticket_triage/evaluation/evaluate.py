@@ -50,7 +50,10 @@ def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = [f"model: {Path(model_dir).resolve()}", f"data: {data_file}"]
-    notes += [f"rows dropped before scoring: {read_report['dropped']}"] if read_report.get("dropped") else []
+    if read_report.get("unknown_rows"):
+        notes.append(f"rows with products the taxonomy does not know (left out): {read_report['unknown_rows']} {read_report.get('unknown_products', {})}")
+    if read_report.get("no_text"):
+        notes.append(f"rows without text (left out): {read_report['no_text']}")
     write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir, metrics, title="Evaluation: classification report", notes=notes)
     return metrics

@@ -163,6 +163,7 @@ def train_model(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
@@ -254,7 +255,7 @@ def train_model(
         batches = epoch_batches(train_lengths, global_batch, config, epoch, ctx)
 
         model.train()
-        bar = tqdm(total=len(batches), initial=loop["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not ctx.is_main)
+        bar = tqdm(total=len(batches), initial=loop["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not (progress and ctx.is_main))
         tick = time.perf_counter()
         for b in range(loop["batch"], len(batches)):
             rows = batches[b]
@@ -489,12 +490,16 @@ def _log_mlflow(config: TrainConfig, out_dir: Path, metrics: dict[str, Any], log
         import mlflow
     except ImportError:
         raise ConfigError("MLflow logging asked for, but mlflow is not installed: pip install 'ticket-triage[mlflow]'") from None
-    with mlflow.start_run(run_name=out_dir.name):
-        mlflow.log_params({k: v for k, v in config.to_dict().items() if v is not None})
-        for record in metrics["history"]:
-            mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=record["epoch"])
-        mlflow.log_metrics({"test_macro_f1": metrics["test"]["macro_f1"], "test_accuracy": metrics["test"]["accuracy"]})
-        for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
-            if (out_dir / name).exists():
-                mlflow.log_artifact(str(out_dir / name))
+    try:
+        with mlflow.start_run(run_name=out_dir.name):
+            mlflow.log_params({k: v for k, v in config.to_dict().items() if v is not None})
+            for record in metrics["history"]:
+                mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+            mlflow.log_metrics({"test_macro_f1": metrics["test"]["macro_f1"], "test_accuracy": metrics["test"]["accuracy"]})
+            for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
+                if (out_dir / name).exists():
+                    mlflow.log_artifact(str(out_dir / name))
+    except Exception as exc:  # the run's own files are written already: a tracking failure must not lose them
+        log(f"warning: MLflow logging failed ({str(exc).splitlines()[0]}); the run folder {out_dir} is complete")
+        return
     log("logged the run to MLflow")
