@@ -49,6 +49,15 @@ def write_results(body: str) -> Path:
     return write_section(SECTION, body)
 
 
+def default_data(model_dir: Path) -> Path:
+    """The held-out test split of the run that made the model (demo layout: out/data, out/run/model), if any."""
+    for parent in list(Path(model_dir).resolve().parents)[:3]:
+        candidate = parent / "data" / "test.parquet"
+        if candidate.is_file():
+            return candidate
+    return DEFAULT_DATA
+
+
 def macro_f1(y_true, y_pred) -> float:
     from sklearn.metrics import f1_score
 
@@ -116,7 +125,8 @@ def classifier_contender(clf, batch_size: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="trained model folder (with PyTorch weights)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled texts: CFPB csv(.gz) or text,label parquet/csv")
+    parser.add_argument("--data", type=Path, default=None, help="labelled texts: text,label parquet/csv or a CFPB csv(.gz); default: "
+                        "the run's held-out data/test.parquet if found next to the model, else the bundled CFPB sample")
     parser.add_argument("--rows", type=int, default=2000, help="texts to classify (default 2000)")
     parser.add_argument("--skip-rows", type=int, default=0, help="leave out the first N rows of --data (e.g. rows used in training)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -126,6 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline baseline")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
+    args.data = args.data or default_data(args.model)
 
     import torch
     from rich.console import Console
