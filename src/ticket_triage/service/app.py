@@ -28,6 +28,37 @@ from .state import ServiceState
 log = logging.getLogger("ticket_triage.service")
 
 
+class LimitsAndMetrics:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): refuse bodies over the limit
+    by Content-Length (413), count requests and time them per route template."""
+
+    def __init__(self, app, *, metrics: ServiceMetrics, max_request_bytes: int):
+        self.app, self.metrics, self.max_request_bytes = app, metrics, max_request_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_request_bytes:
+            body = {"detail": f"request body is {int(length)} bytes; the limit is {self.max_request_bytes}"}
+            return await JSONResponse(body, status_code=413)(scope, receive, send)
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_and_note(message):
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", "<unmatched>")
+            self.metrics.requests.labels(scope["method"], path, str(status_code)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
 def create_app(settings: Settings | None = None, classifier: ClassifierLike | None = None) -> FastAPI:
     """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off."""
     settings = settings or Settings()
@@ -73,18 +104,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     for module in (tickets, feedback, classify, health, console):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            return JSONResponse({"detail": f"request body is {length} bytes; the limit is {settings.max_request_bytes}"}, status_code=413)
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "<unmatched>")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(LimitsAndMetrics, metrics=metrics, max_request_bytes=settings.max_request_bytes)
 
     @app.exception_handler(TicketTriageError)
     async def triage_error(_: Request, exc: TicketTriageError):
