@@ -118,7 +118,8 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15,
     acc = [r["accuracy"] or 0.0 for r in rows]
     conf = [r["confidence"] or 0.0 for r in rows]
     ax.bar(centers, acc, width=width * 0.95, color="#4c72b0", edgecolor="white", label="accuracy")
-    ax.bar(centers, np.array(conf) - np.array(acc), bottom=acc, width=width * 0.95, color="#dd8452", alpha=0.35, label="gap to confidence")
+    low, gap = np.minimum(acc, conf), np.abs(np.array(conf) - np.array(acc))
+    ax.bar(centers, gap, bottom=low, width=width * 0.95, color="#dd8452", alpha=0.35, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
