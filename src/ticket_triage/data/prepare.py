@@ -130,10 +130,6 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         # One INSERT consumes the whole Arrow stream, so DuckDB spreads the text work over
         # its threads. Rows without a narrative are staged too (text NULL), for the counts.
         # key: 64-bit hash of the normalised text (collisions ~n^2/2^65: negligible at 18M rows)
-        con.execute(
-            "CREATE TABLE staged(rid BIGINT, key UBIGINT, long_enough BOOLEAN, text VARCHAR, product VARCHAR, "
-            "complaint_id VARCHAR, date_received VARCHAR)"
-        )
         failure: list[BaseException] = []
 
         def numbered_batches():
@@ -154,15 +150,20 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         stream = pa.RecordBatchReader.from_batches(schema, numbered_batches())
         con.register("stream", stream)
         # no narrative = null or empty; whitespace-only ones count as too short (0 words)
+        # Staged rows go to a Parquet file, not a table: streaming into it keeps memory flat
+        # (strings appended to a DuckDB table are held until it spills), and it compresses.
+        staged_file = work / "staged.parquet"
         con.execute(f"""
-            INSERT INTO staged
-            SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END,
-                   {min_words_sql('clean', cfg.min_words)}, clean, product, complaint_id, date_received
-            FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
-                         coalesce(trim(product), '') AS product, complaint_id, date_received
-                  FROM stream)
+            COPY (
+                SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
+                       {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
+                FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
+                             coalesce(trim(product), '') AS product, complaint_id, date_received
+                      FROM stream)
+            ) TO {_sql_str(str(staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
         """)
         con.unregister("stream")
+        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_sql_str(str(staged_file))})")
         if failure:
             raise failure[0]
         if stats.rows_read == 0:
@@ -175,7 +176,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
         # -- 2. taxonomy ----------------------------------------------------------------
         per_product = con.execute(
-            "SELECT product, count(*), count(*) FILTER (WHERE text IS NULL), count(*) FILTER (WHERE text IS NOT NULL), "
+            "SELECT product, count(*), count(*) FILTER (WHERE key IS NULL), count(*) FILTER (WHERE key IS NOT NULL), "
             "count(*) FILTER (WHERE NOT long_enough) FROM staged GROUP BY product ORDER BY product"
         ).fetchall()
         dropped = {k: 0 for k in ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short",
@@ -215,7 +216,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             CREATE TABLE groups AS
             SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
             FROM staged s JOIN products p ON s.product = p.product
-            WHERE s.text IS NOT NULL AND s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
+            WHERE s.key IS NOT NULL AND s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
             GROUP BY s.key
         """)
         dup, conflict = con.execute(
@@ -225,13 +226,11 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         seed = int(cfg.seed)
         con.execute(f"""
             CREATE TABLE kept AS
-            SELECT g.rid, p.label, p.label_idx, md5_number(s.text || ':{seed}') AS h,
-                   s.text, s.complaint_id, s.product, s.date_received
+            SELECT g.rid, p.label, md5_number(s.text || ':{seed}') AS h
             FROM groups g JOIN staged s ON s.rid = g.rid
                  JOIN products p ON s.product = p.product
             WHERE g.nl = 1
-        """)
-        con.execute("DROP TABLE staged")
+        """)  # no text here: it stays in the staged file until the splits are written
         con.execute("DROP TABLE groups")
 
         # -- 4. stratified sample and split ---------------------------------------------
@@ -252,11 +251,11 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         con.executemany("INSERT INTO bounds VALUES (?, ?, ?, ?)", bounds)
         con.execute("""
             CREATE TABLE assigned AS
-            SELECT r.rid, CASE WHEN r.r < b.b1 THEN 'train' WHEN r.r < b.b2 THEN 'val' ELSE 'test' END AS split
-            FROM ranks r JOIN bounds b USING (label) WHERE r.r < b.m
+            SELECT r.rid, k.label, k.h, CASE WHEN r.r < b.b1 THEN 'train' WHEN r.r < b.b2 THEN 'val' ELSE 'test' END AS split
+            FROM ranks r JOIN bounds b USING (label) JOIN kept k USING (rid) WHERE r.r < b.m
         """)
         counts = {s: {c: 0 for c in taxonomy.categories} for s in SPLITS}
-        for split, label, n in con.execute("SELECT a.split, k.label, count(*) FROM assigned a JOIN kept k USING (rid) GROUP BY ALL").fetchall():
+        for split, label, n in con.execute("SELECT split, label, count(*) FROM assigned GROUP BY ALL").fetchall():
             counts[split][label] = int(n)
 
         # -- 5. write -------------------------------------------------------------------
@@ -265,8 +264,8 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             path = cfg.out_dir / f"{split}.parquet"
             tmp = cfg.out_dir / f".{split}.parquet.tmp"
             con.execute(f"""
-                COPY (SELECT k.text, k.label, k.complaint_id, k.product, k.date_received
-                      FROM kept k JOIN assigned a USING (rid) WHERE a.split = '{split}' ORDER BY k.h, k.rid)
+                COPY (SELECT s.text, a.label, s.complaint_id, s.product, s.date_received
+                      FROM staged s JOIN assigned a USING (rid) WHERE a.split = '{split}' ORDER BY a.h, a.rid)
                 TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd)
             """)
             os.replace(tmp, path)
