@@ -3,18 +3,20 @@
 The work happens in DuckDB with a memory limit; DuckDB spills to a temporary folder beyond
 it, so memory stays bounded whatever the input size:
 
-1. stream the input as Arrow batches (see reading.py); per batch, count rows per product
-   and rows without a narrative, and stage the rows that have one (cleaned model input,
-   a hash of the normalised text, whether it has --min-words words); the database is in
-   memory but spills to a temporary folder beyond DuckDB's memory limit;
-2. map products through the taxonomy (a small products table; unknown products are counted
+1. stream the input as Arrow batches (see reading.py) through one COPY into a staged
+   Parquet file in a temporary folder: per row the cleaned model input, a hash of its
+   normalised text (lower-case, collapsed whitespace), whether it has --min-words words,
+   product, ID, date. Only this step touches every row's text;
+2. count rows per product (no narrative, too short) and map products through the taxonomy (a small products table; unknown products are counted
    and reported, or fail with --strict); drop narratives under --min-words;
 3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
    carry different labels are dropped, all copies;
 4. rank each category's rows by a seeded hash: the first round(n * frac) are the sample, and
    cumulative rounding of 80/10/10 gives each split its rows, so each category's count in
    each split is within one row of exact;
-5. write each split with COPY ... TO parquet, in a seeded shuffled order.
+5. write each split with COPY ... TO parquet, in a seeded shuffled order, reading the texts
+   of the kept rows back from the staged file.
+Only counts and the per-category sizes ever come into Python.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         con.execute(f"SET threads={cfg.threads or max(1, os.cpu_count() or 1)}")
 
         # -- 1. stream and stage -------------------------------------------------------
-        # One INSERT consumes the whole Arrow stream, so DuckDB spreads the text work over
+        # One COPY consumes the whole Arrow stream, so DuckDB spreads the text work over
         # its threads. Rows without a narrative are staged too (text NULL), for the counts.
         # key: 64-bit hash of the normalised text (collisions ~n^2/2^65: negligible at 18M rows)
         failure: list[BaseException] = []
@@ -193,10 +195,12 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
                 dropped["no_product"] += with_text
             elif taxonomy.is_dropped(product):
                 dropped["dropped_product"] += with_text
-                dropped_products[product] = with_text
+                if with_text:
+                    dropped_products[product] = with_text
             elif taxonomy.category_of(product) is None:
                 dropped["unknown_product"] += with_text
-                unknown_products[product] = with_text
+                if with_text:  # a product seen only on rows without a narrative costs nothing
+                    unknown_products[product] = with_text
             else:
                 cat = taxonomy.category_of(product)
                 mapping.append((product, cat, taxonomy.categories.index(cat)))  # type: ignore[arg-type]
