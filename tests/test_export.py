@@ -63,6 +63,7 @@ def test_int8_export_loads_and_predicts(tmp_path, tiny_model_dir):
     assert report.check_rows == 40 and report.macro_f1_fp32 == pytest.approx(1.0)
     assert report.macro_f1_delta_points == pytest.approx(100 * (report.macro_f1_int8 - report.macro_f1_fp32), abs=1e-3)
     assert report.int8_within_target == (report.macro_f1_delta_points >= -1.0)
+    assert 0.8 <= report.check_argmax_agreement <= 1.0 and report.int8_per_channel in (True, False)
 
     clf = Classifier.load(model_dir)  # auto: the int8 graph is fastest
     assert (clf.backend, clf.precision) == ("onnx", "int8") and clf.model_version.endswith("-onnx-int8")
