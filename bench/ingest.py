@@ -94,12 +94,24 @@ def work_baseline(path: str, out: str) -> dict:
     return {"rows": rows, "kept": len(df), "duplicates": None}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child started from a big parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(kind: str, path: str, out: str) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     info = (work_prepare if kind == "prepare" else work_baseline)(path, out)
     info["seconds"] = time.perf_counter() - t0
-    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    info["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(info), flush=True)
 
 
@@ -138,7 +150,8 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None, help="where to build the files (default: system temp)")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    ap.add_argument("--unique-texts", action="store_true", help="make every narrative distinct (worst case, not the CFPB's)")
+    ap.add_argument("--worst-case", type=int, default=2_000_000,
+                    help="also run prepare on a file of this many rows whose narratives are all distinct (0 skips)")
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -153,12 +166,18 @@ def main() -> None:
     try:
         sizes = sorted(set(args.sizes) | ({args.baseline_size} if args.baseline_size else set()))
         for n in sizes:
-            path = build_file(n, tmp / f"complaints_{n}.csv", unique=args.unique_texts)
+            path = build_file(n, tmp / f"complaints_{n}.csv")
             mb = path.stat().st_size / 1e6
             if n in args.sizes:
                 results.append({"size": n, "file_mb": mb, **run_worker("prepare", path, tmp / f"out_p_{n}", args.timeout)})
             if n == args.baseline_size:
                 results.append({"size": n, "file_mb": mb, **run_worker("baseline", path, tmp / f"out_b_{n}", args.timeout)})
+            path.unlink()
+        if args.worst_case:
+            n = args.worst_case
+            path = build_file(n, tmp / f"distinct_{n}.csv", unique=True)
+            results.append({"size": n, "file_mb": path.stat().st_size / 1e6, "distinct": True,
+                            **run_worker("prepare", path, tmp / f"out_u_{n}", args.timeout)})
             path.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,7 +188,9 @@ def main() -> None:
     lines = [
         "## Ingest (`bench/ingest.py`)",
         "",
-        f"Synthetic CFPB-format CSV (bundled rows resampled, new IDs, 50% without narrative). "
+        "Synthetic CFPB-format CSV (bundled rows resampled, new IDs, 50% without narrative, so heavy "
+        "duplication; the 'all texts distinct' row appends the row number to every narrative, the worst case "
+        "for de-duplication and for writing the splits). Peak RSS is each subprocess's VmHWM. "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}.",
         "",
@@ -178,6 +199,8 @@ def main() -> None:
     ]
     for r in results:
         name = "prepare_dataset (DuckDB)" if r["kind"] == "prepare" else "naive pandas"
+        if r.get("distinct"):
+            name += ", all texts distinct"
         if "error" in r:
             table.add_row(name, f"{r['size']:,}", f"{r['file_mb']:.0f}", "-", f"{r['wall_s']:.1f}", "failed", str(r["error"]))
             lines.append(f"| {name} | {r['size']:,} | {r['file_mb']:.0f} | failed: {r['error']} | | | |")
@@ -185,7 +208,8 @@ def main() -> None:
         cells = [f"{r['size']:,}", f"{r['file_mb']:.0f}", f"{r['kept']:,}", f"{r['seconds']:.1f}", f"{r['rows_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}"]
         table.add_row(name, *cells)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    pairs = [(p, b) for p in results for b in results if p["kind"] == "prepare" and b["kind"] == "baseline" and p["size"] == b["size"] and "error" not in p and "error" not in b]
+    pairs = [(p, b) for p in results for b in results if p["kind"] == "prepare" and b["kind"] == "baseline" and p["size"] == b["size"]
+             and not p.get("distinct") and "error" not in p and "error" not in b]
     for p, b in pairs:
         lines += ["", f"At {p['size']:,} rows: {p['rows_per_s'] / b['rows_per_s']:.1f}x the baseline's rows/s, "
                   f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS."]
