@@ -73,6 +73,8 @@ def test_int8_export_loads_and_predicts(tmp_path, tiny_model_dir):
     assert agree >= 0.8
     assert Classifier.load(model_dir, backend="onnx-fp32").precision == "fp32"
     assert Classifier.load(model_dir, backend="torch").backend == "torch"
+    export_onnx(model_dir, model_dir)  # re-export without int8: no stale int8 graph is left behind
+    assert not (model_dir / "model.int8.onnx").exists() and Classifier.load(model_dir).precision == "fp32"
 
 
 def test_cli_export(tmp_path, tiny_model_dir, capsys):

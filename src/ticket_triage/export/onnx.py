@@ -244,6 +244,9 @@ def export_onnx(
     same_folder = out_dir.resolve() == model_dir.resolve()
     if not same_folder:
         copy_folder_files(model_dir, out_dir)
+    if quantize is None:
+        # A stale int8 graph from an earlier export would be picked by backend="auto".
+        (out_dir / ONNX_INT8_FILE).unlink(missing_ok=True)
 
     # 1. trace
     _use_eager_attention(model)
