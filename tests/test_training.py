@@ -24,7 +24,7 @@ def quiet(*_args, **_kwargs):
 def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
     result = train_model(tiny_config(tiny_model_dir, baseline=True, calibrate=True), small_prepared, tmp_path / "run", log=quiet)
     run = tmp_path / "run"
-    for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
+    for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml", "calibration.json", "reliability_diagram.png", "coverage.png"):
         assert (run / name).stat().st_size > 0, name
     assert not (run / "checkpoint").exists(), "a finished run must not leave a resumable checkpoint behind"
     model_files = {p.name for p in (run / "model").iterdir()}
@@ -44,6 +44,9 @@ def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
     report = (run / "classification_report.md").read_text()
     assert "baseline macro-F1" in report and "Banking Services" in report
     assert result.best_epoch in (1, 2)
+    temperature = json.loads((run / "model" / "triage.json").read_text())["temperature"]
+    assert temperature == pytest.approx(metrics["calibration"]["temperature"]) and temperature != 1.0
+    assert "ECE" in report
 
 
 def test_labels_survive_save_and_load(tiny_model_dir, small_prepared, tmp_path):

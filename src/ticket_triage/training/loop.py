@@ -337,7 +337,7 @@ def train_model(
     if not ctx.is_main:
         shutdown(ctx)
         return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test={}, best_epoch=loop["best_epoch"])
-    result = finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info)
+    result = finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info)
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     shutdown(ctx)
     return result
@@ -409,7 +409,7 @@ def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: Tra
     replace_dir_atomically(tmp, model_dir)
 
 
-def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None) -> TrainResult:
+def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None) -> TrainResult:
     """Score the best checkpoint on the test split, fit calibration and the baseline, write reports."""
     from ..modeling import load_model_folder
 
@@ -428,9 +428,11 @@ def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, 
 
     calibration = None
     if config.calibrate:
-        calibration = _calibrate(model, tokenizer, meta, model_dir, splits["val"], pad_id, device, amp_dtype, config, log)
+        calibration = _calibrate(model_dir, data_dir, out_dir, log)
 
     notes = [f"best epoch {loop['best_epoch']} of {len(loop['history'])}" + (" (early stop)" if stopped_early else "")]
+    if calibration:
+        notes.append(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)")
     metrics = {
         "history": loop["history"],
         "best_epoch": loop["best_epoch"],
@@ -457,30 +459,16 @@ def finish_run(config, out_dir, model_dir, splits, labels, train, loop, device, 
     return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test=test, best_epoch=loop["best_epoch"], metrics=metrics)
 
 
-def _calibrate(model, tokenizer, meta, model_dir, val_split, pad_id, device, amp_dtype, config, log) -> dict[str, Any] | None:
-    """Temperature scaling on the validation split; stored in the model folder for every backend."""
-    try:
-        from ..calibration import expected_calibration_error, fit_temperature
-    except ImportError:  # calibration module not available in this build
-        return None
-    val_ids = encode_texts(tokenizer, val_split.texts, meta.max_length, meta.truncation)
-    logits = predict_logits(model, val_ids, pad_id, device, amp_dtype, config.eval_batch_size)
-    temperature = float(fit_temperature(logits, val_split.labels))
+def _calibrate(model_dir: Path, data_dir, out_dir: Path, log) -> dict[str, Any]:
+    """Temperature scaling on the validation split; stored in the model folder for every backend.
 
-    def probs(t: float) -> np.ndarray:
-        z = logits / t
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
+    Also writes calibration.json, reliability_diagram.png and coverage.png (the share of tickets
+    auto-routed, and their accuracy, per confidence threshold) into the run folder."""
+    from ..calibration import calibrate_model
 
-    report = {
-        "temperature": temperature,
-        "val_ece_before": float(expected_calibration_error(probs(1.0), val_split.labels)),
-        "val_ece_after": float(expected_calibration_error(probs(temperature), val_split.labels)),
-    }
-    meta.temperature = temperature
-    meta.save(model_dir)
-    log(f"calibration: temperature {temperature:.3f}, validation ECE {report['val_ece_before']:.4f} -> {report['val_ece_after']:.4f}")
-    return report
+    report = calibrate_model(model_dir, Path(data_dir) / "val.parquet", out_dir)
+    log(f"calibration: temperature {report.temperature:.3f}, validation ECE {report.ece_before:.4f} -> {report.ece_after:.4f}")
+    return {"temperature": report.temperature, "val_ece_before": report.ece_before, "val_ece_after": report.ece_after, "coverage": report.coverage}
 
 
 def _log_mlflow(config: TrainConfig, out_dir: Path, metrics: dict[str, Any], log) -> None:
