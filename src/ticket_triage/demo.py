@@ -31,7 +31,7 @@ def run_demo(out: Path, *, input_path: Path | None = None, full: bool = False, m
 
     out = Path(out)
     start = time.perf_counter()
-    data_dir, run_dir = out / "data", out / "run"
+    data_dir, run_dir = out / "data", out  # runs/demo/model is the model folder
     log(f"[1/2] preparing {input_path or bundled_data_path()} -> {data_dir}")
     prepare_dataset(DataConfig(input=input_path or bundled_data_path(), out_dir=data_dir))
     settings = dict(PROFILES["full" if full else "quick"])
