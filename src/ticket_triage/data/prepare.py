@@ -14,8 +14,9 @@ it, so memory stays bounded whatever the input size:
 4. rank each category's rows by a seeded hash: the first round(n * frac) are the sample, and
    cumulative rounding of 80/10/10 gives each split its rows, so each category's count in
    each split is within one row of exact;
-5. write each split with COPY ... TO parquet, in a seeded shuffled order, reading the texts
-   of the kept rows back from the staged file.
+5. stream the staged file once more, in input order, dealing each kept row to its split's
+   Parquet writer (split and label looked up in two 1-byte-per-row arrays): no sort of the
+   texts, and the same input and seed give byte-identical splits.
 Only counts and the per-category sizes ever come into Python.
 """
 
@@ -125,7 +126,10 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
     try:
         con.execute(f"SET memory_limit={_sql_str(cfg.memory_limit)}")
         con.execute(f"SET temp_directory={_sql_str(str(work / 'spill'))}")
-        con.execute("SET preserve_insertion_order=false")
+        # staged.parquet keeps the input's order, so the splits can be written in that order
+        # (deterministic) without sorting the texts
+        con.execute("SET preserve_insertion_order=true")
+        con.execute("SET enable_progress_bar=false")
         con.execute(f"SET threads={cfg.threads or max(1, os.cpu_count() or 1)}")
 
         # -- 1. stream and stage -------------------------------------------------------
@@ -263,16 +267,52 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             counts[split][label] = int(n)
 
         # -- 5. write -------------------------------------------------------------------
+        # Two small arrays indexed by row number (1 byte per input row) say each kept row's
+        # split and label; the staged file is then streamed once, in input order, and its
+        # rows dealt to three Parquet writers. No sort of the texts, deterministic output.
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        split_code = np.zeros(stats.rows_read, dtype=np.int8)  # 0: not kept
+        label_code = np.zeros(stats.rows_read, dtype=np.int8)
+        categories_sql = "[" + ", ".join(_sql_str(c) for c in taxonomy.categories) + "]"
+        codes = con.sql(f"""
+            SELECT rid, (CASE split WHEN 'train' THEN 1 WHEN 'val' THEN 2 ELSE 3 END)::TINYINT AS s,
+                   (list_position({categories_sql}, label) - 1)::TINYINT AS l
+            FROM assigned
+        """).to_arrow_reader(1 << 17)
+        for rb in codes:
+            rid = rb.column(0).to_numpy()
+            split_code[rid] = rb.column(1).to_numpy()
+            label_code[rid] = rb.column(2).to_numpy()
+        con.close()
+
+        label_dict = pa.array(list(taxonomy.categories), pa.string())
+        out_schema = pa.schema([(c, pa.string()) for c in ("text", "label", "complaint_id", "product", "date_received")])
+        tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
+        writers = {s: pq.ParquetWriter(tmp_paths[s], out_schema, compression="zstd") for s in SPLITS}
+        try:
+            staged_pf = pq.ParquetFile(staged_file)
+            for rb in staged_pf.iter_batches(batch_size=1 << 16, columns=["rid", "text", "complaint_id", "product", "date_received"]):
+                rid = rb.column(0).to_numpy()
+                code = split_code[rid]
+                for k, split in enumerate(SPLITS, start=1):
+                    idx = np.flatnonzero(code == k)
+                    if idx.size == 0:
+                        continue
+                    take = pa.array(idx)
+                    label = pa.DictionaryArray.from_arrays(pa.array(label_code[rid[idx]]), label_dict).cast(pa.string())
+                    writers[split].write_table(pa.Table.from_arrays(
+                        [rb.column(1).take(take), label, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take)],
+                        schema=out_schema,
+                    ))
+        finally:
+            for w in writers.values():
+                w.close()
         files = {}
         for split in SPLITS:
             path = cfg.out_dir / f"{split}.parquet"
-            tmp = cfg.out_dir / f".{split}.parquet.tmp"
-            con.execute(f"""
-                COPY (SELECT s.text, a.label, s.complaint_id, s.product, s.date_received
-                      FROM staged s JOIN assigned a USING (rid) WHERE a.split = '{split}' ORDER BY a.h, a.rid)
-                TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd)
-            """)
-            os.replace(tmp, path)
+            os.replace(tmp_paths[split], path)
             files[split] = path
     except duckdb.Error as exc:
         raise DataError(f"preparing {cfg.input.name} failed in DuckDB: {str(exc).splitlines()[0]}") from None
