@@ -7,8 +7,9 @@ it, so memory stays bounded whatever the input size:
    Parquet file in a temporary folder: per row the cleaned model input, a hash of its
    normalised text (lower-case, collapsed whitespace), whether it has --min-words words,
    product, ID, date. Only this step touches every row's text;
-2. count rows per product (no narrative, too short) and map products through the taxonomy (a small products table; unknown products are counted
-   and reported, or fail with --strict); drop narratives under --min-words;
+2. count rows per product (no narrative, too short) and map products through the taxonomy
+   (a small products table; unknown products are counted and reported, or fail with
+   --strict); drop narratives under --min-words;
 3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
    carry different labels are dropped, all copies;
 4. rank each category's rows by a seeded hash: the first round(n * frac) are the sample, and
@@ -340,6 +341,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         "labels": list(taxonomy.categories),
         "columns": ["text", "label", "complaint_id", "product", "date_received"],
         "files": {s: f"{s}.parquet" for s in SPLITS},
+        "row_order": "input order within each split (shuffle when training)",
         "counts": {
             "rows_read": stats.rows_read,
             "kept": kept_total,
