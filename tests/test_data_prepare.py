@@ -207,6 +207,17 @@ def test_read_labelled_file_counts_unknown(tmp_path, bundled_csv):
     assert len(df) == 3 and report["unknown_products"] == {"Crypto lending": 1}
 
 
+def test_read_labelled_file_on_a_prepared_split(bundled_prepared):
+    from ticket_triage.taxonomy import Taxonomy
+
+    labels_only = Taxonomy(name="model-labels", categories=tuple(read_manifest(bundled_prepared)["labels"]))
+    df, report = read_labelled_file(bundled_prepared / "test.parquet", labels_only)
+    expected = load_split(bundled_prepared, "test")
+    assert report["columns"]["product"] == "label" and report["unknown_products"] == {}
+    assert df["label"].tolist() == expected["label"].tolist()
+    assert df["text"].tolist() == expected["text"].str.strip().tolist()
+
+
 def test_load_split_and_manifest_errors(tmp_path):
     with pytest.raises(DataError, match="manifest.json"):
         read_manifest(tmp_path)

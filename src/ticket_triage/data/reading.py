@@ -31,7 +31,8 @@ from ..errors import DataError
 
 # Candidate source names for each logical column, first match wins (exact, then case-insensitive).
 TEXT_COLUMNS = ("Consumer complaint narrative", "complaint_what_happened", "text", "narrative")
-LABEL_COLUMNS = ("Product", "product", "label")
+# "label" before "product": a prepared split has both, and its `label` is already a category
+LABEL_COLUMNS = ("Product", "label", "product")
 ID_COLUMNS = ("Complaint ID", "complaint_id", "id")
 DATE_COLUMNS = ("Date received", "date_received")
 OUTPUT_COLUMNS = ("text", "product", "complaint_id", "date_received")
