@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                 f"Model `{args.model}` ({meta.pooling} pooling, max_length {meta.max_length}, {meta.truncation} truncation); "
                 f"{len(texts)} labelled texts from `{args.data.name}`" + (f" (after skipping {args.skip_rows})" if args.skip_rows else "")
                 + f"; batch {args.batch_size}; {args.threads} threads; latency over {len(singles)} single-text calls.",
-                *([f"Note: {args.note}", ""] if args.note else []),
+                *(["", f"Note: {args.note}"] if args.note else []),
                 "",
                 "| contender | texts/s | speed-up | p50 ms | p99 ms | macro-F1 | Δ F1 (points) | accuracy |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|",
