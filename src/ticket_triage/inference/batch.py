@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError
 from .classifier import Classifier, check_threshold, empty_text_indices
@@ -56,6 +55,8 @@ def predict_file(
 
     Rows with empty text are kept, with error="empty text" and no prediction. Memory stays
     bounded: the file is read, scored and written `chunk_rows` rows at a time."""
+    import pandas as pd
+
     input, output = Path(input), Path(output)
     file_format(input)
     file_format(output, role="output")
