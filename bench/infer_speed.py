@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,18 +33,8 @@ SECTION = "infer"
 def write_results(body: str) -> Path:
     """Our section of bench/RESULTS.md, between <!-- infer:start --> and <!-- infer:end -->."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        from _results import write_section  # shared with the other benchmarks
-    except ImportError:  # pragma: no cover - standalone fallback with the same markers
-        import re
+    from _results import write_section  # shared by every benchmark
 
-        path = REPO / "bench" / "RESULTS.md"
-        block = f"<!-- {SECTION}:start -->\n{body.rstrip()}\n<!-- {SECTION}:end -->"
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
-        text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-        path.write_text(text)
-        return path
     return write_section(SECTION, body)
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "data" / "cfpb_sample.csv.gz"
 RESULTS = REPO / "bench" / "RESULTS.md"
-START, END = "<!-- ingest:start -->", "<!-- ingest:end -->"
 
 
 def build_file(n_rows: int, path: Path, seed: int = 0, no_narrative: float = 0.5, unique: bool = False) -> Path:
@@ -130,17 +129,10 @@ def run_worker(kind: str, path: Path, out: Path, timeout: int) -> dict:
 
 
 def write_results(text: str) -> None:
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if RESULTS.exists():
-        current = RESULTS.read_text()
-        if START in current and END in current:
-            before, rest = current.split(START, 1)
-            after = rest.split(END, 1)[1]
-            RESULTS.write_text(before + block + after)
-            return
-        RESULTS.write_text(current.rstrip() + "\n\n" + block + "\n")
-    else:
-        RESULTS.write_text("# Benchmarks\n\n" + block + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import write_section  # shared by every benchmark
+
+    write_section("ingest", text)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import asyncio
 import gzip
 import csv
 import os
-import platform
 import re
 import socket
 import statistics
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -198,13 +196,10 @@ def table(results: list[dict]) -> str:
 
 
 def write_section(body: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    block = f"<!-- {SECTION}:start -->\n{body.rstrip()}\n\n_Run {stamp} on {where}._\n<!-- {SECTION}:end -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import write_section as write  # shared by every benchmark
+
+    write(SECTION, body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,12 @@ def write_prepared(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> Pa
 
 
 @pytest.fixture(scope="session")
+def make_prepared():
+    """`write_prepared` itself, for tests that need data of another size."""
+    return write_prepared
+
+
+@pytest.fixture(scope="session")
 def small_prepared(tmp_path_factory) -> Path:
     """240 training rows, 60 validation and 60 test rows of real complaints."""
     return write_prepared(tmp_path_factory.mktemp("prepared"), 240, 60)

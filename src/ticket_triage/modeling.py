@@ -13,7 +13,6 @@ A *model folder* carries everything needed to use a model, nothing pickled:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
