@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -124,23 +125,51 @@ def top_up(study, n_trials: int) -> int:
     return max(missing, 0)
 
 
-def claim_trial(study, storage, n_trials: int) -> int | None:
+def claim_trial(study, storage, n_trials: int, lock_path: Path | None = None) -> int | None:
     """Atomically take the lowest-numbered WAITING trial below `n_trials`; None when none is left."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    # Listed through the study, so its storage cache knows the trial we are about to run.
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    for frozen in sorted(waiting, key=lambda t: t.number):
-        if frozen.number >= n_trials:
-            break
-        try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                storage.set_trial_user_attr(frozen._trial_id, "worker", f"{HOST}:{os.getpid()}")
-                return frozen._trial_id
-        except UpdateFinishedTrialError:
-            continue  # another worker took it and finished it already
+    with _claim_lock(lock_path):
+        # Listed through the study, so its storage cache knows the trial we are about to run.
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        for frozen in sorted(waiting, key=lambda t: t.number):
+            if frozen.number >= n_trials:
+                break
+            try:
+                if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                    storage.set_trial_user_attr(frozen._trial_id, "worker", f"{HOST}:{os.getpid()}")
+                    return frozen._trial_id
+            except UpdateFinishedTrialError:
+                continue  # another worker took it and finished it already
     return None
+
+
+@contextmanager
+def _claim_lock(path: Path | None):
+    """An exclusive file lock for local workers sharing a SQLite study.
+
+    PostgreSQL's SELECT ... FOR UPDATE makes Optuna's WAITING -> RUNNING switch atomic; SQLite
+    ignores FOR UPDATE, and two local workers were seen claiming the same trial. SQLite studies
+    live on one machine, so a lock file beside the database serialises the claims."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim_lock_path(config: TuneConfig) -> Path | None:
+    if not config.storage_url.startswith("sqlite"):
+        return None
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+    return Path(config.out_dir) / ".claim.lock"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -233,7 +262,7 @@ def run_worker(config: TuneConfig, worker_index: int = 0, deadline: float | None
     base = config.base_train_config()
     stats = WorkerStats()
     while deadline is None or time.time() < deadline:
-        trial_id = claim_trial(study, storage, n_trials)
+        trial_id = claim_trial(study, storage, n_trials, claim_lock_path(config))
         if trial_id is None:
             break
         state = run_trial(config, study, storage, trial_id, space, base, log)
@@ -300,7 +329,10 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
         log_file.close()
         raise
     except Exception as exc:  # a trial's failure (bad combination, out of memory) must not end the study
-        storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+        try:
+            storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+        except Exception:  # the trial was finished elsewhere meanwhile; the log still has the error
+            pass
         import traceback
 
         trial_log(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
