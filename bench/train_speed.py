@@ -83,7 +83,7 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
 
     training_args = TrainingArguments(
         output_dir=str(workdir / "hf-run"), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=64, learning_rate=args.lr, warmup_ratio=0.1, weight_decay=0.01,
+        per_device_eval_batch_size=64, learning_rate=args.lr, warmup_steps=0.1, weight_decay=0.01,  # a float < 1 is a ratio in transformers 5
         eval_strategy="epoch", save_strategy="no", logging_strategy="epoch", report_to=[], seed=args.seed,
         bf16=_cpu_has_native_bf16(), use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
     )
