@@ -15,8 +15,11 @@ TRUNCATION_STRATEGIES: tuple[str, ...] = ("head", "tail", "head+tail")
 # BERT-family models have 512 learned positions; nothing longer can be encoded.
 MAX_POSITIONS = 512
 # Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification?") kept the first 128 and
-# last 382 tokens of 510: a quarter of the budget for the head, the rest for the tail.
-HEAD_SHARE = 0.25
+# last 382 tokens of 510 on reviews. Complaints state their subject early ("my student loan
+# servicer..."): on the bundled CFPB data a quarter-head split scored 0.46 validation
+# macro-F1 where head-only scored 0.60 (800 rows, 3 epochs, 256 tokens), so we keep
+# the start and the end in equal parts.
+HEAD_SHARE = 0.5
 # No WordPiece token is longer than this many characters in practice, so cutting a huge text
 # to this many characters per token of budget, at each end, never changes the result but
 # keeps a 1 MB ticket from being tokenized in full.
@@ -76,17 +79,20 @@ def pad_batch(batch_ids: Sequence[Sequence[int]], pad_id: int):
     return input_ids, attention_mask
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator=None, shuffle: bool = True) -> list[list[int]]:
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator=None, shuffle: bool = True, mega_batches: int = 8) -> list[list[int]]:
     """Batches of indices whose members have similar lengths, so little compute goes to padding.
 
-    Shuffle, cut into mega-chunks of 50 batches, sort each chunk by length, slice into batches,
-    then shuffle the batch order: similar lengths together, yet a different mix every epoch.
+    Shuffle, cut into mega-chunks of `mega_batches` batches, sort each chunk by length, slice
+    into batches, then shuffle the batch order: similar lengths together, yet a different mix
+    every epoch. Small chunks (8) keep most of the padding saved while keeping batches mixed:
+    with 50 (the Hugging Face default) the near-uniform batches cost validation macro-F1 on
+    the bundled data at a few hundred steps.
     """
     import torch
 
     n = len(lengths)
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    chunk = batch_size * 50
+    chunk = batch_size * mega_batches
     batches: list[list[int]] = []
     for start in range(0, n, chunk):
         part = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
