@@ -165,9 +165,10 @@ def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout
 
 def encoder_parameters(model):
     """The pre-trained encoder's parameters (everything but the classification head)."""
-    base = getattr(model, "encoder", None) if hasattr(model, "classifier") and not hasattr(model, "base_model_prefix") else None
-    if base is None:
-        base = getattr(model, model.base_model_prefix)
+    # A Hugging Face model names its encoder by `base_model_prefix` ("bert", "distilbert"...);
+    # our mean-pooling head keeps it as `.encoder`.
+    prefix = getattr(model, "base_model_prefix", None)
+    base = getattr(model, prefix) if prefix else model.encoder
     return list(base.parameters())
 
 
