@@ -40,12 +40,16 @@ def _check(probs_or_logits: np.ndarray, labels: np.ndarray, what: str) -> tuple[
     return x, y.astype(np.int64)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the labels under softmax(logits / T)."""
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, weights: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of the labels under softmax(logits / T); with per-class
+    `weights`, the weighted mean that torch's CrossEntropyLoss(weight=...) reports."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(labels)), labels].mean())
+    picked = -(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(len(labels)), labels]
+    if weights is None:
+        return float(picked.mean())
+    w = np.asarray(weights, dtype=np.float64)[labels]
+    return float((picked * w).sum() / w.sum())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:

@@ -89,16 +89,20 @@ def _untie(weights: dict) -> dict:
     return out
 
 
-def load_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler=None) -> dict[str, Any] | None:
-    """Restore everything from `out_dir/checkpoint`; returns the loop state, or None if there is none."""
+def read_checkpoint(out_dir: Path) -> dict[str, Any] | None:
+    """The saved training state of `out_dir/checkpoint` (optimizer, scheduler, RNG, loop), or None."""
     import torch
+
+    path = Path(out_dir) / CHECKPOINT_DIR / "training_state.pt"
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def restore_checkpoint(out_dir: Path, state: dict[str, Any], model, optimizer, scheduler, scaler=None) -> dict[str, Any]:
+    """Put a state from `read_checkpoint` back into the model, optimizer, scheduler, scaler and RNGs;
+    returns the loop state."""
     from safetensors.torch import load_file
 
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    if not (folder / "training_state.pt").is_file():
-        return None
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    state = torch.load(folder / "training_state.pt", weights_only=True)
+    model.load_state_dict(load_file(str(Path(out_dir) / CHECKPOINT_DIR / "model.safetensors")))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):

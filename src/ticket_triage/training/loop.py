@@ -25,12 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..calibration import nll
 from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.report import save_loss_curves, write_json, write_report
 from ..modeling import ModelMeta, build_model, load_tokenizer, resolve_model_source, save_model_folder
 from ..tokenization import encode_texts, length_grouped_batches, pad_batch
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, replace_dir_atomically, save_checkpoint
+from .checkpoint import CHECKPOINT_DIR, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import balanced_class_weights, load_splits, stratified_subset
 from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard, shutdown
@@ -141,16 +142,6 @@ def predict_logits(model, encoded: list[list[int]], pad_id: int, device, dtype=N
     return logits
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    picked = -log_probs[np.arange(len(labels)), labels]
-    if weights is None:
-        return float(picked.mean())
-    w = weights[labels]
-    return float((picked * w).sum() / w.sum())
-
-
 # ---------------------------------------------------------------------------------------------
 # The training run
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +198,8 @@ def train_model(
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None)
 
     loop = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_batches": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0}
-    checkpoint_dir = out_dir / CHECKPOINT_DIR
-    per_device_batch = _per_device_batch(config, ctx, checkpoint_dir if resume else None, log)
+    saved = read_checkpoint(out_dir) if resume else None  # read once: its global batch shapes the schedule
+    per_device_batch = _per_device_batch(config, ctx, saved["loop"].get("global_batch") if saved else None, log)
     global_batch = per_device_batch * ctx.world_size  # one optimizer micro-step sees this many rows
     lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=lr)
@@ -219,11 +210,10 @@ def train_model(
 
     # Where the loop is: everything needed to continue after a kill, saved in each checkpoint.
     if resume:
-        restored = load_checkpoint(out_dir, model, optimizer, scheduler, scaler)
-        if restored is None:
+        if saved is None:
             log(f"no checkpoint in {out_dir}: starting from the beginning")
         else:
-            loop = restored
+            loop = restore_checkpoint(out_dir, saved, model, optimizer, scheduler, scaler)
             if ctx.rank:  # the checkpoint holds rank 0's RNG; other ranks need streams of their own
                 torch.manual_seed(config.seed + ctx.rank + 7919 * loop["step"])
             log(f"resuming at epoch {loop['epoch'] + 1}, batch {loop['batch']} (optimizer step {loop['step']})")
@@ -306,7 +296,7 @@ def train_model(
         record = {
             "epoch": epoch + 1,
             "train_loss": mean_across(ctx, loop["loss_sum"] / max(loop["loss_batches"], 1)),
-            "val_loss": cross_entropy(val_logits, splits["val"].labels, class_weights),
+            "val_loss": nll(val_logits, splits["val"].labels, weights=class_weights),
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
             "lr": scheduler.get_last_lr()[0],
@@ -378,13 +368,8 @@ def _lr_scale(rule: str, world_size: int) -> float:
     return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[rule]
 
 
-def _per_device_batch(config: TrainConfig, ctx: DistContext, checkpoint_dir: Path | None, log) -> int:
-    """On resume under another number of processes, keep the checkpoint's global batch."""
-    import torch
-
-    if checkpoint_dir is None or not (checkpoint_dir / "training_state.pt").is_file():
-        return config.batch_size
-    saved = torch.load(checkpoint_dir / "training_state.pt", weights_only=True)["loop"].get("global_batch")
+def _per_device_batch(config: TrainConfig, ctx: DistContext, saved: int | None, log) -> int:
+    """On resume under another number of processes, keep the checkpoint's global batch `saved`."""
     if not saved or saved == config.batch_size * ctx.world_size:
         return config.batch_size
     if saved % ctx.world_size:
