@@ -23,9 +23,9 @@ def test_db_upgrade_creates_the_schema_idempotently(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     for _ in range(2):
         code, out, _ = run_cli(["db", "upgrade", "--db", url], capsys)
-        assert code == 0 and "revision 0001" in out
+        assert code == 0 and "revision 0002" in out
     tables = {r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("select name from sqlite_master where type='table'")}
-    assert {"tickets", "feedback", "api_keys", "alembic_version"} <= tables
+    assert {"tickets", "feedback", "api_keys", "notifications", "alembic_version"} <= tables
 
 
 def test_migrations_downgrade_and_upgrade(tmp_path):
@@ -38,7 +38,7 @@ def test_migrations_downgrade_and_upgrade(tmp_path):
     command.downgrade(alembic_config(engine), "base")
     assert current_revision(engine) is None
     upgrade_database(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""`triage serve`, `triage db upgrade`, `triage apikey create` (registered on the shared app)."""
+"""`triage serve`, `triage db upgrade`, `triage apikey create|list|revoke` (registered on the shared app)."""
 
 from __future__ import annotations
 
@@ -77,3 +77,39 @@ def apikey_create_command(
     key = create_key(settings.database_url, name=name, role=role)
     typer.echo(key)
     typer.echo(f"(role {role}, name {name!r}: store it now, it cannot be shown again)", err=True)
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+@apikey_app.command("list")
+def apikey_list_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """List the API keys: name, role, prefix (the key's first characters), created, revoked (UTC)."""
+    from ..service.cli_ops import list_keys
+
+    settings = _settings(database_url=db)
+    keys = list_keys(settings.database_url)
+    if not keys:
+        typer.echo("no API keys yet: create one with `triage apikey create --role ROLE --name NAME`", err=True)
+        return
+    rows = [("NAME", "ROLE", "PREFIX", "CREATED", "REVOKED")]
+    rows += [(k["name"], k["role"], k["prefix"], _when(k["created"]), _when(k["revoked"])) for k in keys]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+@apikey_app.command("revoke")
+def apikey_revoke_command(
+    key: str = typer.Argument(..., help="the key's prefix (see `triage apikey list`) or its name"),
+    all_matching: bool = typer.Option(False, "--all", help="revoke every active key of that name"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Revoke an API key: requests with it get 401 (within the service's key cache time,
+    TRIAGE_API_KEY_CACHE_S, 10 s by default). The revocation time is kept."""
+    from ..service.cli_ops import revoke_key
+
+    settings = _settings(database_url=db)
+    for k in revoke_key(settings.database_url, key, all_matching=all_matching):
+        typer.echo(f"revoked {k['prefix']} (role {k['role']}, name {k['name']!r}) at {_when(k['revoked'])} UTC")

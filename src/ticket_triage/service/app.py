@@ -20,7 +20,7 @@ from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
 from .metrics import ServiceMetrics
-from .routes import classify, console, feedback, health, tickets
+from .routes import classify, console, feedback, health, notifications, tickets
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     app.state.triage = state
     app.state.templates = Jinja2Templates(directory=str(resources.files("ticket_triage.service").joinpath("templates")))
     app.mount("/static", StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))), name="static")
-    for module in (tickets, feedback, classify, health, console):
+    for module in (tickets, feedback, notifications, classify, health, console):
         app.include_router(module.router)
 
     app.add_middleware(LimitsAndMetrics, metrics=metrics, max_request_bytes=settings.max_request_bytes)

@@ -1,4 +1,4 @@
-"""Library functions behind `triage serve`, `triage db upgrade` and `triage apikey create`."""
+"""Library functions behind `triage serve`, `triage db upgrade` and `triage apikey create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -41,5 +41,55 @@ def create_key(database_url: str, *, name: str, role: str) -> str:
         upgrade_database(engine)
         with make_sessionmaker(engine)() as session, session.begin():
             return issue_api_key(session, name=name, role=role)
+    finally:
+        engine.dispose()
+
+
+def list_keys(database_url: str) -> list[dict]:
+    """Every API key (never the key itself): name, role, prefix, created, revoked (None if active)."""
+    from . import crud
+    from .db import make_engine, make_sessionmaker, upgrade_database
+
+    engine = make_engine(database_url)
+    try:
+        upgrade_database(engine)
+        with make_sessionmaker(engine)() as session:
+            return [
+                {"name": k.name, "role": k.role, "prefix": k.prefix, "created": k.created_at, "revoked": k.revoked_at}
+                for k in crud.list_api_keys(session)
+            ]
+    finally:
+        engine.dispose()
+
+
+def revoke_key(database_url: str, ident: str, *, all_matching: bool = False) -> list[dict]:
+    """Revoke the active key(s) whose prefix or name is `ident` (or the key itself, pasted whole).
+    Several active keys of one name need `all_matching`; returns the keys revoked. A running
+    service refuses a revoked key within its `api_key_cache_s` (default 10 s)."""
+    from ..errors import ConfigError
+    from . import crud
+    from .db import make_engine, make_sessionmaker, upgrade_database
+    from .security import KEY_PREFIX, hash_key
+
+    ident = ident.strip()
+    if not ident:
+        raise ConfigError("give the key's prefix (from `triage apikey list`) or its name")
+    engine = make_engine(database_url)
+    try:
+        upgrade_database(engine)
+        with make_sessionmaker(engine)() as session, session.begin():
+            key_hash = hash_key(ident) if ident.startswith(KEY_PREFIX) and len(ident) > 16 else None
+            matches = crud.find_api_keys(session, ident=ident, key_hash=key_hash)
+            if not matches:
+                raise ConfigError(f"no API key has the prefix or name {ident!r}: see `triage apikey list`")
+            active = [k for k in matches if k.revoked_at is None]
+            if not active:
+                when = max(k.revoked_at for k in matches)
+                raise ConfigError(f"the API key {ident!r} is already revoked (on {when:%Y-%m-%d %H:%M} UTC)")
+            if len(active) > 1 and not all_matching:
+                prefixes = ", ".join(k.prefix for k in active)
+                raise ConfigError(f"{len(active)} active keys match {ident!r} (prefixes {prefixes}): give one prefix, or --all to revoke them all")
+            revoked = [crud.revoke_api_key(session, key=k) for k in active]
+            return [{"name": k.name, "role": k.role, "prefix": k.prefix, "created": k.created_at, "revoked": k.revoked_at} for k in revoked]
     finally:
         engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Iterator
 
 from fastapi import Depends, HTTPException, Request, status
@@ -35,6 +36,7 @@ SessionDep = Annotated[Session, Depends(get_db)]
 class Principal:
     name: str
     role: str  # "intake", "agent", or "*" when auth is off
+    revoked_at: datetime | None = None  # set for a revoked key: `authenticate` refuses it
 
 
 def presented_key(request: Request) -> str | None:
@@ -45,7 +47,8 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.cookies.get(CONSOLE_COOKIE) or None
 
 
-def authenticate(state: ServiceState, key: str | None) -> Principal | None:
+def lookup_key(state: ServiceState, key: str | None) -> Principal | None:
+    """The key's owner, revoked or not (cached for settings.api_key_cache_s); None if unknown."""
     if key is None:
         return None
     digest = hash_key(key)
@@ -55,9 +58,15 @@ def authenticate(state: ServiceState, key: str | None) -> Principal | None:
             row = crud.get_api_key(session, key_hash=digest)
             if row is None:
                 return None
-            principal = Principal(row.name, row.role)
+            principal = Principal(row.name, row.role, row.revoked_at)
         state.cache_key(digest, principal)
     return principal
+
+
+def authenticate(state: ServiceState, key: str | None) -> Principal | None:
+    """The owner of a valid (known, not revoked) key, else None."""
+    principal = lookup_key(state, key)
+    return principal if principal is not None and principal.revoked_at is None else None
 
 
 # Declared so /docs shows the schemes and its "Authorize" button; `presented_key` reads them.
@@ -71,7 +80,13 @@ def require_role(role: str):
     ) -> Principal:
         if not state.settings.auth:
             return Principal("anonymous", "*")
-        principal = authenticate(state, presented_key(request))
+        principal = lookup_key(state, presented_key(request))
+        if principal is not None and principal.revoked_at is not None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"this API key was revoked on {principal.revoked_at:%Y-%m-%d %H:%M} UTC: ask for a new one (`triage apikey create`)",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token", error_description="the API key was revoked"'},
+            )
         if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -24,6 +24,13 @@ class ServiceMetrics:
         self.failures = Counter("triage_classification_failures", "model calls that failed (tickets kept unclassified)", registry=r)
         self.reclassified = Counter("triage_tickets_reclassified", "unclassified tickets classified later", registry=r)
         self.feedback = Counter("triage_feedback", "agent corrections", ["category"], registry=r)
+        self.notifications = Counter(
+            "triage_notifications", "notification delivery attempts, by kind (email, webhook) and outcome (sent, retried, failed, skipped)",
+            ["kind", "outcome"], registry=r,
+        )
+        for kind in ("email", "webhook"):  # export zeros from the start, so rate() and alerts work at once
+            for outcome in ("sent", "retried", "failed", "skipped"):
+                self.notifications.labels(kind, outcome)
         self.batch_size = Histogram("triage_batch_size", "texts per model call (micro-batching)", buckets=BATCH_BUCKETS, registry=r)
         self.batch_latency = Histogram("triage_batch_duration_seconds", "seconds per model call", buckets=LATENCY_BUCKETS, registry=r)
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -106,6 +106,49 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class NotificationStatus:
+    """Where an outbox row stands. `pending` and `sending` are open; the other three are final."""
+
+    PENDING = "pending"  # waiting for its (next) attempt at `next_attempt_at`
+    SENDING = "sending"  # claimed by a deliverer until `next_attempt_at` (then claimable again)
+    SENT = "sent"
+    FAILED = "failed"  # gave up: permanent error, or the last allowed attempt failed (`last_error`)
+    SKIPPED = "skipped"  # not sendable here (e.g. e-mail without an SMTP server); `last_error` says why
+
+    ALL = (PENDING, SENDING, SENT, FAILED, SKIPPED)
+    OPEN = (PENDING, SENDING)
+
+
+class NotificationKind:
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+    ALL = (EMAIL, WEBHOOK)
+
+
+class Notification(Base):
+    """The outbox: one row per message to send (a queue's e-mail or webhook), added in the same
+    transaction as the ticket change it announces, delivered later by `notify.Deliverer`."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    event: Mapped[str] = mapped_column(String(20))  # created | rerouted | classified
+    kind: Mapped[str] = mapped_column(String(10))  # email | webhook
+    target: Mapped[str] = mapped_column(String(2000))  # the address or URL (from the routing rules at the time)
+    queue: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the ticket as it was at the event
+    status: Mapped[str] = mapped_column(String(10), default=NotificationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

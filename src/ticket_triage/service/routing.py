@@ -45,6 +45,8 @@ class RoutingRules:
     default_threshold: float = DEFAULT_THRESHOLD
     source: str = "<rules>"
     lines: dict[str, int] = field(default_factory=dict)
+    review_email: str | None = None  # who hears of tickets sent to the review queue (none by default)
+    review_webhook: str | None = None
 
     def route(self, category: str, confidence: float) -> RoutingDecision:
         """The queue for a prediction: its team's queue, or review when below the threshold."""
@@ -58,6 +60,18 @@ class RoutingRules:
     def queue_of(self, category: str) -> str:
         """The team queue of a category, whatever the confidence (used for agent corrections)."""
         return self.routes[category].queue
+
+    def targets(self, queue: str, category: str | None) -> list[tuple[str, str]]:
+        """Where a ticket in `queue` (with `category`) is announced: [("email"|"webhook", address)].
+        A team queue uses its category's rule; the review queue uses review_email/review_webhook."""
+        if queue == self.review_queue:
+            email, webhook = self.review_email, self.review_webhook
+        else:
+            rule = self.routes.get(category or "")
+            if rule is None or rule.queue != queue:
+                return []
+            email, webhook = rule.email, rule.webhook
+        return [(kind, target) for kind, target in (("email", email), ("webhook", webhook)) if target]
 
     @property
     def queues(self) -> list[str]:
@@ -110,6 +124,7 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
     if not isinstance(root, yaml.MappingNode):
         raise _err(source, root, "routing rules must be a mapping with `routes:` (see the shipped routing.yaml)")
     review_queue, default_threshold, routes_node = DEFAULT_REVIEW_QUEUE, DEFAULT_THRESHOLD, None
+    review_email = review_webhook = None
     for key_node, value_node in root.value:
         key = _scalar(source, key_node, "a top-level key")
         if key == "review_queue":
@@ -120,8 +135,12 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
             default_threshold = _threshold(source, value_node, "default_threshold")
         elif key == "routes":
             routes_node = value_node
+        elif key == "review_email":
+            review_email = _email(source, value_node, "review_email")
+        elif key == "review_webhook":
+            review_webhook = _webhook(source, value_node, "review_webhook")
         else:
-            raise _err(source, key_node, f"unknown key {key!r}: use review_queue, default_threshold and routes")
+            raise _err(source, key_node, f"unknown key {key!r}: use review_queue, default_threshold, review_email, review_webhook and routes")
     if routes_node is None:
         raise ConfigError(f"{source}: no `routes:` mapping of category -> queue")
     if not isinstance(routes_node, yaml.MappingNode) or not routes_node.value:
@@ -153,14 +172,24 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
         if queue == review_queue:
             raise _err(source, rule["queue"], f"queue {queue!r} is the review queue; give the team's own queue")
         threshold = _threshold(source, rule["threshold"], f"threshold of {category!r}") if "threshold" in rule else default_threshold
-        email = _scalar(source, rule["email"], "email") if "email" in rule else None
-        if email is not None and not _EMAIL.match(email):
-            raise _err(source, rule["email"], f"email {email!r} of {category!r} is not an e-mail address")
-        webhook = _scalar(source, rule["webhook"], "webhook") if "webhook" in rule else None
-        if webhook is not None and not webhook.startswith(("http://", "https://")):
-            raise _err(source, rule["webhook"], f"webhook {webhook!r} of {category!r} must be an http(s) URL")
+        email = _email(source, rule["email"], "email", f" of {category!r}") if "email" in rule else None
+        webhook = _webhook(source, rule["webhook"], "webhook", f" of {category!r}") if "webhook" in rule else None
         routes[category] = Route(category, queue, threshold, email, webhook)
-    return RoutingRules(routes, review_queue, default_threshold, source, lines)
+    return RoutingRules(routes, review_queue, default_threshold, source, lines, review_email, review_webhook)
+
+
+def _email(source: str, node: yaml.Node, what: str, owner: str = "") -> str:
+    email = _scalar(source, node, what)
+    if not _EMAIL.match(email):
+        raise _err(source, node, f"{what} {email!r}{owner} is not an e-mail address")
+    return email
+
+
+def _webhook(source: str, node: yaml.Node, what: str, owner: str = "") -> str:
+    url = _scalar(source, node, what)
+    if not url.startswith(("http://", "https://")):
+        raise _err(source, node, f"{what} {url!r}{owner} must be an http(s) URL")
+    return url
 
 
 def load_routing(path: str | Path | None = None, labels: Iterable[str] | None = None) -> RoutingRules:

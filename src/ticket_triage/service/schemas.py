@@ -121,3 +121,28 @@ class QueuePublic(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class NotificationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    ticket_id: int
+    created_at: datetime
+    updated_at: datetime
+    event: str = Field(description="created, rerouted (an agent's correction) or classified (an unclassified ticket classified later)")
+    kind: str = Field(description="email or webhook")
+    target: str = Field(description="the e-mail address, or the webhook's scheme and host (its path may hold a token)")
+    queue: str
+    status: str = Field(description="pending, sending, sent, failed or skipped")
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="when the next attempt is due (open notifications only)")
+    last_error: str | None
+    sent_at: datetime | None
+
+
+class NotificationsPublic(BaseModel):
+    items: list[NotificationPublic]
+    count: int = Field(description="notifications matching the filters (all pages)")
+    limit: int
+    offset: int

@@ -6,8 +6,9 @@ Built by the CLI or by tests and handed to `create_app`; nothing here runs at im
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///triage.db"
@@ -33,6 +34,26 @@ class Settings(BaseSettings):
     retry_interval_s: float = Field(15.0, gt=0, description="how often unclassified tickets are retried")
     migrate_on_start: bool = Field(True, description="apply Alembic migrations when the app starts")
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)
+    api_key_cache_s: float = Field(10.0, ge=0, le=300, description="how long a checked API key is trusted without asking the database: a revoked key stops working within this time on every replica (0: check every request)")
+
+    # -- notifications (the outbox of e-mails and webhooks for routed tickets) -------------------
+    public_url: str | None = Field(None, description="the service's address as people reach it, for links in notifications (default http://HOST:PORT)")
+    notify: bool = Field(True, description="deliver notifications from this process (the outbox is filled either way)")
+    notify_poll_s: float = Field(2.0, gt=0, le=3600, description="how often the deliverer looks for due notifications")
+    notify_batch_size: int = Field(20, ge=1, le=1000, description="most notifications claimed and sent at once")
+    notify_max_attempts: int = Field(8, ge=1, le=100, description="attempts before a notification is marked failed")
+    notify_backoff_s: float = Field(30.0, ge=0, description="wait after the first failed attempt; doubled after each further one")
+    notify_backoff_max_s: float = Field(3600.0, ge=0, description="longest wait between two attempts")
+    notify_lease_s: float = Field(300.0, gt=0, description="how long a claimed notification is another replica's; after that (a crash) it is claimed again")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="timeout of one webhook POST")
+    webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies: X-Triage-Signature-256: sha256=HMAC-SHA256(secret, body) in hex")
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail notifications; unset: e-mails are marked skipped")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = Field("ticket-triage@localhost", description="From: address of notification e-mails")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field("none", description="none, starttls (upgrade after connecting) or ssl (implicit TLS, port 465)")
+    smtp_username: str | None = Field(None, description="SMTP login (needs smtp_security starttls or ssl)")
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(30.0, gt=0, le=300)
 
     @field_validator("database_url")
     @classmethod
@@ -43,3 +64,22 @@ class Settings(BaseSettings):
             # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
             value = "postgresql+psycopg://" + value[len("postgresql://"):]
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must be an http(s) URL, e.g. https://triage.example.com")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _no_clear_text_login(self):
+        if self.smtp_username and self.smtp_security == "none":
+            raise ValueError("an SMTP login needs an encrypted connection: set smtp_security to starttls or ssl (TRIAGE_SMTP_SECURITY)")
+        if self.notify_backoff_max_s < self.notify_backoff_s:
+            raise ValueError("notify_backoff_max_s must be at least notify_backoff_s")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

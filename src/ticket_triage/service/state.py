@@ -38,6 +38,7 @@ class ServiceState:
     _seen: int = 0
     _retry_task: asyncio.Task | None = None
     _retry_lock: asyncio.Lock | None = None
+    deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
 
     @property
     def labels(self) -> list[str]:
@@ -52,6 +53,11 @@ class ServiceState:
         self._retry_lock = asyncio.Lock()
         await self.batcher.start()
         self._retry_task = asyncio.create_task(self._retry_loop(), name="triage-reclassify")
+        if self.settings.notify:
+            from .notify import Deliverer
+
+            self.deliverer = Deliverer(settings=self.settings, sessions=self.sessions, metrics=self.metrics)
+            await self.deliverer.start()
 
     async def stop(self) -> None:
         if self._retry_task is not None:
@@ -60,7 +66,15 @@ class ServiceState:
                 await self._retry_task
             except asyncio.CancelledError:
                 pass
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+            self.deliverer = None
         await self.batcher.stop()
+
+    def kick_notifications(self) -> None:
+        """After committing notifications, deliver them now rather than at the next poll (any thread)."""
+        if self.deliverer is not None:
+            self.deliverer.kick()
 
     # -- unclassified tickets ----------------------------------------------------------------
     async def _retry_loop(self) -> None:
@@ -128,16 +142,22 @@ class ServiceState:
                 if ticket is None or ticket.status != TicketStatus.UNCLASSIFIED:
                     continue  # corrected by an agent meanwhile
                 ticket.classify_attempts += 1
+                previous_queue = ticket.queue
                 crud.apply_prediction(ticket, prediction=pred, rules=self.rules, model_version=self.model_version)
+                crud.enqueue_notifications(session, ticket=ticket, rules=self.rules, event="classified", previous_queue=previous_queue)
                 self.metrics.predictions.labels(pred.category).inc()
                 self.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
                 self.metrics.reclassified.inc()
                 n += 1
         if n:
             log.info("classified %d ticket(s) that were waiting unclassified", n)
+            self.kick_notifications()
         return n
 
     # -- API-key lookups (short cache: a key is checked on every request) ----------------------
+    # A key revoked in the database (`triage apikey revoke`, any process) stops working on every
+    # replica within settings.api_key_cache_s (default 10 s; 0 turns the cache off). Known
+    # revoked keys are cached too, so they are refused without a query.
     def cached_key(self, key_hash: str):
         hit = self.key_cache.get(key_hash)
         if hit is not None and hit[0] > time.monotonic():
@@ -145,6 +165,13 @@ class ServiceState:
         return None
 
     def cache_key(self, key_hash: str, principal) -> None:
+        ttl = self.settings.api_key_cache_s
+        if ttl <= 0:
+            return
         if len(self.key_cache) > 10_000:
             self.key_cache.clear()
-        self.key_cache[key_hash] = (time.monotonic() + 30.0, principal)
+        self.key_cache[key_hash] = (time.monotonic() + ttl, principal)
+
+    def forget_keys(self) -> None:
+        """Drop every cached key (the next request of each asks the database)."""
+        self.key_cache.clear()

@@ -36,6 +36,7 @@ def give_feedback(ticket_id: int, payload: FeedbackCreate, session: SessionDep, 
     agent = principal.name if principal.role != "*" else (payload.agent or "anonymous")
     crud.add_feedback(session, ticket=ticket, category=payload.category, agent=agent, note=payload.note, rules=state.rules)
     session.commit()
+    state.kick_notifications()
     state.metrics.feedback.labels(payload.category).inc()
     return TicketPublic.model_validate(ticket)
 
