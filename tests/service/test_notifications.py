@@ -34,8 +34,8 @@ class WebhookServer:
     """A real HTTP server in a thread: records every POST, answers with the next of `codes`
     (the last one repeats)."""
 
-    def __init__(self, codes=(200,)):
-        self.codes, self.requests, self.lock = list(codes), [], threading.Lock()
+    def __init__(self, codes=(200,), delay_s=0.0):
+        self.codes, self.requests, self.lock, self.delay_s = list(codes), [], threading.Lock(), delay_s
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +44,7 @@ class WebhookServer:
                 with outer.lock:
                     outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     code = outer.codes.pop(0) if len(outer.codes) > 1 else outer.codes[0]
+                time.sleep(outer.delay_s)
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
@@ -66,8 +67,8 @@ class WebhookServer:
 def webhook_server():
     servers = []
 
-    def factory(codes=(200,)):
-        servers.append(WebhookServer(codes))
+    def factory(codes=(200,), delay_s=0.0):
+        servers.append(WebhookServer(codes, delay_s))
         return servers[-1]
 
     yield factory
@@ -205,6 +206,19 @@ def test_a_webhook_that_recovers_is_sent_on_a_later_attempt(make_client, webhook
     assert [(n["status"], n["attempts"], n["last_error"]) for n in items] == [("sent", 3, None)]
     assert len(hook.requests) == 3
     assert len({r["headers"]["X-Triage-Delivery"] for r in hook.requests}) == 1  # one id: receivers can de-duplicate
+
+
+def test_a_send_interrupted_by_shutdown_is_handed_back_at_once(make_client, webhook_server, database_url, tmp_path):
+    hook = webhook_server(delay_s=3.0)
+    client = make_client(routing_file=write_rules(tmp_path, webhook=hook.url), **FAST)
+    client.post("/v1/tickets", json=MORTGAGE)
+    wait_for(client, lambda items: bool(items) and items[0]["status"] == "sending" and hook.requests)
+    client.__exit__(None, None, None)  # the service stops while the POST waits for an answer
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, attempts, last_error FROM notifications")).one()
+    engine.dispose()
+    assert row.status == "pending" and row.attempts == 1 and "interrupted" in row.last_error  # due now, not after the lease
 
 
 def test_a_client_error_is_not_retried(make_client, webhook_server, tmp_path):

@@ -101,6 +101,7 @@ class Deliverer:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
+        self._inflight: list[Job] = []  # claimed, outcome not recorded yet
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +117,12 @@ class Deliverer:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._inflight:  # stopped mid-send (a deploy): hand them back now rather than after the lease
+            jobs, self._inflight = self._inflight, []
+            try:
+                await run_in_threadpool(self._release, jobs)
+            except Exception as exc:
+                log.warning("could not release %d claimed notification(s) (claimable again after the lease): %s", len(jobs), type(exc).__name__)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -150,9 +157,19 @@ class Deliverer:
         jobs = await run_in_threadpool(self._claim)
         if not jobs:
             return 0
+        self._inflight = jobs
         outcomes = await asyncio.gather(*(self._attempt(job) for job in jobs))
         await run_in_threadpool(self._record, outcomes)
+        self._inflight = []
         return len(jobs)
+
+    def _release(self, jobs: list[Job]) -> None:
+        with self.sessions() as session, session.begin():
+            for job in jobs:
+                crud.finish_notification(
+                    session, notification_id=job.id, attempt=job.attempt, status=NotificationStatus.PENDING,
+                    error="interrupted: the service stopped during this attempt", retry_at=utcnow(),
+                )
 
     def _claim(self) -> list[Job]:
         s = self.settings
