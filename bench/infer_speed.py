@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single", type=int, default=200, help="single-text calls for latency")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every contender")
-    parser.add_argument("--onnx-dir", type=Path, default=None, help="where to export ONNX if the model folder has none (default: a temp folder)")
+    parser.add_argument("--onnx-dir", type=Path, default=None, help="exported ONNX folder to use if it has model.onnx and model.int8.onnx, "
+                        "else where to export them when the model folder has none (default: a temp folder)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline baseline")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a line added to the RESULTS.md section (e.g. what the model is)")
@@ -149,8 +150,11 @@ def main(argv=None) -> int:
     console.print(f"{len(texts)} texts from {args.data} ({skipped} rows without text/label skipped), max_length {meta.max_length}, "
                   f"{args.threads} threads, batch {args.batch_size}, {len(singles)} single calls", highlight=False)
 
-    onnx_dir = args.model
-    if not ((args.model / "model.onnx").is_file() and (args.model / "model.int8.onnx").is_file()):
+    def has_onnx(folder):
+        return folder is not None and (folder / "model.onnx").is_file() and (folder / "model.int8.onnx").is_file()
+
+    onnx_dir = args.model if has_onnx(args.model) else args.onnx_dir
+    if not has_onnx(onnx_dir):  # an existing export (e.g. `triage export --check-data ...`) is used as it is
         onnx_dir = args.onnx_dir or Path(tempfile.mkdtemp(prefix="infer-bench-"))
         with console.status("exporting ONNX fp32 + int8 ..."):
             report = export_onnx(args.model, onnx_dir, quantize="int8")

@@ -93,3 +93,29 @@ def test_cli_export(tmp_path, tiny_model_dir, capsys):
     assert "only onnx" in _cli_error(capsys, ["export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert "int8" in _cli_error(capsys, ["export", "--model", str(model_dir), "--quantize", "int4", "--out", str(tmp_path / "x")])
     assert "does not exist" in _cli_error(capsys, ["export", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_last_layer_runs_on_cls_row_only(tmp_path, tiny_model_dir, pooling):
+    """cls pooling: the pooler's Gather moves above the last layer's row-wise ops (same logits);
+    mean pooling needs every token, so its graph keeps them on all rows."""
+    import onnx
+
+    from ticket_triage.export import export_onnx
+
+    model_dir = make_model_folder(tmp_path / "model", tiny_model_dir, pooling=pooling)
+    report = export_onnx(model_dir, tmp_path / "onnx")
+    assert report.parity_ok
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
+    cls_gathers = [n for n in graph.node if n.op_type == "Gather" and n.name.endswith("_cls_gather")]
+    if pooling == "mean":
+        assert report.cls_only_ops == 0 and not cls_gathers
+        return
+    # Attention output projection + 2 feed-forward MatMuls, their 2 layer norms and the GELU at least.
+    assert report.cls_only_ops >= 6 and cls_gathers
+    sliced = set()
+    for n in graph.node:  # tensors computed from a [CLS]-only Gather
+        if n in cls_gathers or any(i in sliced for i in n.input):
+            sliced.update(n.output)
+    last_matmuls = [n for n in graph.node if n.op_type == "MatMul"][-3:]
+    assert all(n.input[0] in sliced for n in last_matmuls), "the last layer's MatMuls still see every token"
