@@ -168,3 +168,41 @@ def test_mean_pooling_model(tmp_path, tiny_model_dir):
     preds = clf.predict(TEXTS)
     assert [p.category in clf.labels for p in preds] == [True] * len(TEXTS)
     np.testing.assert_allclose(clf.predict_logits(TEXTS, batch_size=2), np.concatenate([clf.predict_logits([t]) for t in TEXTS]), atol=1e-5)
+
+
+def test_device_choice(tmp_path, model_dir, monkeypatch):
+    """device places PyTorch; bad devices fail clearly; with a CUDA GPU, auto prefers PyTorch on it
+    over an ONNX export (ONNX Runtime here runs on the CPU)."""
+    import shutil
+
+    import torch
+
+    from ticket_triage import Classifier
+    from ticket_triage.inference import backends
+
+    on_cpu = Classifier.load(model_dir, backend="torch", device="cpu")
+    assert on_cpu.backend_impl.device.type == "cpu"
+    assert next(on_cpu.backend_impl.model.parameters()).device.type == "cpu"
+    with pytest.raises(ModelError, match="unknown device 'gpu0'"):
+        Classifier.load(model_dir, backend="torch", device="gpu0")
+    with pytest.raises(ModelError, match="runs on the CPU"):
+        Classifier.load(model_dir, backend="onnx", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU is visible"):
+            Classifier.load(model_dir, backend="torch", device="cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ModelError, match="MPS"):
+            Classifier.load(model_dir, device="mps")
+
+    exported = tmp_path / "exported"
+    shutil.copytree(model_dir, exported)
+    (exported / backends.ONNX_FP32_FILE).write_bytes(b"not a graph: auto must not open it when a GPU is there")
+    monkeypatch.setattr(backends, "_finds_cuda", lambda: True)
+    assert Classifier.load(exported).backend == "torch"
+    monkeypatch.setattr(backends, "_finds_cuda", lambda: False)
+    with pytest.raises(ModelError, match="cannot load"):
+        Classifier.load(exported)  # no GPU: auto takes the (here broken) ONNX export
+    for name in backends.TORCH_WEIGHT_FILES:
+        (exported / name).unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="no PyTorch weights.*device 'mps' needs"):
+        Classifier.load(exported, device="mps")  # named accelerator, ONNX-only folder: said, not ignored

@@ -197,6 +197,26 @@ def save_model_folder(model, tokenizer, folder: str | Path, meta: ModelMeta, tax
     return folder
 
 
+def pick_device(name: str = "auto"):
+    """A torch device: "auto" is the first of CUDA, Apple MPS and CPU that is there."""
+    import torch
+
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
+        if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ModelError("device 'mps' asked for, but Apple's Metal (MPS) is not available here; use --device cpu or auto")
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise ModelError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def load_model_folder(folder: str | Path, device: str = "cpu"):
     """(model, tokenizer, meta) from a folder written by `save_model_folder`; model in eval mode."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification

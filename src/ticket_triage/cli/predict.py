@@ -23,6 +23,7 @@ def predict(
     abstain_below: Optional[float] = typer.Option(None, "--abstain-below", help="Mark predictions with confidence below this as needs_review."),
     backend: str = typer.Option("auto", "--backend", help="auto | torch | onnx | onnx-fp32 | onnx-int8"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the backend's choice)."),
+    device: str = typer.Option("auto", "--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it."),
     chunk_rows: int = typer.Option(8192, "--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory)."),
 ) -> None:
     """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review)."""
@@ -30,7 +31,7 @@ def predict(
 
     report = predict_file(
         model, input, out, text_column=text_column, batch_size=batch_size, abstain_below=abstain_below,
-        backend=backend, threads=threads, chunk_rows=chunk_rows, progress=_out.is_terminal,
+        backend=backend, threads=threads, device=device, chunk_rows=chunk_rows, progress=_out.is_terminal,
     )
     review = f", {report.needs_review} need review" if report.needs_review is not None else ""
     _out.print(

@@ -26,10 +26,10 @@ def read_labelled(path: str | Path, taxonomy, text_column: str | None = None, la
 
 def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | Path, *, batch_size: int = 64, text_column: str | None = None, label_column: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Score a trained model folder on a labelled file; writes metrics.json, report and confusion matrix."""
-    from ..modeling import load_folder_taxonomy, load_model_folder
+    from ..modeling import load_folder_taxonomy, load_model_folder, pick_device
     from ..taxonomy import Taxonomy
     from ..tokenization import encode_texts
-    from ..training.loop import pick_device, pick_precision, predict_logits
+    from ..training.loop import pick_precision, predict_logits
 
     device_ = pick_device(device)
     model, tokenizer, meta = load_model_folder(model_dir, device=str(device_))

@@ -37,29 +37,34 @@ def torch_weight_files(folder: Path) -> list[Path]:
 
 
 class TorchBackend:
-    """The PyTorch model from the folder, run under `torch.inference_mode()` on CPU."""
+    """The PyTorch model from the folder, run under `torch.inference_mode()` on `device`
+    ("auto": a CUDA GPU if one is visible, else Apple MPS, else the CPU)."""
 
     name = "torch"
     precision = "fp32"
 
-    def __init__(self, folder: Path, threads: int | None = None):
+    def __init__(self, folder: Path, threads: int | None = None, device: str = "auto"):
         import torch
 
-        from ..modeling import load_model_folder
+        from ..modeling import load_model_folder, pick_device
 
         if not torch_weight_files(folder):
-            raise ModelError(f"{folder} has no PyTorch weights (model.safetensors): load it with backend='onnx' or 'auto'")
+            raise ModelError(
+                f"{folder} has no PyTorch weights (model.safetensors), which device {device!r} needs: "
+                "use the folder `triage train` wrote, or backend='onnx' on the CPU"
+            )
         if threads:
             torch.set_num_threads(int(threads))  # process-wide: torch has no per-model thread pool
         self._torch = torch
-        self.model, _, _ = load_model_folder(folder)
+        self.device = pick_device(device)
+        self.model, _, _ = load_model_folder(folder, device=str(self.device))
         self.weight_files = torch_weight_files(folder)
 
     def __call__(self, input_ids, attention_mask) -> np.ndarray:
         with self._torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
         logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits.float().numpy()
+        return logits.float().cpu().numpy()
 
 
 class OnnxBackend:
@@ -98,12 +103,16 @@ class OnnxBackend:
         return self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0].astype(np.float32, copy=False)
 
 
-def open_backend(folder: Path, backend: str = "auto", threads: int | None = None):
-    """The backend `backend` names for `folder`; "auto" is the fastest one present."""
+def open_backend(folder: Path, backend: str = "auto", threads: int | None = None, device: str = "auto"):
+    """The backend `backend` names for `folder`; "auto" is the fastest one present: PyTorch on a
+    CUDA GPU when `device` finds one, else ONNX Runtime (CPU) if exported, else PyTorch.
+    `device` places the PyTorch model; ONNX Runtime runs on the CPU."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     onnx_present = [folder / name for name in ONNX_FILES if (folder / name).is_file()]
     if backend == "auto":
+        if device not in ("auto", "cpu") or (_finds_cuda() and torch_weight_files(folder)):
+            return TorchBackend(folder, threads, device)  # an accelerator: only PyTorch runs there
         if onnx_present:
             try:
                 import onnxruntime  # noqa: F401
@@ -113,11 +122,19 @@ def open_backend(folder: Path, backend: str = "auto", threads: int | None = None
             return OnnxBackend(onnx_present[0], threads)
         if not torch_weight_files(folder):
             raise ModelError(f"{folder} has neither PyTorch weights (model.safetensors) nor an exported {ONNX_FP32_FILE}")
-        return TorchBackend(folder, threads)
+        return TorchBackend(folder, threads, device)
     if backend == "torch":
-        return TorchBackend(folder, threads)
+        return TorchBackend(folder, threads, device)
+    if device.startswith(("cuda", "mps")):
+        raise ModelError(f"backend {backend!r} runs on the CPU (ONNX Runtime); use backend='torch' (or 'auto') for device {device!r}")
     wanted = {"onnx": ONNX_FILES, "onnx-int8": (ONNX_INT8_FILE,), "onnx-fp32": (ONNX_FP32_FILE,)}[backend]
     for name in wanted:
         if (folder / name).is_file():
             return OnnxBackend(folder / name, threads)
     raise ModelError(f"{folder} has no {' or '.join(wanted)}: run `triage export --model {folder} --format onnx --out DIR` first")
+
+
+def _finds_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

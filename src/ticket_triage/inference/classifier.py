@@ -73,10 +73,11 @@ class Classifier:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None) -> "Classifier":
-        """Load a model folder. backend: "auto" (ONNX Runtime if an export is present, int8 first,
-        else PyTorch), "torch", "onnx" (int8 if present, else fp32), "onnx-fp32" or "onnx-int8".
-        threads: CPU threads for inference (None: the backend's default)."""
+    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto") -> "Classifier":
+        """Load a model folder. backend: "auto" (PyTorch on a CUDA GPU if there is one, else ONNX
+        Runtime if an export is present, int8 first, else PyTorch), "torch", "onnx" (int8 if
+        present, else fp32), "onnx-fp32" or "onnx-int8". threads: CPU threads for inference (None:
+        the backend's default). device: where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda[:N], mps."""
         from ..modeling import ModelMeta, load_folder_taxonomy, load_tokenizer
 
         folder = Path(model_dir).expanduser()
@@ -87,7 +88,7 @@ class Classifier:
             raise ModelError(f"{folder}/triage.json lists no labels")
         if not meta.temperature or meta.temperature <= 0:
             raise ModelError(f"{folder}/triage.json has temperature {meta.temperature}; it must be positive")
-        impl = open_backend(folder, backend, threads)
+        impl = open_backend(folder, backend, threads, device)
         tokenizer = load_tokenizer(str(folder))
         from .backends import file_digest
 

@@ -25,8 +25,9 @@ class ClassifierLike(Protocol):
     def predict(self, texts: list[str], batch_size: int = 32) -> Sequence[PredictionLike]: ...
 
 
-def load_classifier(model_dir: str | Path, backend: str = "auto") -> ClassifierLike:
-    """`ticket_triage.Classifier.load(model_dir, backend)`: ONNX int8 / fp32 if exported, else torch."""
+def load_classifier(model_dir: str | Path, backend: str = "auto", device: str = "auto") -> ClassifierLike:
+    """`ticket_triage.Classifier.load(model_dir, backend, device=device)`: PyTorch on a CUDA GPU if
+    there is one, else ONNX int8 / fp32 if exported, else PyTorch on the CPU."""
     from ..inference import Classifier
 
-    return Classifier.load(model_dir, backend=backend)
+    return Classifier.load(model_dir, backend=backend, device=device)

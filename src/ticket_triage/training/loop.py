@@ -29,7 +29,7 @@ from ..calibration import nll
 from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.report import save_loss_curves, write_json, write_report
-from ..modeling import ModelMeta, build_model, load_tokenizer, resolve_model_source, save_model_folder
+from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, resolve_model_source, save_model_folder
 from ..tokenization import encode_texts, length_grouped_batches, pad_batch
 from .checkpoint import CHECKPOINT_DIR, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -54,20 +54,6 @@ class StopTraining(Exception):
 # ---------------------------------------------------------------------------------------------
 # Hardware: device and precision
 # ---------------------------------------------------------------------------------------------
-def pick_device(name: str = "auto"):
-    import torch
-
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def pick_precision(precision: str, device) -> Any:
     """The autocast dtype, or None for fp32. bf16 where the hardware does it natively."""
     import torch
