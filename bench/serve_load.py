@@ -180,6 +180,25 @@ def run_setting(name: str, model: Path, workdir: Path, args, texts: list[str], m
     return result
 
 
+def model_only(model: Path, texts: list[str], max_batch_size: int, n: int = 192) -> dict:
+    """The model alone, in this process, on the texts the service gets: texts/s at batch 1 and at
+    the max batch size. No HTTP, no database: the most micro-batching could ever give the service."""
+    from ticket_triage import Classifier
+
+    clf = Classifier.load(model)  # the same "auto" backend `triage serve` picks
+    sample = [f"ticket {i}\n\n{texts[i % len(texts)]}" for i in range(n)]
+    clf.predict(sample[:8], batch_size=8)  # warm-up
+    started = time.perf_counter()
+    for text in sample:
+        clf.predict([text], batch_size=1)
+    single = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for i in range(0, n, max_batch_size):  # the batcher hands over one full batch at a time
+        clf.predict(sample[i : i + max_batch_size], batch_size=max_batch_size)
+    batched = n / (time.perf_counter() - started)
+    return {"backend": f"{clf.backend} {clf.precision}", "single": single, "batched": batched}
+
+
 # -- report ---------------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     lines = [
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             model, note = pick_model(model_arg, workdir)
             print(f"model: {note}")
             texts = load_texts()
+            alone = model_only(model, texts, args.max_batch_size)
             results = []
             for name, size in [("batching on", args.max_batch_size), ("baseline (batching off)", 1)]:
                 print(f"running {name} (max batch size {size}) ...", flush=True)
@@ -236,9 +256,17 @@ def main(argv: list[str] | None = None) -> int:
             f"Speed-up with micro-batching: **{speedup:.1f}x** (target 3x). Errors: {errors}; "
             f"every acknowledged ticket stored: {'yes' if all_stored else 'NO'}."
         )
+        ceiling = alone["batched"] / off["throughput"] if off["throughput"] else float("nan")
+        bound = (
+            f"Model alone ({alone['backend']}, in this process, same texts, no HTTP or database): "
+            f"{alone['single']:.1f} texts/s at batch 1, {alone['batched']:.1f} texts/s at batch {args.max_batch_size} "
+            f"({alone['batched'] / alone['single']:.2f}x). Even with zero HTTP and database cost, micro-batching could "
+            f"serve at most {alone['batched']:.0f} tickets/s here: **{ceiling:.1f}x** the baseline is the ceiling on this machine."
+        )
         print(out)
         print(verdict)
-        sections.append(f"Model: {note}.\n\n{out}\n\n{verdict}")
+        print(bound)
+        sections.append(f"Model: {note}.\n\n{out}\n\n{verdict}\n\n{bound}")
     if args.no_write:
         return 0 if ok else 1
     body = (
