@@ -173,3 +173,29 @@ def test_cli_predict(tmp_path, model_dir, capsys):
     (tmp_path / "in.docx").write_text("x")
     assert "unsupported input file type" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")])
     assert "abstain_below" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--abstain-below", "2"])
+
+
+def test_read_labelled_maps_products_and_stops_at_max_rows(tmp_path):
+    """The labelled reader shared by calibrate and the export's F1 check: category names or raw
+    CFPB products (through the taxonomy), rows it cannot use counted, `max_rows` honoured."""
+    import pandas as pd
+
+    from ticket_triage.inference.files import read_labelled
+    from ticket_triage.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy("cfpb-6")
+    labels = list(taxonomy.categories)
+    raw = pd.DataFrame(
+        {
+            "Product": ["Debt collection", "Mortgage", "Not a product", "Mortgage", "Debt collection"],
+            "Consumer complaint narrative": ["a collector calls", "escrow error", "what is this", "", "they keep calling"],
+        }
+    )
+    path = tmp_path / "cfpb.csv"
+    raw.to_csv(path, index=False)
+    texts, y, left_out = read_labelled(path, labels, taxonomy)
+    assert texts == ["a collector calls", "escrow error", "they keep calling"]
+    assert [labels[i] for i in y] == ["Debt Collection", "Mortgage", "Debt Collection"]
+    assert left_out == 2  # the unknown product and the empty text
+    texts, y, left_out = read_labelled(path, labels, taxonomy, max_rows=2)
+    assert texts == ["a collector calls", "escrow error"] and left_out == 0

@@ -41,6 +41,7 @@ def read_labelled_file(
     text_column: str | None = None,
     label_column: str | None = None,
     clean: tuple[str, ...] | list[str] = (),
+    max_rows: int | None = None,
 ):
     """A raw CFPB-format file (any format prepare reads) or a prepared parquet as (DataFrame[text, label], report).
 
@@ -48,6 +49,7 @@ def read_labelled_file(
     are left out and counted in the report (``unknown_products``: product -> rows). No
     de-duplication and no minimum length: the file is evaluated as it is. `clean` applies the
     same optional cleaning steps as `prepare_dataset` (pass the manifest's config["clean"]).
+    `max_rows` reads only the file's first rows (a quick check on a large file).
     """
     import pandas as pd
     import pyarrow as pa
@@ -61,9 +63,15 @@ def read_labelled_file(
     source = open_source(path, text_column, label_column)
     texts: list[pa.Array] = []
     products: list[pa.Array] = []
+    rows = 0
     for batch in source.batches:
+        if max_rows is not None and rows + batch.num_rows > max_rows:
+            batch = batch.slice(0, max_rows - rows)
         texts.append(batch.column(0))
         products.append(batch.column(1))
+        rows += batch.num_rows
+        if max_rows is not None and rows >= max_rows:
+            break
     text = pa.chunked_array(texts, pa.string()).to_pandas() if texts else pd.Series([], dtype=object)
     product = pa.chunked_array(products, pa.string()).to_pandas() if products else pd.Series([], dtype=object)
     df = pd.DataFrame({"text": text, "product": product.fillna("").astype(str).str.strip()})

@@ -13,7 +13,6 @@ from typing import Iterator
 from ..errors import DataError
 
 CFPB_TEXT_COLUMN = "Consumer complaint narrative"
-CFPB_PRODUCT_COLUMN = "Product"
 DEFAULT_TEXT_COLUMN = "text"
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".zst")
@@ -176,44 +175,20 @@ class ChunkWriter:
 
 
 def read_labelled(path: str | Path, labels: list[str], taxonomy=None, text_column: str | None = None, max_rows: int | None = None):
-    """(texts, label indices, skipped) from a labelled file: columns text,label (names or indices),
-    or a raw CFPB export whose `Product` is mapped through the model's taxonomy."""
-    import pandas as pd
-
-    frames, total = [], 0
-    for chunk in iter_chunks(path):
-        frames.append(chunk)
-        total += len(chunk)
-        if max_rows and total >= max_rows:
-            break
-    if not frames:
-        raise DataError(f"{path} holds no rows")
-    frame = pd.concat(frames, ignore_index=True)
-    if max_rows:
-        frame = frame.iloc[:max_rows]
-    column = pick_text_column(list(frame.columns), text_column, path)
-    if "label" in frame.columns:
-        raw = frame["label"]
-    elif CFPB_PRODUCT_COLUMN in frame.columns and taxonomy is not None:
-        raw = frame[CFPB_PRODUCT_COLUMN].map(lambda p: taxonomy.category_of(str(p)) if isinstance(p, str) else None)
-    else:
-        raise DataError(f"{path} has no `label` column (nor a CFPB `Product` column with a taxonomy): it needs text and label")
-    index = {name: i for i, name in enumerate(labels)}
-    ys, texts, skipped = [], [], 0
-    for text, value in zip(frame[column].tolist(), raw.tolist()):
-        if isinstance(value, (int,)) or (hasattr(value, "dtype") and getattr(value, "dtype").kind in "iu"):
-            y = int(value) if 0 <= int(value) < len(labels) else None
-        elif isinstance(value, str) and value.strip().isdigit() and value not in index:
-            y = int(value) if int(value) < len(labels) else None
-        else:
-            y = index.get(value) if isinstance(value, str) else None
-        if y is None or not isinstance(text, str) or not text.strip():
-            skipped += 1
-            continue
-        texts.append(text)
-        ys.append(y)
-    if not texts:
-        raise DataError(f"{path}: no row has a non-empty text and a label the model knows ({', '.join(labels)})")
+    """(texts, label indices into `labels`, rows left out) from a labelled file: a prepared split
+    (text, label) or a raw CFPB export whose `Product` maps through the model's taxonomy. The
+    reading is `data.read_labelled_file`'s, the one `triage evaluate` uses."""
     import numpy as np
 
-    return texts, np.asarray(ys, dtype=np.int64), skipped
+    from ..data import read_labelled_file
+    from ..taxonomy import Taxonomy
+
+    taxonomy = taxonomy or Taxonomy(name="model-labels", categories=tuple(labels))
+    frame, report = read_labelled_file(path, taxonomy, text_column=text_column, max_rows=max_rows)
+    index = {name: i for i, name in enumerate(labels)}
+    y = frame["label"].map(index)
+    known = y.notna()
+    if not known.any():
+        raise DataError(f"{path}: no row has a non-empty text and a label the model knows ({', '.join(labels)})")
+    left_out = report["no_text"] + sum(report["dropped_products"].values()) + report["unknown_rows"] + int((~known).sum())
+    return frame.loc[known, "text"].tolist(), y[known].to_numpy(dtype=np.int64), left_out
