@@ -120,6 +120,25 @@ def test_early_stopping_keeps_best_epoch(tiny_model_dir, small_prepared, tmp_pat
     assert len(result.history) == 2 and result.best_epoch == 1
 
 
+def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, small_prepared, tmp_path):
+    """Killed after the epoch that stopped it early (its checkpoint written, its report not):
+    --resume must not train on, it only scores the kept best epoch."""
+    config = tiny_config(tiny_model_dir, epochs=5, lr=0.0, patience=1)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(record):
+        if record["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(config, small_prepared, tmp_path / "run", on_epoch_end=kill_after_epoch_2, log=quiet)
+    resumed = train_model(config, small_prepared, tmp_path / "run", resume=True, log=quiet)
+    assert len(resumed.history) == 2 and resumed.best_epoch == 1
+    assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run" / "checkpoint").exists()
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [

@@ -225,8 +225,8 @@ def train_model(
             save_checkpoint(out_dir, raw_model, optimizer, scheduler, loop, scaler)
 
     # -- epochs --------------------------------------------------------------------------------
-    stopped_early = False
-    while loop["epoch"] < config.epochs:
+    stopped_early = loop["bad_epochs"] >= config.patience  # resumed after its early stop, before its report
+    while not stopped_early and loop["epoch"] < config.epochs:
         epoch = loop["epoch"]
         batches = epoch_batches(train_lengths, global_batch, config, epoch, ctx)
 
