@@ -69,3 +69,16 @@ def issue_key(client: TestClient, role: str, name: str) -> str:
     state = client.app.state.triage
     with state.sessions() as session, session.begin():
         return issue_api_key(session, name=name, role=role)
+
+
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of `triage argv...` run in this process."""
+    from ticket_triage.cli import main
+
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -9,21 +9,10 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from _service_support import PG_URL, issue_key
-from ticket_triage.cli import main
+from _service_support import PG_URL, issue_key, run_cli
 from ticket_triage.service.cli_ops import revoke_key
 
 TICKET = {"body": "The debt collector keeps calling me at work."}
-
-
-def run_cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def bearer(key):

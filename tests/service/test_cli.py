@@ -6,17 +6,7 @@ import sqlite3
 
 import pytest
 
-from ticket_triage.cli import main
-
-
-def run_cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from _service_support import run_cli
 
 
 def test_db_upgrade_creates_the_schema_idempotently(tmp_path, capsys):

@@ -13,6 +13,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
+from .tasks import cancel_and_wait
+
 log = logging.getLogger("ticket_triage.service")
 
 
@@ -39,13 +41,8 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="triage-micro-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._queue is not None:  # nobody will answer what is still waiting
             while not self._queue.empty():
                 _, fut = self._queue.get_nowait()

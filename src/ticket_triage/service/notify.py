@@ -39,6 +39,7 @@ from . import crud
 from .metrics import ServiceMetrics
 from .models import NotificationKind, NotificationStatus, utcnow
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("ticket_triage.service.notify")
 
@@ -110,13 +111,8 @@ class Deliverer:
         self._task = asyncio.create_task(self._run(), name="triage-notify")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._inflight:  # stopped mid-send (a deploy): hand them back now rather than after the lease
             jobs, self._inflight = self._inflight, []
             try:

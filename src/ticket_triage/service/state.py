@@ -18,6 +18,7 @@ from .metrics import ServiceMetrics
 from .models import TicketStatus
 from .routing import RoutingRules
 from .settings import Settings
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("ticket_triage.service")
 
@@ -60,12 +61,7 @@ class ServiceState:
             await self.deliverer.start()
 
     async def stop(self) -> None:
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            try:
-                await self._retry_task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._retry_task)
         if self.deliverer is not None:
             await self.deliverer.stop()
             self.deliverer = None
