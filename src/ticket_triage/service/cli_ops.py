@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import Engine
 
 from .settings import Settings
 
@@ -19,47 +23,48 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
 
 
-def upgrade_db(database_url: str) -> str | None:
-    """Apply migrations; returns the revision the database is at."""
-    from .db import current_revision, make_engine, upgrade_database
+@contextmanager
+def _migrated(database_url: str) -> Iterator[Engine]:
+    """An engine on `database_url`, migrated to the latest schema, disposed of afterwards."""
+    from .db import make_engine, upgrade_database
 
     engine = make_engine(database_url)
     try:
         upgrade_database(engine)
-        return current_revision(engine)
+        yield engine
     finally:
         engine.dispose()
+
+
+def _key_row(key) -> dict:
+    """What `triage apikey list|revoke` shows of a key (never the key itself)."""
+    return {"name": key.name, "role": key.role, "prefix": key.prefix, "created": key.created_at, "revoked": key.revoked_at}
+
+
+def upgrade_db(database_url: str) -> str | None:
+    """Apply migrations; returns the revision the database is at."""
+    from .db import current_revision
+
+    with _migrated(database_url) as engine:
+        return current_revision(engine)
 
 
 def create_key(database_url: str, *, name: str, role: str) -> str:
     """Make an API key (migrating the database first if needed) and return it; only its hash is kept."""
-    from .db import make_engine, make_sessionmaker, upgrade_database
+    from .db import make_sessionmaker
     from .security import issue_api_key
 
-    engine = make_engine(database_url)
-    try:
-        upgrade_database(engine)
-        with make_sessionmaker(engine)() as session, session.begin():
-            return issue_api_key(session, name=name, role=role)
-    finally:
-        engine.dispose()
+    with _migrated(database_url) as engine, make_sessionmaker(engine)() as session, session.begin():
+        return issue_api_key(session, name=name, role=role)
 
 
 def list_keys(database_url: str) -> list[dict]:
     """Every API key (never the key itself): name, role, prefix, created, revoked (None if active)."""
     from . import crud
-    from .db import make_engine, make_sessionmaker, upgrade_database
+    from .db import make_sessionmaker
 
-    engine = make_engine(database_url)
-    try:
-        upgrade_database(engine)
-        with make_sessionmaker(engine)() as session:
-            return [
-                {"name": k.name, "role": k.role, "prefix": k.prefix, "created": k.created_at, "revoked": k.revoked_at}
-                for k in crud.list_api_keys(session)
-            ]
-    finally:
-        engine.dispose()
+    with _migrated(database_url) as engine, make_sessionmaker(engine)() as session:
+        return [_key_row(k) for k in crud.list_api_keys(session)]
 
 
 def revoke_key(database_url: str, ident: str, *, all_matching: bool = False) -> list[dict]:
@@ -68,28 +73,22 @@ def revoke_key(database_url: str, ident: str, *, all_matching: bool = False) -> 
     service refuses a revoked key within its `api_key_cache_s` (default 10 s)."""
     from ..errors import ConfigError
     from . import crud
-    from .db import make_engine, make_sessionmaker, upgrade_database
+    from .db import make_sessionmaker
     from .security import KEY_PREFIX, hash_key
 
     ident = ident.strip()
     if not ident:
         raise ConfigError("give the key's prefix (from `triage apikey list`) or its name")
-    engine = make_engine(database_url)
-    try:
-        upgrade_database(engine)
-        with make_sessionmaker(engine)() as session, session.begin():
-            key_hash = hash_key(ident) if ident.startswith(KEY_PREFIX) and len(ident) > 16 else None
-            matches = crud.find_api_keys(session, ident=ident, key_hash=key_hash)
-            if not matches:
-                raise ConfigError(f"no API key has the prefix or name {ident!r}: see `triage apikey list`")
-            active = [k for k in matches if k.revoked_at is None]
-            if not active:
-                when = max(k.revoked_at for k in matches)
-                raise ConfigError(f"the API key {ident!r} is already revoked (on {when:%Y-%m-%d %H:%M} UTC)")
-            if len(active) > 1 and not all_matching:
-                prefixes = ", ".join(k.prefix for k in active)
-                raise ConfigError(f"{len(active)} active keys match {ident!r} (prefixes {prefixes}): give one prefix, or --all to revoke them all")
-            revoked = [crud.revoke_api_key(session, key=k) for k in active]
-            return [{"name": k.name, "role": k.role, "prefix": k.prefix, "created": k.created_at, "revoked": k.revoked_at} for k in revoked]
-    finally:
-        engine.dispose()
+    with _migrated(database_url) as engine, make_sessionmaker(engine)() as session, session.begin():
+        key_hash = hash_key(ident) if ident.startswith(KEY_PREFIX) and len(ident) > 16 else None
+        matches = crud.find_api_keys(session, ident=ident, key_hash=key_hash)
+        if not matches:
+            raise ConfigError(f"no API key has the prefix or name {ident!r}: see `triage apikey list`")
+        active = [k for k in matches if k.revoked_at is None]
+        if not active:
+            when = max(k.revoked_at for k in matches)
+            raise ConfigError(f"the API key {ident!r} is already revoked (on {when:%Y-%m-%d %H:%M} UTC)")
+        if len(active) > 1 and not all_matching:
+            prefixes = ", ".join(k.prefix for k in active)
+            raise ConfigError(f"{len(active)} active keys match {ident!r} (prefixes {prefixes}): give one prefix, or --all to revoke them all")
+        return [_key_row(crud.revoke_api_key(session, key=k)) for k in active]

@@ -167,7 +167,3 @@ class ServiceState:
         if len(self.key_cache) > 10_000:
             self.key_cache.clear()
         self.key_cache[key_hash] = (time.monotonic() + ttl, principal)
-
-    def forget_keys(self) -> None:
-        """Drop every cached key (the next request of each asks the database)."""
-        self.key_cache.clear()
