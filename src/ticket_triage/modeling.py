@@ -201,10 +201,11 @@ def pick_device(name: str = "auto"):
     """A torch device: "auto" is the first of CUDA, Apple MPS and CPU that is there."""
     import torch
 
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-        if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        if name == "mps" and not has_mps:
             raise ModelError("device 'mps' asked for, but Apple's Metal (MPS) is not available here; use --device cpu or auto")
         try:
             return torch.device(name)
@@ -212,9 +213,7 @@ def pick_device(name: str = "auto"):
             raise ModelError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device("mps" if has_mps else "cpu")
 
 
 def load_model_folder(folder: str | Path, device: str = "cpu"):
