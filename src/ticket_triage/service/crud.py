@@ -73,6 +73,13 @@ def get_ticket_by_idempotency_key(session: Session, *, key: str) -> Ticket | Non
     return session.scalars(select(Ticket).where(Ticket.idempotency_key == key)).first()
 
 
+def _page(session: Session, model, conditions: list, *, limit: int, offset: int) -> tuple[list, int]:
+    """One page of `model` rows matching `conditions`, oldest id first, and how many match in all."""
+    count = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
+    items = session.scalars(select(model).where(*conditions).order_by(model.id).limit(limit).offset(offset)).all()
+    return list(items), int(count)
+
+
 def list_tickets(
     session: Session,
     *,
@@ -95,9 +102,7 @@ def list_tickets(
         conditions.append(Ticket.created_at >= created_from)
     if created_to is not None:
         conditions.append(Ticket.created_at < created_to)
-    count = session.scalar(select(func.count()).select_from(Ticket).where(*conditions)) or 0
-    items = session.scalars(select(Ticket).where(*conditions).order_by(Ticket.id).limit(limit).offset(offset)).all()
-    return list(items), int(count)
+    return _page(session, Ticket, conditions, limit=limit, offset=offset)
 
 
 def queue_counts(session: Session) -> dict[str, dict[str, int]]:
@@ -243,9 +248,7 @@ def list_notifications(
         conditions.append(Notification.ticket_id == ticket_id)
     if kind is not None:
         conditions.append(Notification.kind == kind)
-    count = session.scalar(select(func.count()).select_from(Notification).where(*conditions)) or 0
-    items = session.scalars(select(Notification).where(*conditions).order_by(Notification.id).limit(limit).offset(offset)).all()
-    return list(items), int(count)
+    return _page(session, Notification, conditions, limit=limit, offset=offset)
 
 
 def get_notification(session: Session, *, notification_id: int) -> Notification | None:
