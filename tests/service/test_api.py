@@ -113,6 +113,45 @@ def test_concurrent_retries_with_one_key_store_one_ticket(client):
     assert client.get("/v1/tickets").json()["count"] == 1
 
 
+def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_only_itself(client):
+    """Group commit (service/intake.py): what waits for the writer is stored in one transaction;
+    a reused Idempotency-Key among them fails that batch, then each is stored alone."""
+    import asyncio
+
+    from fastapi import HTTPException
+    from sqlalchemy import event
+
+    from ticket_triage.service.intake import NewTicket
+    from ticket_triage.service.schemas import TicketCreate
+
+    state = client.app.state.triage
+    first = post(client, MORTGAGE, **{"Idempotency-Key": "used"}).json()
+    commits: list[int] = []
+    event.listen(state.engine, "commit", lambda _conn: commits.append(1))
+    prediction = state.classifier.predict(["card fee"], batch_size=1)[0]
+
+    def ticket(payload: dict, key: str) -> NewTicket:
+        return NewTicket(TicketCreate(**payload).model_dump(mode="json"), prediction, None, key)
+
+    def store_together(tickets: list[NewTicket]) -> list:
+        async def together():  # all queued before the writer's next turn: one batch
+            return await asyncio.gather(*(state.writer.predict([t]) for t in tickets), return_exceptions=True)
+
+        return client.portal.call(together)
+
+    fresh = store_together([ticket({"body": f"card fee {i}"}, f"new-{i}") for i in range(6)])
+    assert len(commits) == 1
+    assert all(created for [(_, created)] in fresh) and len({t.id for [(t, _)] in fresh}) == 6
+
+    commits.clear()
+    mixed = store_together([ticket({"body": "card fee a"}, "a"), ticket(MORTGAGE, "used"), ticket(VAGUE, "used"), ticket({"body": "card fee b"}, "b")])
+    [(a, a_created)], [(retry, retry_created)], conflict, [(b, b_created)] = mixed
+    assert a_created and b_created and a.id != b.id
+    assert retry.id == first["id"] and not retry_created
+    assert isinstance(conflict, HTTPException) and conflict.status_code == 409
+    assert client.get("/v1/tickets").json()["count"] == 1 + 6 + 2
+
+
 # -- listing ---------------------------------------------------------------------------------------
 def test_list_filters_and_pagination(client):
     for body in ["my mortgage escrow", "debt collector calls", "card fee", "mortgage payment", "hello?"]:

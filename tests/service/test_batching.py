@@ -103,6 +103,28 @@ def test_one_bad_text_does_not_fail_its_batch_neighbours():
     assert a == ["A"] and c == ["C"] and isinstance(bad, ValueError)
 
 
+def test_items_of_callers_that_went_away_are_dropped_or_kept_as_asked():
+    seen: list[list[str]] = []
+
+    def work(items, n):
+        seen.append(list(items))
+        return items
+
+    async def main(skip: bool):
+        batcher = MicroBatcher(work, max_batch_size=8, max_wait_ms=50, skip_cancelled=skip)
+        await batcher.start()
+        gone = asyncio.create_task(batcher.predict(["gone"]))
+        await asyncio.sleep(0)  # queued, and the batch is still gathering
+        gone.cancel()
+        kept = await batcher.predict(["kept"])
+        await batcher.stop()
+        return kept
+
+    assert run(main(skip=True)) == ["kept"] and seen == [["kept"]]
+    seen.clear()
+    assert run(main(skip=False)) == ["kept"] and seen == [["gone", "kept"]]  # e.g. a ticket is stored anyway
+
+
 def test_wrong_number_of_predictions_is_an_error():
     async def main():
         batcher = MicroBatcher(lambda texts, n: texts[:-1], max_batch_size=4, max_wait_ms=1)

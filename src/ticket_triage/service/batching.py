@@ -4,6 +4,7 @@ Each text waits in an asyncio queue; one worker task takes the first text, waits
 `max_wait_ms` for more (up to `max_batch_size`), then runs the whole batch in a single model
 thread (off the event loop, so the server keeps accepting requests while the model runs).
 While one batch runs, the next one gathers, so under load batches fill up by themselves.
+The same machinery writes new tickets to the database, a batch per transaction (intake.py).
 """
 
 from __future__ import annotations
@@ -26,19 +27,25 @@ class MicroBatcher:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
+        name: str = "model",
+        skip_cancelled: bool = True,
     ):
         self._predict = predict
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000
         self._on_batch = on_batch
+        self.name = name  # what a batch does, for logs and the thread's name
+        # True: an item whose caller went away is dropped (no model time for nobody). False:
+        # it is processed anyway (a ticket is stored even if its client hung up meanwhile).
+        self.skip_cancelled = skip_cancelled
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-model")
-        self._task = asyncio.create_task(self._run(), name="triage-micro-batcher")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"triage-{self.name}")
+        self._task = asyncio.create_task(self._run(), name=f"triage-{self.name}-batcher")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -81,7 +88,8 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except asyncio.TimeoutError:
                     break
-            batch = [(t, f) for t, f in batch if not f.cancelled()]  # the client went away
+            if self.skip_cancelled:
+                batch = [(t, f) for t, f in batch if not f.cancelled()]  # the client went away
             if not batch:
                 continue
             texts = [t for t, _ in batch]
@@ -89,7 +97,7 @@ class MicroBatcher:
             try:
                 preds = await loop.run_in_executor(self._executor, self._call, texts)
             except Exception as exc:
-                log.warning("classification of a batch of %d failed: %s", len(texts), type(exc).__name__)
+                log.warning("%s batch of %d failed: %s", self.name, len(texts), type(exc).__name__)
                 await self._one_by_one(batch, exc)
                 continue
             if self._on_batch is not None:

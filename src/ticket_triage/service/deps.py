@@ -9,6 +9,7 @@ from typing import Annotated, Iterator
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from . import crud
 from .security import hash_key
@@ -17,7 +18,9 @@ from .state import ServiceState
 CONSOLE_COOKIE = "triage_console_key"
 
 
-def get_state(request: Request) -> ServiceState:
+# Cheap dependencies are `async def`: FastAPI runs a plain `def` one in its thread pool, a
+# hop that cost ~8% of the server's time per ticket under load (py-spy, bench/serve_load.py).
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.triage
 
 
@@ -75,12 +78,14 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 
 def require_role(role: str):
-    def dependency(
+    async def dependency(
         request: Request, state: StateDep, _b: Annotated[object, Depends(_bearer)] = None, _k: Annotated[object, Depends(_api_key_header)] = None
     ) -> Principal:
         if not state.settings.auth:
             return Principal("anonymous", "*")
-        principal = lookup_key(state, presented_key(request))
+        key, principal = presented_key(request), None
+        if key is not None:  # a cache miss is a database query: off the event loop
+            principal = state.cached_key(hash_key(key)) or await run_in_threadpool(lookup_key, state, key)
         if principal is not None and principal.revoked_at is not None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

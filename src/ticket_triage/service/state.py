@@ -22,6 +22,8 @@ from .tasks import cancel_and_wait
 
 log = logging.getLogger("ticket_triage.service")
 
+WRITE_BATCH_SIZE = 64  # most new tickets per transaction
+
 
 @dataclass
 class ServiceState:
@@ -40,6 +42,7 @@ class ServiceState:
     _retry_task: asyncio.Task | None = None
     _retry_lock: asyncio.Lock | None = None
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
+    writer: MicroBatcher | None = None  # stores new tickets, a batch per transaction (intake.py)
 
     @property
     def labels(self) -> list[str]:
@@ -51,8 +54,16 @@ class ServiceState:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        from .intake import store_tickets
+
         self._retry_lock = asyncio.Lock()
         await self.batcher.start()
+        # Group commit is the service's own business, on whatever the model batching is set to:
+        # a ticket alone is written at once; under load, one commit stores many.
+        self.writer = MicroBatcher(
+            lambda tickets, _n: store_tickets(self, tickets), max_batch_size=WRITE_BATCH_SIZE, max_wait_ms=0, name="store", skip_cancelled=False
+        )
+        await self.writer.start()
         self._retry_task = asyncio.create_task(self._retry_loop(), name="triage-reclassify")
         if self.settings.notify:
             from .notify import Deliverer
@@ -66,6 +77,9 @@ class ServiceState:
             await self.deliverer.stop()
             self.deliverer = None
         await self.batcher.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+            self.writer = None
 
     def kick_notifications(self) -> None:
         """After committing notifications, deliver them now rather than at the next poll (any thread)."""

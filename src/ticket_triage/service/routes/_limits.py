@@ -1,6 +1,6 @@
 """Shared request checks."""
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException
 
 
 def check_text_size(text: str, limit: int, what: str) -> None:

@@ -8,14 +8,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
-from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 
 from .. import crud
 from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
+from ..intake import NewTicket
 from ..models import TicketStatus
 from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
-from ..state import ServiceState
 from ._limits import check_text_size
 
 router = APIRouter(prefix="/v1", tags=["tickets"])
@@ -25,36 +23,6 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=200, description="same key + same body = the same ticket, however often sent"),
 ]
-
-
-def _replay(state: ServiceState, key: str, data: dict) -> TicketPublic | None:
-    with state.sessions() as session:
-        ticket = crud.get_ticket_by_idempotency_key(session, key=key)
-        if ticket is None:
-            return None
-        if ticket.request_hash != crud.request_hash(data):
-            raise HTTPException(status.HTTP_409_CONFLICT, "this Idempotency-Key was used for a different ticket; use a new key for a new ticket")
-        return TicketPublic.model_validate(ticket)
-
-
-def _store(state: ServiceState, data: dict, prediction, error: str | None, key: str | None) -> tuple[TicketPublic, bool]:
-    """Insert and commit; (ticket, created). A concurrent retry with the same key gets the first ticket."""
-    try:
-        with state.sessions() as session, session.begin():
-            ticket = crud.create_ticket(
-                session, data=data, prediction=prediction, error=error, rules=state.rules,
-                model_version=state.model_version if prediction is not None else None, idempotency_key=key,
-            )
-            session.flush()
-            public = TicketPublic.model_validate(ticket)
-    except IntegrityError:
-        if key is None:
-            raise
-        replay = _replay(state, key, data)
-        if replay is None:
-            raise
-        return replay, False
-    return public, True
 
 
 @router.post(
@@ -73,12 +41,8 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     data = payload.model_dump(mode="json")
     if len(json.dumps(data["metadata"])) > state.settings.max_text_bytes:
         raise HTTPException(413, f"metadata is larger than {state.settings.max_text_bytes} bytes")
-    if idempotency_key is not None:
-        replay = await run_in_threadpool(_replay, state, idempotency_key, data)
-        if replay is not None:
-            response.status_code = status.HTTP_200_OK
-            response.headers["Idempotent-Replayed"] = "true"
-            return replay
+    # A retry with a used Idempotency-Key is found when its insert fails (intake.py): no query
+    # before classifying, since retries are rare and every ticket would pay for that look.
     text = f"{payload.subject}\n\n{payload.body}" if payload.subject else payload.body
     prediction, error = None, None
     try:
@@ -86,7 +50,7 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     except Exception as exc:  # stored unclassified; the retry loop classifies it later
         error = f"{type(exc).__name__}: {exc}"[:500]
         state.metrics.failures.inc()
-    ticket, created = await run_in_threadpool(_store, state, data, prediction, error, idempotency_key)
+    (ticket, created), = await state.writer.predict([NewTicket(data, prediction, error, idempotency_key)])
     if prediction is None:
         state.mark_unclassified()  # after the commit, so the retry finds the ticket
     if not created:
