@@ -13,8 +13,13 @@ HEADER = "# Benchmark results\n\nEach section is rewritten by the script named i
 
 def machine() -> str:
     import os
+    import sys
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    gpu = ""
+    torch = sys.modules.get("torch")  # only where the benchmark already loaded it
+    if torch is not None and torch.cuda.is_available():
+        gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
 
 
 def write_section(name: str, body: str) -> Path:

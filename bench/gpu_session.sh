@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, as one script for a lent GPU machine (the `device` tool), where
+# nothing can be downloaded. Carried along (git-ignored, made by bench/gpu_prepare.py): .whl/
+# (wheels of the packages that machine lacks: fastapi, sqlalchemy, optuna, ...) and .gpu/ (the
+# embedded model's weights rounded to fp16 to fit the 64 MiB carry limit, restored to fp32 there
+# by bench/gpu_restore.py; the prepared splits).
+#   1. bench/serve_load.py, PyTorch on the GPU: micro-batching against the batch-1 baseline
+#   2. triage train with the full profile's settings (bench/accuracy.py --profile full)
+#   3. triage tune over bench/gpu_space.yaml on validation macro-F1, best retrained + test report
+# Writes under $OUT: log.txt, RESULTS.md, results.tgz (reports, no weights) and the best model's
+# weights as fp16 parts. STEPS="serve" (or "train tune") runs some steps only. SMOKE=1 DEVICE=cpu PY=.venv/bin/python runs a tiny version anywhere.
+set -u
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+SMOKE=${SMOKE:-0}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}; STEPS=${STEPS:-"serve train tune"}
+exec > >(tee "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TQDM_MININTERVAL=10
+SITE=/tmp/triage-site W=/tmp/triage-gpu
+rm -rf "$W"; mkdir -p "$W"
+if [ -d .whl ] && [ "$SMOKE" = 0 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
+fi
+export PYTHONPATH=$SITE:$PWD/src
+$PY bench/gpu_restore.py .gpu/minilm $W/minilm $SITE || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+triage() { $PY -m ticket_triage "$@"; }
+collect() {  # reports, no weights; after each step, so a run cut short still brings some back
+  tar czf "$OUT/results.tgz" -C $W --exclude='*.safetensors' --exclude='checkpoint*' --exclude='minilm' --exclude='*.db-*' . || true
+}
+if [ "$SMOKE" = 1 ]; then
+  LOAD="--duration 3 --requests 40 --warmup 4"; TRAIN="--epochs 1 --max-train-rows 120"; TUNE="--n-trials 2 --epochs 1 --max-train-rows 120"; TIMEOUT=10
+else
+  LOAD="--duration 20 --requests 15000"; TRAIN="--epochs 6"; TUNE="--n-trials 60"; TIMEOUT=${TUNE_TIMEOUT:-120}
+fi
+
+step() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
+
+if step serve; then
+  echo "== 1. serving: micro-batching on the GPU"
+  $PY bench/serve_load.py --model minilm $LOAD --section serve-gpu
+  cp bench/RESULTS.md "$OUT/RESULTS.md"
+fi
+
+if step train; then
+  echo "== 2. triage train, full profile settings, on $DEVICE"
+  triage train --data .gpu/data --out $W/full --device $DEVICE $TRAIN --batch-size 16 --lr 8e-5 --max-length 256 \
+    --truncation head+tail --class-weights balanced --patience 2 --seed 42
+  collect
+fi
+
+if step tune; then
+  echo "== 3. triage tune on validation macro-F1, best settings retrained"
+  triage tune --data .gpu/data --out $W/tune --space bench/gpu_space.yaml $TUNE --timeout $TIMEOUT --patience 2 \
+    --device $DEVICE --seed 42 --retrain-best
+fi
+
+echo "== collecting"
+collect
+best=$W/tune/best/model/model.safetensors
+if [ -f $best ]; then
+  $PY - "$best" "$W/best.fp16.safetensors" <<'PYEOF'
+import sys, torch
+from safetensors.torch import load_file, save_file
+w = load_file(sys.argv[1])
+save_file({k: v.half() if v.is_floating_point() else v for k, v in w.items()}, sys.argv[2], metadata={"format": "pt"})
+PYEOF
+  split -b 15M $W/best.fp16.safetensors "$OUT/best.fp16.part-"
+fi
+ls -la "$OUT"
