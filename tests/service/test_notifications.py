@@ -169,6 +169,13 @@ def test_webhook_is_posted_to_a_local_server_with_a_valid_signature(make_client,
     assert metric(client, "webhook", "sent") == 1.0 and metric(client, "webhook", "failed") == 0.0
 
 
+def test_a_new_tickets_webhook_goes_out_without_waiting_for_the_poll(make_client, webhook_server, tmp_path):
+    hook = webhook_server()
+    client = make_client(routing_file=write_rules(tmp_path, webhook=hook.url), notify_poll_s=3600)  # the poll alone: an hour
+    client.post("/v1/tickets", json=MORTGAGE)
+    assert [n["status"] for n in wait_for(client, final, timeout=5)] == ["sent"]
+
+
 def test_webhook_without_a_secret_is_sent_unsigned(make_client, webhook_server, tmp_path):
     hook = webhook_server()
     client = make_client(routing_file=write_rules(tmp_path, webhook=hook.url), **FAST)

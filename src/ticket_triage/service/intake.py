@@ -37,11 +37,16 @@ class NewTicket:
 def store_tickets(state: ServiceState, tickets: list[NewTicket]) -> list[tuple[TicketPublic, bool]]:
     """Insert and commit `tickets` in one transaction; (ticket, created) for each, in order."""
     if len(tickets) == 1:
-        return [_store_one(state, tickets[0])]
-    with state.sessions() as session, session.begin():
-        rows = [_add(session, state, t) for t in tickets]
-        session.flush()
-        return [(TicketPublic.model_validate(row), True) for row in rows]
+        stored = [_store_one(state, tickets[0])]
+    else:
+        with state.sessions() as session, session.begin():
+            rows = [_add(session, state, t) for t in tickets]
+            session.flush()
+            stored = [(TicketPublic.model_validate(row), True) for row in rows]
+    # Their outbox rows are committed: deliver now rather than at the deliverer's next poll.
+    if any(created and state.rules.targets(t.queue, t.category) for t, created in stored):
+        state.kick_notifications()
+    return stored
 
 
 def replay(state: ServiceState, key: str, data: dict) -> TicketPublic | None:
