@@ -32,6 +32,34 @@ def test_migrations_downgrade_and_upgrade(tmp_path):
     engine.dispose()
 
 
+def test_db_prune_notifications_deletes_only_old_finished_ones(tmp_path, capsys):
+    from datetime import timedelta
+
+    from ticket_triage.service.db import make_engine, make_sessionmaker, upgrade_database
+    from ticket_triage.service.models import Notification, Ticket, utcnow
+
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    engine = make_engine(url)
+    upgrade_database(engine)
+    now = utcnow()
+    with make_sessionmaker(engine)() as session, session.begin():
+        ticket = Ticket(subject="", body="card fee", channel="api", metadata_={}, status="routed", queue="cards", classify_attempts=1)
+        session.add(ticket)
+        session.flush()
+        for status, age_days in [("sent", 40), ("failed", 40), ("skipped", 40), ("pending", 40), ("sending", 40), ("sent", 5)]:
+            when = now - timedelta(days=age_days)
+            session.add(Notification(ticket_id=ticket.id, event="created", kind="webhook", target="http://x", queue="cards", payload={},
+                                     status=status, attempts=1, next_attempt_at=when, created_at=when, updated_at=when))
+    engine.dispose()
+
+    code, out, _ = run_cli(["db", "prune-notifications", "--older-than", "30", "--db", url], capsys)
+    assert code == 0 and "deleted 3 " in out
+    left = sorted(r for r in sqlite3.connect(tmp_path / "n.db").execute("select status from notifications"))
+    assert left == [("pending",), ("sending",), ("sent",)]  # open ones whatever their age, and the recent one
+    code, _, err = run_cli(["db", "prune-notifications", "--older-than", "-1", "--db", url], capsys)
+    assert code != 0 and "greater than or equal to 0" in err
+
+
 def test_apikey_create_prints_a_key_once_and_stores_its_hash(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'k.db'}"
     code, out, err = run_cli(["apikey", "create", "--role", "agent", "--name", "ann", "--db", url], capsys)

@@ -65,6 +65,20 @@ def db_upgrade_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HE
     typer.echo(f"database at revision {revision}")
 
 
+@db_app.command("prune-notifications")
+def db_prune_notifications_command(
+    older_than: float = typer.Option(30.0, "--older-than", min=0, help="days since a notification was sent, failed or skipped"),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Delete finished notifications (sent, failed, skipped) older than --older-than days; the
+    outbox otherwise keeps them for ever. Pending ones are never deleted. Safe while serving."""
+    from ..service.cli_ops import prune_notifications
+
+    settings = _settings(database_url=db)
+    n = prune_notifications(settings.database_url, older_than_days=older_than)
+    typer.echo(f"deleted {n} finished notification(s) older than {older_than:g} day(s)")
+
+
 @apikey_app.command("create")
 def apikey_create_command(
     role: str = typer.Option(..., "--role", help="intake (create tickets, classify) or agent (queues, feedback, export)"),

@@ -49,6 +49,18 @@ def upgrade_db(database_url: str) -> str | None:
         return current_revision(engine)
 
 
+def prune_notifications(database_url: str, *, older_than_days: float) -> int:
+    """Delete notifications finished (sent, failed, skipped) more than `older_than_days` ago."""
+    from datetime import timedelta
+
+    from . import crud
+    from .db import make_sessionmaker
+    from .models import utcnow
+
+    with _migrated(database_url) as engine, make_sessionmaker(engine)() as session, session.begin():
+        return crud.prune_notifications(session, before=utcnow() - timedelta(days=older_than_days))
+
+
 def create_key(database_url: str, *, name: str, role: str) -> str:
     """Make an API key (migrating the database first if needed) and return it; only its hash is kept."""
     from .db import make_sessionmaker

@@ -238,6 +238,16 @@ def enqueue_notifications(
     return rows
 
 
+def prune_notifications(session: Session, *, before: datetime) -> int:
+    """Delete finished (sent, failed, skipped) outbox rows last touched before `before`; open
+    ones stay whatever their age. Returns how many were deleted."""
+    from sqlalchemy import delete
+
+    finished = [s for s in NotificationStatus.ALL if s not in NotificationStatus.OPEN]
+    result = session.execute(delete(Notification).where(Notification.status.in_(finished), Notification.updated_at < before))
+    return int(result.rowcount or 0)
+
+
 def list_notifications(
     session: Session, *, status: str | None = None, ticket_id: int | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[Notification], int]:
