@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import DataError, TaxonomyError
-from ..taxonomy import Taxonomy, load_taxonomy
+from ..taxonomy import load_taxonomy
 from .cleaning import clean_sql, min_words_sql, norm_sql
 from .config import DataConfig
 from .reading import file_sha256, open_source
@@ -221,7 +221,7 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
 
         # -- 3. de-duplicate ------------------------------------------------------------
-        con.execute(f"""
+        con.execute("""
             CREATE TABLE groups AS
             SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
             FROM staged s JOIN products p ON s.product = p.product

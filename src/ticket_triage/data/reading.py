@@ -17,7 +17,6 @@ import codecs
 import csv
 import gzip
 import io
-import os
 import shutil
 import tempfile
 import zipfile
