@@ -152,6 +152,26 @@ def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_on
     assert client.get("/v1/tickets").json()["count"] == 1 + 6 + 2
 
 
+def test_a_database_outage_is_a_503_with_a_message_not_a_traceback(client):
+    from sqlalchemy.exc import OperationalError
+
+    state = client.app.state.triage
+    working = state.sessions
+
+    def broken():
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    state.sessions = broken
+    try:
+        r = post(client, MORTGAGE, **{"Idempotency-Key": "outage"})
+    finally:
+        state.sessions = working
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert "disk I/O error" in r.json()["detail"] and "nothing was stored" in r.json()["detail"]
+    again = post(client, MORTGAGE, **{"Idempotency-Key": "outage"})  # the retry, once it is back
+    assert again.status_code == 201 and client.get("/v1/tickets").json()["count"] == 1
+
+
 # -- listing ---------------------------------------------------------------------------------------
 def test_list_filters_and_pagination(client):
     for body in ["my mortgage escrow", "debt collector calls", "card fee", "mortgage payment", "hello?"]:

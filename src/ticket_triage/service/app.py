@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
 
 from .. import __version__
 from ..errors import ConfigError, ModelError, TicketTriageError
@@ -110,5 +111,15 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     async def triage_error(_: Request, exc: TicketTriageError):
         code = 503 if isinstance(exc, ModelError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError):
+        # Down, locked past the busy timeout, disk full: nothing was committed for this request.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        log.warning("database error on %s %s: %s", request.method, request.url.path, reason)
+        return JSONResponse(
+            {"detail": f"the database is unavailable ({reason}): nothing was stored; retry shortly (with the same Idempotency-Key, a retry cannot store a ticket twice)"},
+            status_code=503, headers={"Retry-After": "5"},
+        )
 
     return app
