@@ -7,6 +7,8 @@
 #   1. bench/serve_load.py, PyTorch on the GPU: micro-batching against the batch-1 baseline
 #   2. triage train with the full profile's settings (bench/accuracy.py --profile full)
 #   3. triage tune over bench/gpu_space.yaml on validation macro-F1, best retrained + test report
+#   4. (only with STEPS=... repro) the quick profile trained twice with one seed: are CUDA runs
+#      reproducible? (On the H100 on 2026-11-26 a tune trial and its retraining differed.)
 # Writes under $OUT: log.txt, RESULTS.md, results.tgz (reports, no weights) and the best model's
 # weights as fp16 parts. STEPS="serve" (or "train tune") runs some steps only. SMOKE=1 DEVICE=cpu PY=.venv/bin/python runs a tiny version anywhere.
 set -u
@@ -15,7 +17,7 @@ SMOKE=${SMOKE:-0}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}; STEPS=${STEPS:-"se
 exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TQDM_MININTERVAL=10
 SITE=/tmp/triage-site W=/tmp/triage-gpu
-rm -rf "$W"; mkdir -p "$W"
+rm -rf "$W" "$SITE"; mkdir -p "$W"
 if [ -d .whl ] && [ "$SMOKE" = 0 ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
 fi
@@ -28,9 +30,9 @@ collect() {  # reports, no weights; after each step, so a run cut short still br
   tar czf "$OUT/results.tgz" -C $W --exclude='*.safetensors' --exclude='checkpoint*' --exclude='minilm' --exclude='*.db-*' . || true
 }
 if [ "$SMOKE" = 1 ]; then
-  LOAD="--duration 3 --requests 40 --warmup 4"; TRAIN="--epochs 1 --max-train-rows 120"; TUNE="--n-trials 2 --epochs 1 --max-train-rows 120"; TIMEOUT=10
+  LOAD="--duration 3 --requests 40 --warmup 4"; TRAIN="--epochs 1 --max-train-rows 120"; TUNE="--n-trials 2 --epochs 1 --max-train-rows 120"; TIMEOUT=10; REPRO="--epochs 1 --max-train-rows 120"
 else
-  LOAD="--duration 20 --requests 15000"; TRAIN="--epochs 6"; TUNE="--n-trials 60"; TIMEOUT=${TUNE_TIMEOUT:-120}
+  LOAD="--duration 20 --requests 15000"; TRAIN="--epochs 6"; TUNE="--n-trials 60"; TIMEOUT=${TUNE_TIMEOUT:-120}; REPRO="--epochs 3"
 fi
 
 step() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -52,6 +54,22 @@ if step tune; then
   echo "== 3. triage tune on validation macro-F1, best settings retrained"
   triage tune --data .gpu/data --out $W/tune --space bench/gpu_space.yaml $TUNE --timeout $TIMEOUT --patience 2 \
     --device $DEVICE --seed 42 --retrain-best
+fi
+
+if step repro; then
+  echo "== 4. reproducibility: the quick profile twice, same seed, on $DEVICE"
+  for k in 1 2; do
+    triage train --data .gpu/data --out $W/repro$k --device $DEVICE $REPRO --max-length 128 --lr 1e-4 --class-weights balanced \
+      --no-baseline --seed 42 >$W/repro$k.log 2>&1 || tail -5 $W/repro$k.log
+  done
+  $PY - $W/repro1/metrics.json $W/repro2/metrics.json <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+va = [h["val_macro_f1"] for h in a["history"]]; vb = [h["val_macro_f1"] for h in b["history"]]
+print("validation macro-F1 per epoch:", va, vb, "identical" if va == vb else "DIFFERENT")
+print("test macro-F1:", a["test"]["macro_f1"], b["test"]["macro_f1"])
+PYEOF
+  collect
 fi
 
 echo "== collecting"
