@@ -313,7 +313,7 @@ def train_model(
     if not ctx.is_main:
         shutdown(ctx)
         return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test={}, best_epoch=loop["best_epoch"])
-    result = finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info)
+    result = finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info, progress)
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     shutdown(ctx)
     return result
@@ -380,7 +380,7 @@ def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: Tra
     replace_dir_atomically(tmp, model_dir)
 
 
-def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None) -> TrainResult:
+def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None, progress=True) -> TrainResult:
     """Score the best checkpoint on the test split, fit calibration and the baseline, write reports."""
     from ..modeling import load_model_folder
 
@@ -388,7 +388,7 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     test_split = splits["test"]
     test_ids = encode_texts(tokenizer, test_split.texts, meta.max_length, meta.truncation)
-    test_logits = predict_logits(model, test_ids, pad_id, device, amp_dtype, config.eval_batch_size, progress="test")
+    test_logits = predict_logits(model, test_ids, pad_id, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
     test = classification_metrics(test_split.labels, test_logits.argmax(1), labels)
 
     baseline = None
