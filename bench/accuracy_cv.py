@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
-SECTION = "accuracy-cv"
+SECTION = "accuracy-cv"  # + "-full" for the full profile, so each profile keeps its own section
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -126,7 +126,7 @@ def report(args, labels: list[str], y: np.ndarray, oof: np.ndarray, oof_base: np
     )
     print(body)
     if not args.no_write:
-        write_section(SECTION, body)
+        write_section(SECTION if args.profile == "quick" else f"{SECTION}-{args.profile}", body)
     return 0
 
 

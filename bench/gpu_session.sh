@@ -9,6 +9,8 @@
 #   3. triage tune over bench/gpu_space.yaml on validation macro-F1, best retrained + test report
 #   4. (only with STEPS=... repro) the quick profile trained twice with one seed: are CUDA runs
 #      reproducible? (On the H100 on 2026-11-26 a tune trial and its retraining differed.)
+#   5. (only with STEPS=... cv) bench/accuracy_cv.py --profile full: recall per category over
+#      all 5,618 rows (the CPU run did the quick profile only; about 5 x 1.5 min on an H100)
 # Writes under $OUT: log.txt, RESULTS.md, results.tgz (reports, no weights) and the best model's
 # weights as fp16 parts. STEPS="serve" (or "train tune") runs some steps only. SMOKE=1 DEVICE=cpu PY=.venv/bin/python runs a tiny version anywhere.
 set -u
@@ -70,6 +72,12 @@ print("validation macro-F1 per epoch:", va, vb, "identical" if va == vb else "DI
 print("test macro-F1:", a["test"]["macro_f1"], b["test"]["macro_f1"])
 PYEOF
   collect
+fi
+
+if step cv; then
+  echo "== 5. 5-fold cross-validation of the full profile (bench/accuracy_cv.py)"
+  $PY bench/accuracy_cv.py --data .gpu/data --profile full --out $W/cv $( [ "$SMOKE" = 1 ] && echo "--folds 2 --max-train-rows 120" )
+  cp bench/RESULTS.md "$OUT/RESULTS.md"
 fi
 
 echo "== collecting"
