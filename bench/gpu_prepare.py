@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 # Missing from the GPU image (KINDS.md of the device tool lists what it has); pinned to the
 # versions tested here. Its transformers/torch/tokenizers are used as they are.
 WHEELS = [
@@ -33,18 +34,16 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 
 def pack_model(out: Path) -> None:
-    import torch
-    from safetensors.torch import load_file, save_file
-
     from ticket_triage.modeling import embedded_model_path
+
+    from _weights import cast_floats
 
     source = Path(embedded_model_path())
     out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (source / name).is_file():
             shutil.copy(source / name, out / name)
-    weights = load_file(source / "model.safetensors")  # position_ids (int64) stay as they are
-    save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in weights.items()}, out / "model.fp16.safetensors", metadata={"format": "pt"})
+    cast_floats(source / "model.safetensors", out / "model.fp16.safetensors", "fp16")
 
 
 def main() -> int:

@@ -84,12 +84,7 @@ echo "== collecting"
 collect
 best=$W/tune/best/model/model.safetensors
 if [ -f $best ]; then
-  $PY - "$best" "$W/best.fp16.safetensors" <<'PYEOF'
-import sys, torch
-from safetensors.torch import load_file, save_file
-w = load_file(sys.argv[1])
-save_file({k: v.half() if v.is_floating_point() else v for k, v in w.items()}, sys.argv[2], metadata={"format": "pt"})
-PYEOF
+  $PY bench/_weights.py fp16 "$best" "$W/best.fp16.safetensors"
   split -b 15M $W/best.fp16.safetensors "$OUT/best.fp16.part-"
 fi
 ls -la "$OUT"
