@@ -187,7 +187,7 @@ def load(base: str, texts: list[str], clients: int, requests: int, duration: flo
     return {
         "requests": sum(p["sent"] for p in parts), "acked": len(acked), "stored": stored, "missing": missing, "errors": errors,
         "seconds": elapsed, "throughput": len(acked) / elapsed if elapsed else 0.0, "p50": q[49] * 1000, "p99": q[98] * 1000,
-        "mean_batch": mean_batch(metrics), "procs": procs,
+        "mean_batch": mean_batch(metrics),
     }
 
 

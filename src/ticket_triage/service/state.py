@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from . import crud
 from .batching import MicroBatcher
 from .classifier import ClassifierLike
+from .intake import store_tickets
 from .metrics import ServiceMetrics
 from .models import TicketStatus
 from .routing import RoutingRules
@@ -54,8 +55,6 @@ class ServiceState:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        from .intake import store_tickets
-
         self._retry_lock = asyncio.Lock()
         await self.batcher.start()
         # Group commit is the service's own business, on whatever the model batching is set to:
