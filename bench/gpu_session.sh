@@ -7,8 +7,9 @@
 #   1. bench/serve_load.py, PyTorch on the GPU: micro-batching against the batch-1 baseline
 #   2. triage train with the full profile's settings (bench/accuracy.py --profile full)
 #   3. triage tune over bench/gpu_space.yaml on validation macro-F1, best retrained + test report
-#   4. (only with STEPS=... repro) the quick profile trained twice with one seed: are CUDA runs
-#      reproducible? (On the H100 on 2026-11-26 a tune trial and its retraining differed.)
+#   4. (only with STEPS=... repro) the quick profile trained twice with one seed, with the
+#      deterministic kernels that are the default since the H100 run of 2026-11-26 (where a tune
+#      trial and its retraining differed), and once with --no-deterministic: same metrics? cost?
 #   5. (only with STEPS=... cv) bench/accuracy_cv.py --profile full: recall per category over
 #      all 5,618 rows (the CPU run did the quick profile only; about 5 x 1.5 min on an H100)
 # Writes under $OUT: log.txt, RESULTS.md, results.tgz (reports, no weights) and the best model's
@@ -59,17 +60,19 @@ if step tune; then
 fi
 
 if step repro; then
-  echo "== 4. reproducibility: the quick profile twice, same seed, on $DEVICE"
-  for k in 1 2; do
+  echo "== 4. reproducibility: the quick profile twice with one seed (deterministic kernels, the default), once without them, on $DEVICE"
+  for k in 1 2 fast; do
     triage train --data .gpu/data --out $W/repro$k --device $DEVICE $REPRO --max-length 128 --lr 1e-4 --class-weights balanced \
-      --no-baseline --seed 42 >$W/repro$k.log 2>&1 || tail -5 $W/repro$k.log
+      --no-baseline --seed 42 $( [ $k = fast ] && echo --no-deterministic ) >$W/repro$k.log 2>&1 || tail -5 $W/repro$k.log
   done
-  $PY - $W/repro1/metrics.json $W/repro2/metrics.json <<'PYEOF'
+  grep -h -i "deterministic\|warn" $W/repro1.log | head -5
+  $PY - $W/repro1/metrics.json $W/repro2/metrics.json $W/reprofast/metrics.json <<'PYEOF'
 import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-va = [h["val_macro_f1"] for h in a["history"]]; vb = [h["val_macro_f1"] for h in b["history"]]
-print("validation macro-F1 per epoch:", va, vb, "identical" if va == vb else "DIFFERENT")
-print("test macro-F1:", a["test"]["macro_f1"], b["test"]["macro_f1"])
+a, b, fast = (json.load(open(p)) for p in sys.argv[1:4])
+per_epoch = lambda m: [h["val_macro_f1"] for h in m["history"]]
+print("validation macro-F1 per epoch, deterministic:", per_epoch(a), per_epoch(b), "identical" if per_epoch(a) == per_epoch(b) else "DIFFERENT")
+print("test macro-F1, deterministic:", a["test"]["macro_f1"], b["test"]["macro_f1"], "| without:", fast["test"]["macro_f1"])
+print("train samples/s, deterministic:", a["train_samples_per_s"], b["train_samples_per_s"], "| without:", fast["train_samples_per_s"])
 PYEOF
   collect
 fi

@@ -162,3 +162,70 @@ def test_yaml_config_with_overrides(tmp_path):
     path.write_text("epoks: 4\n")
     with pytest.raises(ConfigError, match="unknown training setting 'epoks'"):
         TrainConfig.from_yaml(path)
+
+
+def _determinism_flags():
+    import torch
+
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+
+
+def test_deterministic_kernels_switch_on_for_cuda_only_and_are_put_back(monkeypatch):
+    import os
+
+    import torch
+
+    from ticket_triage.training.loop import deterministic_kernels
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset-by-test")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # teardown restores whatever was there before
+    before = _determinism_flags()
+    for device, enabled in ((torch.device("cpu"), True), (torch.device("cuda"), False)):
+        with deterministic_kernels(device, enabled) as attention:
+            assert attention is None and _determinism_flags() == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+    # Only flags are set here (no kernel runs), so this needs no GPU.
+    with deterministic_kernels(torch.device("cuda:0"), True) as attention:
+        assert attention == "eager"
+        assert _determinism_flags() == (True, True, True, False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert _determinism_flags() == before
+
+
+def test_training_under_deterministic_kernels_builds_eager_attention_and_restores_flags(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+    """The CUDA branch of a run, exercised on CPU: the switch is entered, the model is built with
+    plain attention, and the process-wide flags come back even when the run ends in an exception."""
+    import torch
+
+    from ticket_triage.training import loop
+    from ticket_triage.training.loop import StopTraining
+
+    real = loop.deterministic_kernels
+    monkeypatch.setattr(loop, "deterministic_kernels", lambda device, enabled: real(torch.device("cuda"), enabled))
+    built = []  # the attention implementation of each model the runs build
+    real_build = loop.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        built.append(model.config._attn_implementation)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build)
+    before = _determinism_flags()
+
+    result = train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet)
+    assert built == ["eager"] and result.metrics["run"]["deterministic_kernels"] is True
+    assert _determinism_flags() == before
+    assert "attn_implementation" not in json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+
+    def stop(_record):
+        assert torch.are_deterministic_algorithms_enabled(), "deterministic mode lasts the whole run"
+        raise StopTraining
+
+    with pytest.raises(StopTraining):
+        train_model(tiny_config(tiny_model_dir, epochs=2), small_prepared, tmp_path / "stopped", on_epoch_end=stop, log=quiet)
+    assert _determinism_flags() == before
+
+    off = train_model(tiny_config(tiny_model_dir, epochs=1, deterministic=False), small_prepared, tmp_path / "off", log=quiet)
+    assert built[-1] != "eager" and off.metrics["run"]["deterministic_kernels"] is False

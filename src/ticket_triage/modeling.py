@@ -138,8 +138,11 @@ def _mean_pool_module():
     return MeanPoolHead, torch
 
 
-def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout: float | None = None, freeze_encoder: bool = False):
-    """A classifier over `labels` on top of the pre-trained encoder at `source`."""
+def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout: float | None = None, freeze_encoder: bool = False, attn_implementation: str | None = None):
+    """A classifier over `labels` on top of the pre-trained encoder at `source`.
+
+    `attn_implementation` ("eager", "sdpa"...) picks the attention kernels; None lets transformers
+    choose. It is not saved with the model: serving picks its own."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     id2label = dict(enumerate(labels))
@@ -149,12 +152,13 @@ def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout
         for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout"):
             if hasattr(config, attr):
                 setattr(config, attr, dropout)
+    kernels = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if pooling == "mean":
         MeanPoolHead, _ = _mean_pool_module()
-        encoder = _load_pretrained(AutoModel, source, config=config)
+        encoder = _load_pretrained(AutoModel, source, config=config, **kernels)
         model = MeanPoolHead(encoder, len(labels), dropout if dropout is not None else 0.1)
     elif pooling == "cls":
-        model = _load_pretrained(AutoModelForSequenceClassification, source, config=config)
+        model = _load_pretrained(AutoModelForSequenceClassification, source, config=config, **kernels)
     else:
         raise ModelError(f"unknown pooling {pooling!r}: use 'cls' or 'mean'")
     if freeze_encoder:

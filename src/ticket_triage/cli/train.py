@@ -39,6 +39,7 @@ def train(
     precision: Optional[str] = typer.Option(None, help="auto | bf16 | fp16 | fp32. [default: auto]"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps. [default: auto]"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="On a GPU: deterministic kernels, so the same seed gives the same metrics (slower). CPU runs repeat either way. [default: on]"),
     group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length", help="Batch texts of similar length together (less padding). [default: on]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="Optimizer steps between resumable checkpoints. [default: 200]"),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the TF-IDF + SVM baseline in the report."),
@@ -64,7 +65,7 @@ def train(
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "dropout": dropout, "max_length": max_length,
         "truncation": truncation, "class_weights": class_weights, "freeze_encoder": freeze_encoder, "seed": seed,
         "max_train_rows": max_train_rows, "patience": patience, "precision": precision, "device": device,
-        "threads": threads, "group_by_length": group_by_length, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,
+        "threads": threads, "deterministic": deterministic, "group_by_length": group_by_length, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,
         "baseline": False if no_baseline else None, "lr_scaling": lr_scaling,
     }
     cfg = TrainConfig.from_yaml(config, **overrides) if config else TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})

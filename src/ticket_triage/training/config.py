@@ -33,6 +33,7 @@ class TrainConfig:
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    deterministic: bool = True  # on CUDA: deterministic kernels and plain attention, so a seed repeats its metrics (slower); CPU runs repeat either way
     threads: int | None = None  # CPU threads for torch; None lets torch decide
     eval_batch_size: int = 64
     group_by_length: bool = True  # batches of similar lengths: less padding, same randomness per epoch

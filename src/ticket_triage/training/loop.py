@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -86,6 +86,34 @@ def autocast_context(device, dtype):
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+@contextmanager
+def deterministic_kernels(device, enabled: bool = True):
+    """Deterministic CUDA kernels while the run lasts; yields the attention implementation to use.
+
+    The seed fixes the data order, the new head's weights and dropout, and CPU runs repeat exactly
+    with that alone. On a GPU they still drift: some kernels (cuBLAS split-K reductions, the
+    backward passes of embeddings and of fused attention) add partial sums in whatever order
+    threads finish. This picks deterministic versions of those and plain ("eager") attention,
+    whose backward pass is ordinary matmuls. Deterministic mode is process-wide, so the flags
+    found on entry are put back on exit. Yields None (nothing changed) off CUDA or when disabled."""
+    import torch
+
+    if not (enabled and device.type == "cuda"):
+        yield None
+        return
+    # cuBLAS needs a fixed workspace per handle to reduce in a fixed order; read when it starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    # warn_only: an op with no deterministic version warns, naming itself, instead of failing the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield "eager"
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -142,11 +170,16 @@ def train_model(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> TrainResult:
+    """Fine-tune, keep the best epoch's model folder, and report on the test split (module docstring)."""
+    with ExitStack() as run_scope:  # process-wide settings made for this run are undone when it ends
+        return _train(config, Path(out_dir), data_dir, resume, on_epoch_end, on_step, log, progress, run_scope)
+
+
+def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_end, on_step, log, progress: bool, run_scope: ExitStack) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    out_dir = Path(out_dir)
     model_dir = out_dir / "model"
     if not resume and (out_dir / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{out_dir} holds an unfinished run: pass --resume to continue it, or choose another --out")
@@ -162,6 +195,7 @@ def train_model(
         torch.set_num_threads(config.threads)
     device = torch.device(f"cuda:{ctx.local_rank}") if ctx.backend == "nccl" else pick_device("cpu" if ctx.enabled else config.device)
     amp_dtype = pick_precision(config.precision, device)
+    attention = run_scope.enter_context(deterministic_kernels(device, config.deterministic))
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
@@ -178,7 +212,7 @@ def train_model(
     train_lengths = [len(ids) for ids in train_ids]
 
     # -- model, loss, optimizer, schedule ------------------------------------------------------
-    model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder).to(device)
+    model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder, attn_implementation=attention).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
     class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None)
@@ -211,11 +245,11 @@ def train_model(
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     effective_batch = global_batch * config.grad_accum
-    run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": effective_batch, "lr_scaling": config.lr_scaling, "effective_lr": lr}
+    run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": effective_batch, "lr_scaling": config.lr_scaling, "effective_lr": lr, "deterministic_kernels": attention is not None}
     if ctx.is_main:
         config.save(out_dir / "train_config.yaml", run=run_info)
     log(
-        f"training {len(train_ids)} tickets, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}) x {ctx.world_size} process(es); "
+        f"training {len(train_ids)} tickets, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
         f"effective batch {per_device_batch} per device x {ctx.world_size} x {config.grad_accum} accumulation = {effective_batch}; "
         f"lr {lr:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
     )
