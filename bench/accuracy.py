@@ -5,6 +5,7 @@ points above the baseline's, with every category's recall at least 0.80.
 
     python bench/accuracy.py [--profile quick|full] [--out runs/accuracy]   # prepare + train + report
     python bench/accuracy.py --run runs/demo --profile quick                # report on a finished run
+    python bench/accuracy.py --run runs/x --label "512 tokens"              # report on any run, in a section of its own
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ def main() -> None:
     parser.add_argument("--profile", choices=("quick", "full"), default="full")
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--run", type=Path, help="report on this finished run folder instead of training")
+    parser.add_argument("--label", help="with --run: a run of other settings than a profile's; names its own RESULTS section")
     args = parser.parse_args()
 
+    if args.label and not args.run:
+        parser.error("--label names a finished run: give --run too")
     run = args.run or train(args.profile, args.out)
+    what = f"run `{run.name}`: {args.label}" if args.label else f"`{args.profile}` profile"
+    section = "accuracy-" + ("".join(c if c.isalnum() else "-" for c in args.label.lower()) if args.label else args.profile)
     metrics = json.loads((run / "metrics.json").read_text())
     test, baseline, config = metrics["test"], metrics["baseline"], metrics["config"]
     gain = 100 * (test["macro_f1"] - baseline["macro_f1"])
@@ -45,7 +51,7 @@ def main() -> None:
     ]
     settings = ", ".join(f"{k}={config[k]}" for k in ("epochs", "max_length", "truncation", "batch_size", "lr", "warmup_ratio", "weight_decay", "class_weights", "seed"))
     body = "\n".join([
-        f"## Accuracy on the bundled data, `{args.profile}` profile (`bench/accuracy.py`)",
+        f"## Accuracy on the bundled data, {what} (`bench/accuracy.py`)",
         "",
         f"Embedded all-MiniLM-L6-v2, full fine-tuning; settings: {settings}; best epoch {metrics['best_epoch']} of {len(metrics['history'])}; "
         f"{metrics['train_rows']} training rows, {test['n']} test rows; {metrics['precision']} on {metrics['device']}, {metrics['train_samples_per_s']} train samples/s, {metrics['wall_time_s'] / 60:.1f} min training.",
@@ -63,7 +69,7 @@ def main() -> None:
         f"- macro-F1 gain over the baseline: **{gain:+.1f} points** (target >= +3): **{'met' if f1_met else 'NOT met'}**.",
         f"- lowest recall: {worst[0]} {worst[1]['recall']:.3f} on {worst[1]['support']} test rows (target: every category >= 0.80): **{'met' if recall_met else 'NOT met'}**.",
     ])
-    write_section(f"accuracy-{args.profile}", body)
+    write_section(section, body)
     print(body)
 
 
