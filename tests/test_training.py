@@ -229,3 +229,29 @@ def test_training_under_deterministic_kernels_builds_eager_attention_and_restore
 
     off = train_model(tiny_config(tiny_model_dir, epochs=1, deterministic=False), small_prepared, tmp_path / "off", log=quiet)
     assert built[-1] != "eager" and off.metrics["run"]["deterministic_kernels"] is False
+
+
+def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+    """On a GPU the loop reads the summed loss only every few steps (a read is a host sync). Forced
+    here on CPU: every batch's loss must still be counted once, across checkpoints and a resume."""
+    from ticket_triage.training import loop
+
+    config = tiny_config(tiny_model_dir, epochs=2, checkpoint_every=2)
+    every_step = train_model(config, small_prepared, tmp_path / "every", log=quiet)
+    monkeypatch.setattr(loop, "_steps_between_loss_reads", lambda device: 7)  # 15 steps per epoch: not a divisor
+    sparse = train_model(config, small_prepared, tmp_path / "sparse", log=quiet)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_24(step):  # epoch 2, between checkpoints and between loss reads
+        if step == 24:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step_24, log=quiet)
+    resumed = train_model(config, small_prepared, tmp_path / "resumed", resume=True, log=quiet)
+    for a, b, c in zip(every_step.history, sparse.history, resumed.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
+        assert c["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
+        assert a["val_loss"] == b["val_loss"]
