@@ -21,6 +21,20 @@ def quiet(*_args, **_kwargs):
     pass
 
 
+class Killed(Exception):
+    """Stands for a crash or a kill in the middle of a run."""
+
+
+def kill_at_step(n: int):
+    """An `on_step` callback that dies right after optimizer step `n`."""
+
+    def on_step(step: int) -> None:
+        if step == n:
+            raise Killed
+
+    return on_step
+
+
 def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
     result = train_model(tiny_config(tiny_model_dir, baseline=True, calibrate=True), small_prepared, tmp_path / "run", log=quiet)
     run = tmp_path / "run"
@@ -64,15 +78,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, sma
     config = tiny_config(tiny_model_dir, epochs=2, checkpoint_every=2)
     straight = train_model(config, small_prepared, tmp_path / "straight", log=quiet)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_21(step):  # 15 steps per epoch: this dies in the middle of epoch 2
-        if step == 21:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step_21, log=quiet)
+    with pytest.raises(Killed):  # 15 steps per epoch: this dies in the middle of epoch 2
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step(21), log=quiet)
     assert (tmp_path / "resumed" / "checkpoint").is_dir()
     with pytest.raises(ConfigError, match="--resume"):
         train_model(config, small_prepared, tmp_path / "resumed", log=quiet)
@@ -124,9 +131,6 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
     """Killed after the epoch that stopped it early (its checkpoint written, its report not):
     --resume must not train on, it only scores the kept best epoch."""
     config = tiny_config(tiny_model_dir, epochs=5, lr=0.0, patience=1)
-
-    class Killed(Exception):
-        pass
 
     def kill_after_epoch_2(record):
         if record["epoch"] == 2:
@@ -241,15 +245,10 @@ def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(tiny_m
     monkeypatch.setattr(loop, "_steps_between_loss_reads", lambda device: 7)  # 15 steps per epoch: not a divisor
     sparse = train_model(config, small_prepared, tmp_path / "sparse", log=quiet)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_24(step):  # epoch 2, between checkpoints and between loss reads
-        if step == 24:
-            raise Killed
-
+    # Step 23: in epoch 2, after the checkpoint at step 22 and between the loss reads at 21 and
+    # 28, so the resumed run redoes a step whose loss was summed but never read.
     with pytest.raises(Killed):
-        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step_24, log=quiet)
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step(23), log=quiet)
     resumed = train_model(config, small_prepared, tmp_path / "resumed", resume=True, log=quiet)
     for a, b, c in zip(every_step.history, sparse.history, resumed.history):
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
