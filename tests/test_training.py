@@ -151,6 +151,8 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
         (dict(epochs=0), "epochs"),
         (dict(class_weights="inverse"), "balanced"),
         (dict(precision="int4"), "precision"),
+        (dict(layer_lr_decay=0), "layer_lr_decay"),
+        (dict(layer_lr_decay=1.5), "1 turns it off"),
     ],
 )
 def test_invalid_config_says_what_to_do(settings, message):
@@ -254,3 +256,27 @@ def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(tiny_m
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
         assert c["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
         assert a["val_loss"] == b["val_loss"]
+
+
+def test_layer_lr_decay_gives_each_layer_its_own_rate(tiny_model_dir):
+    from ticket_triage.modeling import build_model
+    from ticket_triage.training.loop import param_groups
+
+    model = build_model(str(tiny_model_dir), ["a", "b", "c"])
+    n_layers = model.config.num_hidden_layers
+    lr_of = {}
+    for group in param_groups(model, 0.01, lr=1e-3, layer_lr_decay=0.5):
+        for p in group["params"]:
+            lr_of[id(p)] = (group["lr"], group["weight_decay"])
+    by_name = {name: lr_of[id(p)] for name, p in model.named_parameters()}
+    assert by_name["classifier.weight"] == (1e-3, 0.01)
+    assert by_name["classifier.bias"] == (1e-3, 0.0)
+    top = f"bert.encoder.layer.{n_layers - 1}.attention.self.query.weight"
+    assert by_name[top][0] == pytest.approx(1e-3 * 0.5)
+    assert by_name["bert.encoder.layer.0.attention.self.query.weight"][0] == pytest.approx(1e-3 * 0.5**n_layers)
+    assert by_name["bert.embeddings.word_embeddings.weight"][0] == pytest.approx(1e-3 * 0.5 ** (n_layers + 1))
+    assert by_name["bert.embeddings.LayerNorm.weight"][1] == 0.0
+    # off: the two plain groups, every parameter at the base rate
+    plain = param_groups(model, 0.01, lr=1e-3)
+    assert [g["weight_decay"] for g in plain] == [0.01, 0.0] and {g["lr"] for g in plain} == {1e-3}
+    assert sum(len(g["params"]) for g in plain) == len(list(model.parameters()))

@@ -27,6 +27,7 @@ def train(
     grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step. [default: 1]"),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW, linear warm-up then decay). [default: 8e-5]"),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (not on biases/LayerNorm). [default: 0.01]"),
+    layer_lr_decay: Optional[float] = typer.Option(None, help="Layer-wise lr decay: each layer down from the head learns this much slower (1: off). [default: 1]"),
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of steps spent warming up. [default: 0.1]"),
     dropout: Optional[float] = typer.Option(None, help="Dropout for the encoder and head. [default: the model's own]"),
     max_length: Optional[int] = typer.Option(None, help="Tokens per text, at most 512. [default: 256]"),
@@ -62,7 +63,7 @@ def train(
 
     overrides = {
         "model": model, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "dropout": dropout, "max_length": max_length,
+        "weight_decay": weight_decay, "layer_lr_decay": layer_lr_decay, "warmup_ratio": warmup_ratio, "dropout": dropout, "max_length": max_length,
         "truncation": truncation, "class_weights": class_weights, "freeze_encoder": freeze_encoder, "seed": seed,
         "max_train_rows": max_train_rows, "patience": patience, "precision": precision, "device": device,
         "threads": threads, "deterministic": deterministic, "group_by_length": group_by_length, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,

@@ -21,6 +21,7 @@ class TrainConfig:
     grad_accum: int = 1  # optimizer steps every `grad_accum` micro-batches
     lr: float = 8e-5  # small encoders like MiniLM-L6 want a higher rate than BERT-base's 2e-5
     weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    layer_lr_decay: float = 1.0  # layer-wise lr decay: each layer below the head gets this factor once more (1: off)
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     dropout: float | None = None  # None keeps the pre-trained model's own dropout
@@ -54,6 +55,7 @@ class TrainConfig:
         need(self.lr >= 0, f"lr must be zero or positive, got {self.lr}")
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         need(self.weight_decay >= 0, f"weight_decay must be zero or positive, got {self.weight_decay}")
+        need(0 < self.layer_lr_decay <= 1, f"layer_lr_decay must be in (0, 1] (1 turns it off; 0.8 to 0.95 is usual), got {self.layer_lr_decay}")
         need(self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(
             8 <= self.max_length <= MAX_POSITIONS,

@@ -133,14 +133,49 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Optimizer: AdamW without weight decay on biases and LayerNorm weights
 # ---------------------------------------------------------------------------------------------
-def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def param_groups(model, weight_decay: float, lr: float, layer_lr_decay: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and norms; with layer_lr_decay < 1, lower layers learn slower.
+
+    Layer-wise decay (Howard & Ruder 2018; Clark et al. 2020): the head keeps `lr`, the top
+    encoder layer gets lr * d, the next lr * d^2, ... and the embeddings lr * d^(L+1), so the
+    general features at the bottom move least while the task-specific top adapts.
+    """
+    depth_of = _layer_depths(model) if layer_lr_decay < 1.0 else None
+    groups: dict[tuple[int, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         # Biases and normalisation gains are not "weights" in the regularisation sense.
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower())
+        scale_power = depth_of(name) if depth_of else 0
+        groups.setdefault((scale_power, decays), []).append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": lr * layer_lr_decay**power}
+        for (power, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))
+    ]
+
+
+def _layer_depths(model):
+    """name -> how many times the layer-wise decay applies: 0 for the head, L+1 for the embeddings."""
+    import re
+
+    config = getattr(model, "config", None)
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    if not n_layers:
+        from ..errors import ConfigError
+
+        raise ConfigError("layer_lr_decay needs a model whose config gives num_hidden_layers; set it to 1 for this model")
+    layer_re = re.compile(r"\.layers?\.(\d+)\.")
+
+    def depth(name: str) -> int:
+        found = layer_re.search(name)
+        if found:
+            return n_layers - int(found.group(1))
+        if "embeddings" in name:
+            return n_layers + 1
+        return 0  # classifier, pooler and anything above the encoder
+
+    return depth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +266,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     global_batch = per_device_batch * ctx.world_size  # one optimizer micro-step sees this many rows
     lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
     # On CUDA one fused kernel updates every parameter, instead of a few launches per tensor.
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=lr, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, lr, config.layer_lr_decay), lr=lr, fused=device.type == "cuda")
     batches_per_epoch = math.ceil(len(train_ids) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
