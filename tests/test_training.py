@@ -151,6 +151,7 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
         (dict(epochs=0), "epochs"),
         (dict(class_weights="inverse"), "balanced"),
         (dict(precision="int4"), "precision"),
+        (dict(ensemble="svm"), "'none' or 'tfidf'"),
     ],
 )
 def test_invalid_config_says_what_to_do(settings, message):
