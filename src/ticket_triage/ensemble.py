@@ -131,7 +131,8 @@ def _full_rows(lr, values: np.ndarray, n_labels: int, fill: float) -> np.ndarray
 
 
 def _from_sklearn(vec, lr, labels: list[str], settings: dict[str, Any]) -> TfidfModel:
-    coef, intercept = np.asarray(lr.coef_, dtype=np.float64), np.asarray(lr.intercept_, dtype=np.float64)
+    # Copies: with warm_start the next fit starts from these and must not change the stored ones.
+    coef, intercept = np.array(lr.coef_, dtype=np.float64), np.array(lr.intercept_, dtype=np.float64)
     if coef.shape[0] == 1:  # two classes: sklearn keeps one row; softmax([0, s]) == sigmoid(s)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     # A class missing from train can never be predicted: zero weights and a very low intercept.
@@ -160,8 +161,10 @@ def fit_tfidf(train_texts: Sequence[str], train_y: np.ndarray, val_texts: Sequen
     val_y = np.asarray(val_y)
     tried = []
     best = None
-    for c in c_grid:
-        lr = LogisticRegression(C=float(c), max_iter=2000, class_weight=class_weight, random_state=seed).fit(x_train, np.asarray(train_y))
+    # Ascending C with warm starts: each fit begins at the previous, smoother solution.
+    lr = LogisticRegression(max_iter=2000, class_weight=class_weight, random_state=seed, warm_start=True)
+    for c in sorted(c_grid):
+        lr.set_params(C=float(c)).fit(x_train, np.asarray(train_y))
         model = _from_sklearn(vec, lr, list(labels), {**settings, "C": float(c)})
         scores = model.scores(val_texts)
         model.temperature = fit_temperature(scores, val_y)
