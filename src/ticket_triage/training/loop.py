@@ -470,6 +470,8 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     notes = [f"best epoch {loop['best_epoch']} of {len(loop['history'])}" + (" (early stop)" if stopped_early else "")]
     if calibration:
         notes.append(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)")
+    if ensemble:
+        notes.append(f"scored as shipped: {'transformer + TF-IDF hybrid' if ensemble['enabled'] else 'transformer alone (the hybrid did not beat both on validation)'}; all three compared below")
     metrics = {
         "history": loop["history"],
         "best_epoch": loop["best_epoch"],
