@@ -198,7 +198,7 @@ def test_cleaning_steps(tmp_path):
 
 def test_read_labelled_file_counts_unknown(tmp_path, bundled_csv):
     df, report = read_labelled_file(bundled_csv, "cfpb-6")
-    assert list(df.columns) == ["text", "label"] and len(df) == 5631
+    assert list(df.columns) == ["text", "label", "date_received"] and len(df) == 5631
     assert df["label"].value_counts()["Banking Services"] == 105
     rows = synthetic_rows({"Mortgage": 3}) + [("Crypto lending", "my crypto loan was frozen without any notice")]
     path = tmp_path / "e.csv"

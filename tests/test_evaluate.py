@@ -92,3 +92,41 @@ def test_metrics_match_hand_count():
     assert metrics["accuracy"] == pytest.approx(0.6)
     assert metrics["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_training_report_has_slices_for_an_old_folder_without_source(trained_run, small_prepared):
+    test = json.loads((trained_run / "metrics.json").read_text())["test"]
+    # write_prepared makes no `source` or `date_received` column: one source, the folder, of unknown year.
+    assert list(test["by_source"]) == [small_prepared.resolve().name] and test["by_source"][small_prepared.resolve().name]["n"] == 60
+    assert list(test["by_year"]) == ["unknown"] and test["by_year"]["unknown"]["macro_f1"] == pytest.approx(test["macro_f1"])
+    report = (trained_run / "classification_report.md").read_text()
+    assert "## By input file (source)" in report and "## By year received" in report
+
+
+def test_evaluate_raw_csv_reports_by_year_and_source(trained_run, tmp_path, capsys):
+    raw = tmp_path / "complaints.csv"
+    pd.DataFrame(
+        {
+            "Product": ["Mortgage", "Credit card", "Debt collection", "Mortgage", "Checking or savings account"],
+            "Consumer complaint narrative": ["my mortgage escrow payment was wrong", "a late fee on my card", "the collector calls me", "foreclosure on my loan", "the bank closed my account"],
+            "Date received": ["2019-05-01", "2019-12-31", "03/15/2021", None, "2021-01-02"],
+        }
+    ).to_csv(raw, index=False)
+    code, output = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(raw), "--out", str(tmp_path / "eval")], capsys)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {k: v["n"] for k, v in metrics["by_year"].items()} == {"2019": 2, "2021": 2, "unknown": 1}
+    assert list(metrics["by_source"]) == ["complaints.csv"] and metrics["by_source"]["complaints.csv"]["n"] == 5
+    assert "| 2021 | 2* |" in (tmp_path / "eval" / "classification_report.md").read_text()
+
+
+def test_evaluate_split_with_a_source_column(trained_run, small_prepared, tmp_path):
+    from ticket_triage.evaluation.evaluate import evaluate_model
+
+    frame = pd.read_parquet(small_prepared / "test.parquet")
+    frame["source"] = ["a.csv" if i % 3 else "b.json" for i in range(len(frame))]
+    frame["date_received"] = "2022-06-01"
+    frame.to_parquet(tmp_path / "test.parquet")
+    metrics = evaluate_model(trained_run / "model", tmp_path / "test.parquet", tmp_path / "eval")
+    assert {k: v["n"] for k, v in metrics["by_source"].items()} == {"a.csv": 40, "b.json": 20}
+    assert list(metrics["by_year"]) == ["2022"]

@@ -153,6 +153,7 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
         (dict(precision="int4"), "precision"),
         (dict(layer_lr_decay=0), "layer_lr_decay"),
         (dict(layer_lr_decay=1.5), "1 turns it off"),
+        (dict(ensemble="svm"), "'none' or 'tfidf'"),
     ],
 )
 def test_invalid_config_says_what_to_do(settings, message):

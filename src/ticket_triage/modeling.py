@@ -6,7 +6,8 @@ A *model folder* carries everything needed to use a model, nothing pickled:
     head.safetensors                    only for pooling="mean": the linear head over mean-pooled tokens
     tokenizer.json, tokenizer_config…   the fast WordPiece tokenizer
     taxonomy.yaml                       how raw product strings map onto the categories
-    triage.json                         labels, max_length, truncation, pooling, temperature, base model
+    triage.json                         labels, max_length, truncation, pooling, temperature, base model, ensemble
+    tfidf.json, tfidf.safetensors       only with `--ensemble tfidf`: the TF-IDF linear model (ensemble.py)
     train_config.json, metrics.json     what made it and how good it is (written by training)
 """
 
@@ -36,6 +37,7 @@ class ModelMeta:
     temperature: float = 1.0  # calibrated by temperature scaling; logits are divided by it
     base_model: str = EMBEDDED_MODEL
     taxonomy: str | None = None
+    ensemble: dict[str, Any] | None = None  # `--ensemble tfidf`: kind, weight, enabled, files (see ensemble.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, folder: str | Path) -> None:

@@ -43,6 +43,7 @@ def train(
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="On a GPU: deterministic kernels, so the same seed gives the same metrics (slower). CPU runs repeat either way. [default: on]"),
     group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length", help="Batch texts of similar length together (less padding). [default: on]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="Optimizer steps between resumable checkpoints. [default: 200]"),
+    ensemble: Optional[str] = typer.Option(None, "--ensemble", help="none | tfidf: also fit a TF-IDF linear model and mix its probabilities in, where that beats both on validation. [default: none]"),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the TF-IDF + SVM baseline in the report."),
     mlflow: bool = typer.Option(False, "--mlflow", help="Log to MLflow (also on when MLFLOW_TRACKING_URI is set)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last checkpoint."),
@@ -67,7 +68,7 @@ def train(
         "truncation": truncation, "class_weights": class_weights, "freeze_encoder": freeze_encoder, "seed": seed,
         "max_train_rows": max_train_rows, "patience": patience, "precision": precision, "device": device,
         "threads": threads, "deterministic": deterministic, "group_by_length": group_by_length, "checkpoint_every": checkpoint_every, "mlflow": mlflow or None,
-        "baseline": False if no_baseline else None, "lr_scaling": lr_scaling,
+        "baseline": False if no_baseline else None, "lr_scaling": lr_scaling, "ensemble": ensemble,
     }
     cfg = TrainConfig.from_yaml(config, **overrides) if config else TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     console = _console()
@@ -95,11 +96,13 @@ def evaluate(
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
     text_column: Optional[str] = typer.Option(None, help="Text column, if not the CFPB's or `text`."),
     label_column: Optional[str] = typer.Option(None, help="Label column, if not `Product` or `label`."),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | onnx-fp32 | onnx-int8, as for `triage predict`."),
+    device: str = typer.Option("auto", help="Where PyTorch runs: auto | cpu | cuda | cuda:N | mps."),
 ) -> None:
-    """Score a trained model on any labelled file, with the same report as training."""
+    """Score a trained model on any labelled file, with the same report as training (and by source and year)."""
     from ..evaluation.evaluate import evaluate_model
 
-    metrics = evaluate_model(model, data, out, batch_size=batch_size, text_column=text_column, label_column=label_column)
+    metrics = evaluate_model(model, data, out, batch_size=batch_size, text_column=text_column, label_column=label_column, device=device, backend=backend)
     _console().print(f"macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f} on {metrics['n']} rows; report in {out}")
 
 

@@ -6,7 +6,7 @@ Public API::
     prepare_dataset(DataConfig(input=..., out_dir=...)) -> PrepareResult(.out_dir, .manifest)
     load_split(data_dir, "train") -> DataFrame[text, label, complaint_id, product, date_received]
     read_manifest(data_dir) -> dict (key "labels": category names in taxonomy order)
-    read_labelled_file(path, taxonomy) -> (DataFrame[text, label], report)
+    read_labelled_file(path, taxonomy) -> (DataFrame[text, label, date_received(, source)], report)
     fetch_cfpb(url=..., out=...) -> Path
 """
 

@@ -43,13 +43,16 @@ def read_labelled_file(
     clean: tuple[str, ...] | list[str] = (),
     max_rows: int | None = None,
 ):
-    """A raw CFPB-format file (any format prepare reads) or a prepared parquet as (DataFrame[text, label], report).
+    """A raw CFPB-format file (any format prepare reads) or a prepared parquet as (DataFrame[text, label,
+    date_received(, source)], report).
 
     Products map through the taxonomy; rows without text, dropped products and unknown products
     are left out and counted in the report (``unknown_products``: product -> rows). No
     de-duplication and no minimum length: the file is evaluated as it is. `clean` applies the
     same optional cleaning steps as `prepare_dataset` (pass the manifest's config["clean"]).
     `max_rows` reads only the file's first rows (a quick check on a large file).
+    `date_received` is the file's date column as written (null where it has none); `source` is
+    there only when the file has a `source` column (a prepared split from several inputs).
     """
     import pandas as pd
     import pyarrow as pa
@@ -63,18 +66,23 @@ def read_labelled_file(
     source = open_source(path, text_column, label_column)
     texts: list[pa.Array] = []
     products: list[pa.Array] = []
+    dates: list[pa.Array] = []
     rows = 0
     for batch in source.batches:
         if max_rows is not None and rows + batch.num_rows > max_rows:
             batch = batch.slice(0, max_rows - rows)
         texts.append(batch.column(0))
         products.append(batch.column(1))
+        dates.append(batch.column("date_received"))
         rows += batch.num_rows
         if max_rows is not None and rows >= max_rows:
             break
     text = pa.chunked_array(texts, pa.string()).to_pandas() if texts else pd.Series([], dtype=object)
     product = pa.chunked_array(products, pa.string()).to_pandas() if products else pd.Series([], dtype=object)
-    df = pd.DataFrame({"text": text, "product": product.fillna("").astype(str).str.strip()})
+    date = pa.chunked_array(dates, pa.string()).to_pandas() if dates else pd.Series([], dtype=object)
+    df = pd.DataFrame({"text": text, "product": product.fillna("").astype(str).str.strip(), "date_received": date})
+    if source.format == "parquet" and "source" in source.available:
+        df["source"] = _parquet_column(path, "source", len(df))
     has_text = df["text"].notna() & (df["text"].astype(str).str.strip() != "")
     report: dict[str, Any] = {
         "path": str(path),
@@ -91,7 +99,7 @@ def read_labelled_file(
     report["dropped_products"] = {str(k): int(v) for k, v in df.loc[dropped, "product"].value_counts().items()}
     report["unknown_products"] = {str(k): int(v) for k, v in df.loc[unknown, "product"].value_counts().items()}
     report["unknown_rows"] = int(unknown.sum())
-    out = df.loc[df["label"].notna(), ["text", "label"]].reset_index(drop=True)
+    out = df.loc[df["label"].notna(), ["text", "label", "date_received"] + (["source"] if "source" in df else [])].reset_index(drop=True)
     out["text"] = out["text"].astype(str).str.strip()
     if steps:
         out["text"] = clean_texts(out["text"].tolist(), steps)
@@ -100,3 +108,11 @@ def read_labelled_file(
     report["undecodable_chars_replaced"] = int(source.stats.replaced_chars)
     report["labels"] = list(tax.categories)
     return out, report
+
+
+def _parquet_column(path: str | Path, name: str, rows: int):
+    """One more column of a parquet file, its first `rows` values: the stream reader keeps only
+    text, product, id and date, and reads parquet rows in file order without skipping any."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=[name]).column(name).slice(0, rows).to_pandas()

@@ -12,50 +12,58 @@ from .metrics import classification_metrics
 from .report import write_json, write_report
 
 
-def read_labelled(path: str | Path, taxonomy, text_column: str | None = None, label_column: str | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Texts and category names from a prepared split (text, label) or a raw CFPB-format file.
+def read_labelled(path: str | Path, taxonomy, text_column: str | None = None, label_column: str | None = None):
+    """(frame[text, label, date_received(, source)], report) from a prepared split or a raw CFPB-format file.
 
     Raw `Product` values are mapped with `taxonomy` (the one stored in the model folder);
     rows whose product is unknown or dropped are counted in the returned report.
     """
     from ..data import read_labelled_file
 
-    frame, report = read_labelled_file(path, taxonomy, text_column=text_column, label_column=label_column)
-    return frame["text"].astype(str).tolist(), frame["label"].astype(str).tolist(), report
+    return read_labelled_file(path, taxonomy, text_column=text_column, label_column=label_column)
 
 
-def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | Path, *, batch_size: int = 64, text_column: str | None = None, label_column: str | None = None, device: str = "auto") -> dict[str, Any]:
-    """Score a trained model folder on a labelled file; writes metrics.json, report and confusion matrix."""
-    from ..modeling import load_folder_taxonomy, load_model_folder, pick_device
+def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | Path, *, batch_size: int = 64, text_column: str | None = None, label_column: str | None = None, device: str = "auto", backend: str = "auto") -> dict[str, Any]:
+    """Score a trained model folder on a labelled file; writes metrics.json, report and confusion matrix.
+
+    Scores through `Classifier`, so the folder is judged as it predicts (backend, temperature,
+    ensemble); with a TF-IDF ensemble the transformer, TF-IDF and hybrid are reported side by side."""
+    from ..ensemble import compare_models
+    from ..inference import Classifier
     from ..taxonomy import Taxonomy
-    from ..tokenization import encode_texts
-    from ..training.loop import pick_precision, predict_logits
+    from .slices import add_slices
 
-    device_ = pick_device(device)
-    model, tokenizer, meta = load_model_folder(model_dir, device=str(device_))
-    taxonomy = load_folder_taxonomy(model_dir) or Taxonomy(name="model-labels", categories=tuple(meta.labels))
-    texts, names, read_report = read_labelled(data_file, taxonomy, text_column, label_column)
-    if not texts:
+    clf = Classifier.load(model_dir, backend=backend, device=device)
+    taxonomy = clf.taxonomy or Taxonomy(name="model-labels", categories=tuple(clf.labels))
+    frame, read_report = read_labelled(data_file, taxonomy, text_column, label_column)
+    if frame.empty:
         raise DataError(f"{data_file} has no rows with a text and a known label to evaluate on")
-    index = {name: i for i, name in enumerate(meta.labels)}
+    names = frame["label"].astype(str).tolist()
+    index = {name: i for i, name in enumerate(clf.labels)}
     unknown = sorted(set(names) - set(index))
     if unknown:
-        raise DataError(f"{data_file} has labels the model does not know: {unknown}; the model predicts {meta.labels}")
+        raise DataError(f"{data_file} has labels the model does not know: {unknown}; the model predicts {clf.labels}")
     y_true = np.array([index[n] for n in names])
-    ids = encode_texts(tokenizer, texts, meta.max_length, meta.truncation)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logits = predict_logits(model, ids, pad_id, device_, pick_precision("auto", device_), batch_size, progress="evaluate")
-    metrics = classification_metrics(y_true, logits.argmax(1), meta.labels)
+    parts = clf.predict_proba_parts(frame["text"].astype(str).tolist(), batch_size)
+    shipped = parts["hybrid"] if clf.ensemble_enabled else parts["transformer"]
+    metrics = classification_metrics(y_true, shipped.argmax(1), clf.labels)
+    sources = frame["source"].fillna(Path(data_file).name).tolist() if "source" in frame else [Path(data_file).name] * len(frame)
+    add_slices(metrics, y_true, shipped.argmax(1), sources, frame["date_received"].tolist())
     metrics["input"] = {"file": str(data_file), **read_report}
+    metrics["model"] = {"folder": str(Path(model_dir).resolve()), "backend": clf.backend, "precision": clf.precision, "model_version": clf.model_version}
+    ensemble = None
+    if clf.tfidf is not None:
+        ensemble = {**clf.meta.ensemble, "enabled": clf.ensemble_enabled, "scores": {Path(data_file).name: compare_models(y_true, parts, clf.labels)}}
+        metrics["ensemble"] = ensemble
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = [f"model: {Path(model_dir).resolve()}", f"data: {data_file}"]
+    notes = [f"model: {Path(model_dir).resolve()} ({clf.backend}, {clf.precision}{', with its TF-IDF ensemble' if clf.ensemble_enabled else ''})", f"data: {data_file}"]
     if read_report.get("unknown_rows"):
         notes.append(f"rows with products the taxonomy does not know (left out): {read_report['unknown_rows']} {read_report.get('unknown_products', {})}")
     if read_report.get("no_text"):
         notes.append(f"rows without text (left out): {read_report['no_text']}")
     write_json(out_dir / "metrics.json", metrics)
-    write_report(out_dir, metrics, title="Evaluation: classification report", notes=notes)
+    write_report(out_dir, metrics, title="Evaluation: classification report", notes=notes, ensemble=ensemble)
     return metrics
 
 

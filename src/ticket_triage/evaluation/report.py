@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .slices import SMALL_SLICE
+
 
 def _pyplot():
     import matplotlib
@@ -61,7 +63,7 @@ def loss_curves_figure(history: Sequence[dict[str, Any]]):
     return fig
 
 
-def classification_report_markdown(metrics: dict[str, Any], title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = ()) -> str:
+def classification_report_markdown(metrics: dict[str, Any], title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = (), ensemble: dict[str, Any] | None = None) -> str:
     lines = [f"# {title}", ""]
     lines.append(f"- examples: {metrics['n']}")
     lines.append(f"- accuracy: {metrics['accuracy']:.4f}")
@@ -78,16 +80,49 @@ def classification_report_markdown(metrics: dict[str, Any], title: str, baseline
     lines += ["", "Confusion matrix (rows: true, columns: predicted):", "", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for name, row in zip(labels, metrics["confusion_matrix"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    if ensemble:
+        lines += ensemble_markdown(ensemble, labels)
+    for key, heading in (("by_source", "By input file (source)"), ("by_year", "By year received")):
+        if metrics.get(key):
+            lines += slice_markdown(metrics[key], labels, heading)
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], *, title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def ensemble_markdown(ensemble: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """Transformer, TF-IDF and hybrid side by side, one table per scored split or file."""
+    state = "on" if ensemble["enabled"] else "off (it did not beat both models alone on validation)"
+    lines = ["", f"## Ensemble: transformer + TF-IDF, weight {ensemble['weight']:.2f} on TF-IDF, {state}"]
+    for split, models in ensemble.get("scores", {}).items():
+        lines += ["", f"{split}:", "", "| model | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |", "|---|---:|---:|" + "---:|" * len(labels)]
+        for name, row in models.items():
+            lines.append(f"| {name} | {row['macro_f1']:.4f} | {row['accuracy']:.4f} | " + " | ".join(_cell(row["recall"].get(c)) for c in labels) + " |")
+    return lines
+
+
+def slice_markdown(table: dict[str, dict[str, Any]], labels: Sequence[str], heading: str) -> list[str]:
+    """One row per slice: n, macro-F1, accuracy and recall per category ('–': no rows of it)."""
+    lines = ["", f"## {heading}", "", "| slice | n | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |", "|---|---:|---:|---:|" + "---:|" * len(labels)]
+    small = False
+    for name, row in table.items():
+        flag = "*" if row["n"] < SMALL_SLICE else ""
+        small = small or bool(flag)
+        lines.append(f"| {name} | {row['n']}{flag} | {row['macro_f1']:.3f} | {row['accuracy']:.3f} | " + " | ".join(_cell(row["recall"][c]) for c in labels) + " |")
+    if small:
+        lines += ["", f"\\* fewer than {SMALL_SLICE} rows: too few to judge. macro-F1 is over the categories present in each slice."]
+    return lines
+
+
+def write_report(out_dir: str | Path, metrics: dict[str, Any], *, title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = (), ensemble: dict[str, Any] | None = None) -> dict[str, Path]:
     """classification_report.md and confusion_matrix.png in `out_dir`; returns their paths."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "classification_report.md"
-    report.write_text(classification_report_markdown(metrics, title, baseline_macro_f1, notes))
+    report.write_text(classification_report_markdown(metrics, title, baseline_macro_f1, notes, ensemble))
     figure = confusion_matrix_figure(metrics["confusion_matrix"], metrics["labels"], title="Test" if "test" in title.lower() else "Evaluation")
     matrix_png = out_dir / "confusion_matrix.png"
     figure.savefig(matrix_png, dpi=110)

@@ -7,6 +7,9 @@ Texts go through `tokenization.encode_texts` with the folder's max_length and tr
 they are cut exactly as in training. A batch call sorts texts by token length, runs batches
 of similar lengths padded only to their own longest member, and restores the input order.
 Probabilities are softmax(logits / temperature), the temperature coming from triage.json.
+A folder trained with `--ensemble tfidf` whose triage.json says `enabled` also mixes in its
+TF-IDF model: (1 - w) * softmax(logits / T) + w * p_tfidf, in `predict_proba` only, so every
+backend, `predict`, files and the service score the same mix.
 """
 
 from __future__ import annotations
@@ -70,14 +73,18 @@ class Classifier:
     taxonomy: Any = None
     model_version: str = ""
     _pad_id: int = field(default=0, repr=False)
+    tfidf: Any = None  # ensemble.TfidfModel when the folder has one (and it is not switched off)
+    ensemble_enabled: bool = False  # whether predict_proba mixes it in
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto") -> "Classifier":
+    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto", ensemble: bool | None = None) -> "Classifier":
         """Load a model folder. backend: "auto" (PyTorch on a CUDA GPU if there is one, else ONNX
         Runtime if an export is present, int8 first, else PyTorch), "torch", "onnx" (int8 if
         present, else fp32), "onnx-fp32" or "onnx-int8". threads: CPU threads for inference (None:
-        the backend's default). device: where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda[:N], mps."""
+        the backend's default). device: where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda[:N], mps.
+        ensemble: None follows triage.json (mix the TF-IDF model only where training enabled it),
+        True mixes it in whatever validation said, False scores with the transformer alone."""
         from ..modeling import ModelMeta, load_folder_taxonomy, load_tokenizer
 
         folder = Path(model_dir).expanduser()
@@ -92,9 +99,14 @@ class Classifier:
         tokenizer = load_tokenizer(str(folder))
         from .backends import file_digest
 
-        version = f"{file_digest(impl.weight_files)}-{impl.name}" + ("-int8" if impl.precision == "int8" else "")
+        tfidf, enabled = _load_ensemble(folder, meta, ensemble)
+        # The mix changes the predictions, so its weights are part of the version.
+        from ..ensemble import TFIDF_WEIGHTS_FILE
+
+        weight_files = list(impl.weight_files) + ([folder / TFIDF_WEIGHTS_FILE] if enabled else [])
+        version = f"{file_digest(weight_files)}-{impl.name}" + ("-int8" if impl.precision == "int8" else "") + ("+tfidf" if enabled else "")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id)
+        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled)
 
     @property
     def labels(self) -> list[str]:
@@ -112,6 +124,11 @@ class Classifier:
     @property
     def temperature(self) -> float:
         return float(self.meta.temperature)
+
+    @property
+    def ensemble_weight(self) -> float:
+        """w in (1 - w) * p_transformer + w * p_tfidf (0.0 without a TF-IDF model)."""
+        return float(self.meta.ensemble["weight"]) if self.tfidf is not None else 0.0
 
     # -- scoring ---------------------------------------------------------------------------
     def _check_texts(self, texts: Sequence[str]) -> None:
@@ -145,8 +162,22 @@ class Classifier:
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Calibrated probabilities softmax(logits / T), shape (len(texts), len(labels))."""
+        """Calibrated probabilities softmax(logits / T), shape (len(texts), len(labels)); with an
+        enabled ensemble, the mix (1 - w) * softmax(logits / T) + w * p_tfidf."""
+        if self.ensemble_enabled:
+            return self.predict_proba_parts(texts, batch_size)["hybrid"]
         return softmax(self.predict_logits(texts, batch_size), self.temperature)
+
+    def predict_proba_parts(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """{"transformer": softmax(logits / T)}, plus "tfidf" and "hybrid" (the mix at the
+        folder's weight) when the folder has a TF-IDF model, enabled or not: for reports."""
+        from ..ensemble import mix
+
+        parts = {"transformer": softmax(self.predict_logits(texts, batch_size), self.temperature)}
+        if self.tfidf is not None:
+            parts["tfidf"] = self.tfidf.predict_proba(list(texts))
+            parts["hybrid"] = mix(parts["transformer"], parts["tfidf"], self.ensemble_weight)
+        return parts
 
     def predict(
         self,
@@ -187,3 +218,25 @@ class Classifier:
 
     def __repr__(self) -> str:
         return f"Classifier(folder={str(self.folder)!r}, backend={self.backend!r}, precision={self.precision!r}, labels={self.labels}, model_version={self.model_version!r})"
+
+
+def _load_ensemble(folder: Path, meta, ensemble: bool | None) -> tuple[Any, bool]:
+    """(TfidfModel or None, enabled) for `Classifier.load`'s `ensemble` switch."""
+    from ..ensemble import KIND, TFIDF_FILE, TfidfModel
+
+    spec = meta.ensemble
+    if ensemble is False:
+        return None, False
+    if not spec:
+        if ensemble:
+            raise ModelError(f"{folder} has no ensemble (it was trained without --ensemble tfidf): load it with ensemble=None or False")
+        return None, False
+    if spec.get("kind") != KIND:
+        raise ModelError(f"{folder}/triage.json names an unknown ensemble kind {spec.get('kind')!r}; this version knows {KIND!r}: load with ensemble=False")
+    enabled = bool(spec.get("enabled")) if ensemble is None else True
+    if not enabled and not (folder / TFIDF_FILE).is_file():
+        return None, False  # a disabled mix whose files were left behind: the transformer alone, as triage.json says
+    tfidf = TfidfModel.load(folder)
+    if tfidf.labels != list(meta.labels):
+        raise ModelError(f"the TF-IDF model in {folder} predicts {tfidf.labels} but triage.json lists {meta.labels}; retrain with --ensemble tfidf")
+    return tfidf, enabled

@@ -43,6 +43,7 @@ class TrainConfig:
     baseline: bool = True  # also fit the TF-IDF + linear SVM baseline, for the report
     mlflow: bool = False  # log params, metrics and artefacts to MLflow (or set MLFLOW_TRACKING_URI)
     lr_scaling: str = "none"  # with N processes: none | linear (lr x N) | sqrt (lr x sqrt N)
+    ensemble: str = "none"  # "tfidf": also fit a TF-IDF linear model and mix it in where it helps on validation
 
     def __post_init__(self) -> None:
         def need(cond: bool, message: str) -> None:
@@ -68,6 +69,7 @@ class TrainConfig:
         need(self.precision in ("auto", "bf16", "fp16", "fp32"), f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         need(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         need(self.lr_scaling in ("none", "linear", "sqrt"), f"lr_scaling must be none, linear or sqrt, got {self.lr_scaling!r}")
+        need(self.ensemble in ("none", "tfidf"), f"ensemble must be 'none' or 'tfidf', got {self.ensemble!r}")
         need(self.checkpoint_every >= 0, f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
 
     @property

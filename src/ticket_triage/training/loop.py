@@ -486,7 +486,6 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     test_split = splits["test"]
     test_ids = encode_texts(tokenizer, test_split.texts, meta.max_length, meta.truncation)
     test_logits = predict_logits(model, test_ids, pad_id, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
-    test = classification_metrics(test_split.labels, test_logits.argmax(1), labels)
 
     baseline = None
     if config.baseline:
@@ -498,15 +497,23 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     if config.calibrate:
         calibration = _calibrate(model_dir, data_dir, out_dir, log)
 
+    ensemble = _fit_ensemble(config, model_dir, splits, train, labels, test_logits, device, log) if config.ensemble == "tfidf" else None
+    # The report scores what the model folder predicts: the hybrid where the ensemble is on.
+    test_pred = ensemble.pop("test_pred") if ensemble else test_logits.argmax(1)
+    test = _test_metrics(test_split.labels, test_pred, labels, data_dir)
+
     notes = [f"best epoch {loop['best_epoch']} of {len(loop['history'])}" + (" (early stop)" if stopped_early else "")]
     if calibration:
         notes.append(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)")
+    if ensemble:
+        notes.append(f"scored as shipped: {'transformer + TF-IDF hybrid' if ensemble['enabled'] else 'transformer alone (the hybrid did not beat both on validation)'}; all three compared below")
     metrics = {
         "history": loop["history"],
         "best_epoch": loop["best_epoch"],
         "test": test,
         "baseline": baseline,
         "calibration": calibration,
+        "ensemble": ensemble,
         "train_rows": len(train),
         "wall_time_s": round(loop["train_seconds"], 2),
         "train_samples_per_s": round(loop["train_samples"] / max(loop["train_seconds"], 1e-9), 2),
@@ -517,14 +524,55 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     }
     write_json(out_dir / "metrics.json", metrics)
     write_json(model_dir / "metrics.json", metrics)
-    write_report(out_dir, test, title="Test split: classification report", baseline_macro_f1=baseline["macro_f1"] if baseline else None, notes=notes)
+    write_report(out_dir, test, title="Test split: classification report", baseline_macro_f1=baseline["macro_f1"] if baseline else None, notes=notes, ensemble=ensemble)
     save_loss_curves(out_dir, loop["history"])
     _log_mlflow(config, out_dir, metrics, log)
     summary = f"test macro-F1 {test['macro_f1']:.4f}, accuracy {test['accuracy']:.4f}"
     if baseline:
         summary += f" (TF-IDF + SVM baseline macro-F1 {baseline['macro_f1']:.4f})"
+    if ensemble:
+        summary += f"; ensemble {'on' if ensemble['enabled'] else 'off'} (transformer alone {ensemble['scores']['test']['transformer']['macro_f1']:.4f})"
     log(summary)
     return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test=test, best_epoch=loop["best_epoch"], metrics=metrics)
+
+
+def _test_metrics(y_true, y_pred, labels, data_dir) -> dict[str, Any]:
+    """The test split's metrics with the per-source and per-year tables (evaluation/slices.py)."""
+    from ..evaluation.slices import add_slices, default_source_name, split_slice_columns
+
+    sources, dates = split_slice_columns(Path(data_dir) / "test.parquet", default_source_name(data_dir))
+    return add_slices(classification_metrics(y_true, y_pred, labels), y_true, y_pred, sources, dates)
+
+
+def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, train, labels, test_logits: np.ndarray, device, log) -> dict[str, Any]:
+    """`--ensemble tfidf`: fit the TF-IDF model (train), its weight (validation), store both in the
+    model folder, and compare transformer, TF-IDF and hybrid on validation and test.
+
+    Runs after calibration: the transformer's probabilities are mixed at its fitted temperature."""
+    from .. import ensemble as ens
+    from ..inference import Classifier
+    from ..inference.classifier import softmax
+
+    val = splits["val"]
+    transformer = Classifier.load(model_dir, backend="torch", device=str(device), ensemble=False)
+    p_val = {"transformer": transformer.predict_proba(val.texts, config.eval_batch_size)}
+    p_test = {"transformer": softmax(test_logits, transformer.temperature)}
+    tfidf, fit_report = ens.fit_tfidf(train.texts, train.labels, val.texts, val.labels, labels, seed=config.seed, class_weight="balanced" if config.class_weights == "balanced" else None)
+    p_val["tfidf"], p_test["tfidf"] = tfidf.predict_proba(val.texts), tfidf.predict_proba(splits["test"].texts)
+    weight, grid = ens.choose_weight(p_val["transformer"], p_val["tfidf"], val.labels, len(labels))
+    for p in (p_val, p_test):
+        p["hybrid"] = ens.mix(p["transformer"], p["tfidf"], weight)
+    scores = {"validation": ens.compare_models(val.labels, p_val, labels), "test": ens.compare_models(splits["test"].labels, p_test, labels)}
+    spec = ens.ensemble_meta(weight, {k: v["macro_f1"] for k, v in scores["validation"].items()}, {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]})
+
+    tfidf.save(model_dir)
+    meta = ModelMeta.load(model_dir)
+    meta.ensemble = spec
+    meta.save(model_dir)
+    f1 = spec["val_macro_f1"]
+    log(f"ensemble: TF-IDF weight {weight:.2f}, validation macro-F1 transformer {f1['transformer']:.4f}, TF-IDF {f1['tfidf']:.4f}, hybrid {f1['hybrid']:.4f}: {'on' if spec['enabled'] else 'off (does not beat both)'}")
+    shipped = p_test["hybrid"] if spec["enabled"] else p_test["transformer"]
+    return {**spec, "scores": scores, "tfidf": fit_report, "weight_grid": grid, "test_pred": shipped.argmax(1)}
 
 
 def _calibrate(model_dir: Path, data_dir, out_dir: Path, log) -> dict[str, Any]:
