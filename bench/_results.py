@@ -19,7 +19,20 @@ def machine() -> str:
     torch = sys.modules.get("torch")  # only where the benchmark already loaded it
     if torch is not None and torch.cuda.is_available():
         gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
+    return f"{platform.processor() or platform.machine()}{cpu_description()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
+
+
+def cpu_description() -> str:
+    """' (model; the flags that pick the fastest inference path)', from /proc/cpuinfo where there is one:
+    which kernels torch and ONNX Runtime use depends on AMX, AVX-512 bf16/VNNI and AVX2."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if f in flags]
+    return f" ({model}; {' '.join(wanted) or 'no AVX2'})"
 
 
 def write_section(name: str, body: str) -> Path:

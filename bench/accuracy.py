@@ -1,7 +1,8 @@
 """Accuracy on the bundled data: the fine-tuned transformer against the TF-IDF + SVM baseline.
 
-Target (issue 3): full fine-tuning of the embedded model reaches a test macro-F1 at least 3
-points above the baseline's, with every category's recall at least 0.80.
+Targets (issue 13), on both bundled files: the `quick` profile's transformer alone reaches a
+test macro-F1 at least 3 points above TF-IDF + linear SVM trained on the same split (the
+hybrid is reported beside it); the `full` profile reaches a test macro-F1 of 0.85.
 
     python bench/accuracy.py [--profile quick|full] [--out runs/accuracy]   # prepare + train + report
     python bench/accuracy.py --run runs/demo --profile quick                # report on a finished run
@@ -40,37 +41,54 @@ def main() -> None:
     what = f"run `{run.name}`: {args.label}" if args.label else f"`{args.profile}` profile"
     section = "accuracy-" + ("".join(c if c.isalnum() else "-" for c in args.label.lower()) if args.label else args.profile)
     metrics = json.loads((run / "metrics.json").read_text())
-    test, baseline, config = metrics["test"], metrics["baseline"], metrics["config"]
-    gain = 100 * (test["macro_f1"] - baseline["macro_f1"])
-    worst = min(test["per_class"].items(), key=lambda kv: kv[1]["recall"])
-    f1_met, recall_met = gain >= 3, worst[1]["recall"] >= 0.80
+    body = report(metrics, what, args.profile if not args.label else None)
+    write_section(section, body)
+    print(body)
 
-    rows = [
-        f"| {name} | {row['support']} | {row['recall']:.3f} | {baseline['per_class'][name]['recall']:.3f} | {row['f1']:.3f} | {baseline['per_class'][name]['f1']:.3f} |"
-        for name, row in test["per_class"].items()
-    ]
-    settings = ", ".join(f"{k}={config[k]}" for k in ("epochs", "max_length", "truncation", "batch_size", "lr", "warmup_ratio", "weight_decay", "class_weights", "seed"))
-    body = "\n".join([
+
+def report(metrics: dict, what: str, profile: str | None) -> str:
+    """The RESULTS section: the transformer alone against the baseline, the hybrid beside them."""
+    test, baseline, config = metrics["test"], metrics["baseline"], metrics["config"]
+    ensemble = metrics.get("ensemble") or None
+    # `test` scores the folder as shipped (the hybrid where it is on); the target is the transformer's alone
+    alone = ensemble["scores"]["test"]["transformer"] if ensemble else {"macro_f1": test["macro_f1"], "accuracy": test["accuracy"],
+                                                                        "recall": {c: r["recall"] for c, r in test["per_class"].items()}}
+    gain = 100 * (alone["macro_f1"] - baseline["macro_f1"])
+    worst = min(alone["recall"].items(), key=lambda kv: kv[1])
+    models = [("transformer", alone), ("TF-IDF + linear SVM (baseline)", {"macro_f1": baseline["macro_f1"], "accuracy": baseline["accuracy"],
+                                                                       "recall": {c: r["recall"] for c, r in baseline["per_class"].items()}})]
+    if ensemble:
+        models += [("TF-IDF + logistic regression", ensemble["scores"]["test"]["tfidf"]),
+                   (f"hybrid (w={ensemble['weight']:.2f}, {'on' if ensemble['enabled'] else 'off'})", ensemble["scores"]["test"]["hybrid"])]
+    settings = ", ".join(f"{k}={config[k]}" for k in ("epochs", "max_length", "truncation", "long_text", "batch_size", "lr", "layer_lr_decay",
+                                                      "warmup_ratio", "class_weights", "max_train_rows", "ensemble", "seed") if k in config)
+    lines = [
         f"## Accuracy on the bundled data, {what} (`bench/accuracy.py`)",
         "",
         f"Embedded all-MiniLM-L6-v2, full fine-tuning; settings: {settings}; best epoch {metrics['best_epoch']} of {len(metrics['history'])}; "
-        f"{metrics['train_rows']} training rows, {test['n']} test rows; {metrics['precision']} on {metrics['device']}, {metrics['train_samples_per_s']} train samples/s, {metrics['wall_time_s'] / 60:.1f} min training.",
+        f"{metrics['train_rows']} training rows, {test['n']} test rows; {metrics['precision']} on {metrics['device']}, {metrics['train_samples_per_s']} train samples/s, "
+        f"{metrics['wall_time_s'] / 60:.1f} min training.",
         "",
-        "| | transformer | TF-IDF + linear SVM |",
-        "|---|---:|---:|",
-        f"| test macro-F1 | {test['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
-        f"| test accuracy | {test['accuracy']:.4f} | {baseline['accuracy']:.4f} |",
-        f"| test weighted-F1 | {test['weighted_f1']:.4f} | {baseline['weighted_f1']:.4f} |",
-        "",
-        "| category | test support | recall | baseline recall | F1 | baseline F1 |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        f"- macro-F1 gain over the baseline: **{gain:+.1f} points** (target >= +3): **{'met' if f1_met else 'NOT met'}**.",
-        f"- lowest recall: {worst[0]} {worst[1]['recall']:.3f} on {worst[1]['support']} test rows (target: every category >= 0.80): **{'met' if recall_met else 'NOT met'}**.",
-    ])
-    write_section(section, body)
-    print(body)
+        "| test split | " + " | ".join(name for name, _ in models) + " |",
+        "|---|" + "---:|" * len(models),
+        "| macro-F1 | " + " | ".join(f"{m['macro_f1']:.4f}" for _, m in models) + " |",
+        "| accuracy | " + " | ".join(f"{m['accuracy']:.4f}" for _, m in models) + " |",
+        *(f"| recall {c} ({test['per_class'][c]['support']}) | " + " | ".join(f"{m['recall'][c]:.3f}" for _, m in models) + " |" for c in test["per_class"]),
+    ]
+    if ensemble:
+        val = ensemble["val_macro_f1"]
+        lines += ["", f"Validation macro-F1 (where the hybrid's weight and switch are chosen): transformer {val['transformer']:.4f}, "
+                      f"TF-IDF {val['tfidf']:.4f}, hybrid {val['hybrid']:.4f}."]
+    for key, title in (("by_source", "input file"), ("by_year", "year received")):
+        table = test.get(key)
+        if table:
+            lines += ["", f"By {title}, the model as shipped: " + "; ".join(
+                f"{name} macro-F1 {row['macro_f1']:.3f} (n={row['n']})" for name, row in table.items()) + "."]
+    lines += ["", f"- transformer macro-F1 over the baseline: **{gain:+.1f} points** (target >= +3): **{'met' if gain >= 3 else 'NOT met'}**."]
+    if profile == "full":
+        lines.append(f"- test macro-F1 as shipped {test['macro_f1']:.4f} (target >= 0.85): **{'met' if test['macro_f1'] >= 0.85 else 'NOT met'}**.")
+    lines.append(f"- lowest transformer recall: {worst[0]} {worst[1]:.3f} (the per-category floor of 0.80 is judged by 5-fold cross-validation, `bench/accuracy_cv.py`).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
