@@ -151,6 +151,11 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
         (dict(epochs=0), "epochs"),
         (dict(class_weights="inverse"), "balanced"),
         (dict(precision="int4"), "precision"),
+        (dict(long_text="sliding"), "long_text must be one of truncate, chunks"),
+        (dict(chunk_pool="sum"), "chunk_pool must be one of mean, max, attention"),
+        (dict(max_chunks=1), "long_text 'truncate'"),
+        (dict(chunk_overlap=1.0), "0 to 0.9"),
+        (dict(chunk_overlap="quarter"), "chunk_overlap"),
     ],
 )
 def test_invalid_config_says_what_to_do(settings, message):
@@ -254,3 +259,50 @@ def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(tiny_m
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
         assert c["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
         assert a["val_loss"] == b["val_loss"]
+
+
+def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+    """--long-text chunks end to end: windows in training, settings in triage.json, and the
+    validation and test splits scored exactly as `Classifier` (predict, serve, calibrate) scores them."""
+    import pandas as pd
+
+    from ticket_triage import Classifier
+    from ticket_triage.calibration import nll
+    from ticket_triage.training import loop
+
+    scored = []  # every (N, C) the loop's scorer returns: validation, then test
+    real = loop.predict_logits
+    monkeypatch.setattr(loop, "predict_logits", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    lines = []
+    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", chunk_overlap=0.5, max_chunks=3, chunk_pool="max")
+    result = train_model(config, small_prepared, tmp_path / "run", log=lines.append)
+    note = next(line for line in lines if line.startswith("training "))
+    per_ticket = float(note.split("(")[1].split(" per ticket")[0])
+    assert 1.5 < per_ticket <= 3, f"most complaints are longer than 22 tokens: {note}"
+
+    meta = json.loads((tmp_path / "run" / "model" / "triage.json").read_text())
+    assert {k: meta[k] for k in ("long_text", "chunk_overlap", "max_chunks", "chunk_pool", "max_length")} == {
+        "long_text": "chunks", "chunk_overlap": 0.5, "max_chunks": 3, "chunk_pool": "max", "max_length": 24,
+    }
+    clf = Classifier.load(tmp_path / "run" / "model", backend="torch", device="cpu")
+    val, test = (pd.read_parquet(small_prepared / f"{name}.parquet") for name in ("val", "test"))
+    assert len(scored) == 2 and scored[0].shape == scored[1].shape == (60, 6)
+    val_logits = clf.predict_logits(val["text"].tolist())
+    # A random tiny model's logits are small (~0.05): compare them tightly, and make sure the
+    # pooling choice moves them far more than that, so a scorer pooling otherwise would fail here.
+    np.testing.assert_allclose(scored[0], val_logits, atol=1e-6)
+    np.testing.assert_allclose(scored[1], clf.predict_logits(test["text"].tolist()), atol=1e-6)
+    clf.meta.chunk_pool = "mean"
+    assert np.abs(clf.predict_logits(val["text"].tolist()) - val_logits).max() > 1e-4
+    assert result.history[0]["val_loss"] == pytest.approx(nll(val_logits, val["label"].map(clf.labels.index).to_numpy()), abs=1e-6)
+
+
+def test_chunks_training_resumes_like_an_uninterrupted_run(tiny_model_dir, small_prepared, tmp_path):
+    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", max_chunks=3, chunk_pool="attention", checkpoint_every=4)
+    straight = train_model(config, small_prepared, tmp_path / "straight", log=quiet)
+    with pytest.raises(Killed):  # 15 steps: dies after the checkpoint at step 8
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step(10), log=quiet)
+    resumed = train_model(config, small_prepared, tmp_path / "resumed", resume=True, log=quiet)
+    assert resumed.history[0]["train_loss"] == pytest.approx(straight.history[0]["train_loss"], abs=1e-6)
+    assert resumed.history[0]["val_loss"] == pytest.approx(straight.history[0]["val_loss"], abs=1e-6)
+    assert straight.test["confusion_matrix"] == resumed.test["confusion_matrix"]
