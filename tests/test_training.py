@@ -306,3 +306,25 @@ def test_chunks_training_resumes_like_an_uninterrupted_run(tiny_model_dir, small
     assert resumed.history[0]["train_loss"] == pytest.approx(straight.history[0]["train_loss"], abs=1e-6)
     assert resumed.history[0]["val_loss"] == pytest.approx(straight.history[0]["val_loss"], abs=1e-6)
     assert straight.test["confusion_matrix"] == resumed.test["confusion_matrix"]
+
+
+def test_cli_long_text_options_reach_the_config(small_prepared, tmp_path, capsys, monkeypatch):
+    from test_inference_files import _cli_error, cli_ok
+
+    import ticket_triage.training as training
+    from ticket_triage.training import TrainResult
+
+    seen = []
+
+    def fake_train(cfg, data, out, **_kwargs):
+        seen.append(cfg)
+        return TrainResult(out_dir=out, model_dir=out / "model", history=[], test={}, best_epoch=0)
+
+    monkeypatch.setattr(training, "train_model", fake_train)
+    base = ["train", "--data", str(small_prepared), "--out", str(tmp_path / "run")]
+    cli_ok(base + ["--long-text", "chunks", "--chunk-pool", "attention", "--max-chunks", "3", "--chunk-overlap", "0.5"])
+    assert (seen[0].long_text, seen[0].chunk_pool, seen[0].max_chunks, seen[0].chunk_overlap) == ("chunks", "attention", 3, 0.5)
+    cli_ok(base)
+    assert (seen[1].long_text, seen[1].max_chunks) == ("truncate", 8)
+    capsys.readouterr()  # the two runs' "done" lines
+    assert "long_text must be one of truncate, chunks" in _cli_error(capsys, base + ["--long-text", "sliding"])
