@@ -269,3 +269,6 @@ def test_old_model_folder_reads_as_truncate_and_bad_settings_are_named(model_dir
     (old / "triage.json").write_text(json.dumps({**data, "long_text": "chunks", "chunk_pool": "sum"}))
     with pytest.raises(ModelError, match="chunk_pool='sum'"):
         Classifier.load(old)
+    (old / "triage.json").write_text(json.dumps({**data, "long_text": "chunks", "max_chunks": "eight"}))
+    with pytest.raises(ModelError, match="max_chunks='eight'"):
+        Classifier.load(old)

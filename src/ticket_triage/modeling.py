@@ -64,7 +64,9 @@ class ModelMeta:
 
         if self.long_text not in LONG_TEXT_MODES:
             raise ModelError(f"{where}: long_text {self.long_text!r} is not one of {', '.join(LONG_TEXT_MODES)}; retrain the model or fix the file")
-        if self.long_text == "chunks" and (self.chunk_pool not in CHUNK_POOLS or int(self.max_chunks) < 1 or not 0 <= float(self.chunk_overlap) < 1):
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        valid = self.chunk_pool in CHUNK_POOLS and number(self.max_chunks) and self.max_chunks >= 1 and self.max_chunks == int(self.max_chunks) and number(self.chunk_overlap) and 0 <= self.chunk_overlap < 1
+        if self.long_text == "chunks" and not valid:
             raise ModelError(
                 f"{where}: chunk settings chunk_pool={self.chunk_pool!r}, max_chunks={self.max_chunks!r}, chunk_overlap={self.chunk_overlap!r} "
                 f"are not valid (chunk_pool: {', '.join(CHUNK_POOLS)}; max_chunks >= 1; overlap in [0, 1)); retrain the model or fix the file"
