@@ -88,3 +88,21 @@ def test_interrupted_under_two_processes_resumes_under_one(tiny_model_dir, small
         main(["train", "--data", str(small_prepared), "--out", str(out), "--batch-size", "8", "--no-group-by-length", "--resume", *common_args(tiny_model_dir)])
     assert exit_info.value.code in (0, None)
     assert_same_weights(single_process_run / "model", out / "model")
+
+
+def test_two_processes_match_one_process_with_chunks(tiny_model_dir, small_prepared, tmp_path):
+    """--long-text chunks under DDP: each process pools its own texts' windows, validation is
+    sharded by text (all of a text's windows on one process), and the result is one process's."""
+    chunks = ["--long-text", "chunks", "--max-chunks", "3", "--chunk-pool", "attention"]
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16, max_length=40, lr=1e-3, dropout=0.0, precision="fp32", threads=1, seed=3, baseline=False, group_by_length=False, long_text="chunks", max_chunks=3, chunk_pool="attention")
+    train_model(config, small_prepared, tmp_path / "single", log=lambda *_: None)
+    out = tmp_path / "ddp"
+    args = ["--data", str(small_prepared), "--out", str(out), "--batch-size", "8", "--no-group-by-length", *common_args(tiny_model_dir), *chunks]
+    done = torchrun(args, 2, tmp_path, tmp_path / "writes")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert_same_weights(tmp_path / "single" / "model", out / "model")
+    ddp, single = json.loads((out / "metrics.json").read_text()), json.loads((tmp_path / "single" / "metrics.json").read_text())
+    for a, b in zip(ddp["history"], single["history"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    assert json.loads((out / "model" / "triage.json").read_text())["long_text"] == "chunks"

@@ -119,3 +119,17 @@ def test_last_layer_runs_on_cls_row_only(tmp_path, tiny_model_dir, pooling):
             sliced.update(n.output)
     last_matmuls = [n for n in graph.node if n.op_type == "MatMul"][-3:]
     assert all(n.input[0] in sliced for n in last_matmuls), "the last layer's MatMuls still see every token"
+
+
+def test_chunks_model_onnx_pools_like_pytorch(tmp_path, tiny_model_dir):
+    """The ONNX graph scores windows like any batch; Classifier pools them the same way for both backends."""
+    from ticket_triage import Classifier
+    from ticket_triage.export import export_onnx
+
+    model_dir = make_model_folder(tmp_path / "model", tiny_model_dir, max_length=16, long_text="chunks", max_chunks=4, chunk_pool="attention")
+    report = export_onnx(model_dir, tmp_path / "onnx")
+    assert report.parity_ok
+    onnx_clf, torch_clf = Classifier.load(tmp_path / "onnx"), Classifier.load(model_dir, backend="torch")
+    assert onnx_clf.backend == "onnx" and (onnx_clf.meta.long_text, onnx_clf.meta.chunk_pool) == ("chunks", "attention")
+    texts = random_texts() + TEXTS
+    np.testing.assert_allclose(onnx_clf.predict_logits(texts, batch_size=7), torch_clf.predict_logits(texts, batch_size=5), atol=1e-4)

@@ -21,7 +21,7 @@ TEXTS = [
 ]
 
 
-def make_model_folder(dest, tiny_model_dir, pooling="cls", temperature=1.0, max_length=48):
+def make_model_folder(dest, tiny_model_dir, pooling="cls", temperature=1.0, max_length=48, **meta_fields):
     from ticket_triage.modeling import ModelMeta, build_model, load_tokenizer, save_model_folder
 
     taxonomy = load_taxonomy("cfpb-6")
@@ -33,7 +33,7 @@ def make_model_folder(dest, tiny_model_dir, pooling="cls", temperature=1.0, max_
     with torch.no_grad():  # spread the random head's logits so the classes differ
         head = model.classifier if pooling == "mean" else model.classifier
         head.weight.mul_(40)
-    meta = ModelMeta(labels=labels, max_length=max_length, pooling=pooling, temperature=temperature)
+    meta = ModelMeta(labels=labels, max_length=max_length, pooling=pooling, temperature=temperature, **meta_fields)
     return save_model_folder(model, load_tokenizer(str(tiny_model_dir)), dest, meta, taxonomy)
 
 
@@ -206,3 +206,69 @@ def test_device_choice(tmp_path, model_dir, monkeypatch):
         (exported / name).unlink(missing_ok=True)
     with pytest.raises(ModelError, match="no PyTorch weights.*device 'mps' needs"):
         Classifier.load(exported, device="mps")  # named accelerator, ONNX-only folder: said, not ignored
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "attention"])
+def test_chunks_model_pools_its_windows_logits(tmp_path, tiny_model_dir, pool):
+    """A chunks model scores each window and pools per text: the same numbers as doing it by hand."""
+    import torch
+
+    from ticket_triage import Classifier
+    from ticket_triage.modeling import load_model_folder
+    from ticket_triage.tokenization import chunk_stride, encode_texts, encode_windows
+
+    folder = make_model_folder(tmp_path / "model", tiny_model_dir, max_length=16, long_text="chunks", chunk_overlap=0.25, max_chunks=4, chunk_pool=pool)
+    clf = Classifier.load(folder, backend="torch", device="cpu")
+    assert (clf.meta.long_text, clf.meta.chunk_pool, clf.meta.max_chunks) == ("chunks", pool, 4)
+    windows, owners = encode_windows(clf.tokenizer, TEXTS, 16, chunk_stride(16, 0.25), 4)
+    assert len(windows) > len(TEXTS) and max(owners.count(i) for i in set(owners)) == 4, "long texts give several windows, capped"
+
+    model, _, _ = load_model_folder(folder)
+    with torch.no_grad():  # each window on its own: no padding at all
+        per_window = np.stack([model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits[0].numpy() for ids in windows])
+    expected = []
+    for text in range(len(TEXTS)):
+        rows = per_window[[i for i, o in enumerate(owners) if o == text]]
+        if pool == "mean":
+            expected.append(rows.mean(0))
+        elif pool == "max":
+            expected.append(rows.max(0))
+        else:
+            sure = (rows - np.log(np.exp(rows).sum(1, keepdims=True))).max(1)  # top log-probability per window
+            weights = np.exp(sure - sure.max()) / np.exp(sure - sure.max()).sum()
+            expected.append(weights @ rows)
+    got = clf.predict_logits(TEXTS, batch_size=3)
+    np.testing.assert_allclose(got, np.array(expected), atol=1e-5)
+    # The same folder read as truncate scores the first window only: pooling really changed the answer.
+    truncated = encode_texts(clf.tokenizer, TEXTS, 16)
+    assert any(len(ids) == 16 for ids in truncated)
+    long_rows = [i for i in range(len(TEXTS)) if owners.count(i) > 1]
+    first_windows = per_window[[owners.index(i) for i in long_rows]]
+    assert np.abs(got[long_rows] - first_windows).max() > 1e-3
+
+
+def test_old_model_folder_reads_as_truncate_and_bad_settings_are_named(model_dir, tmp_path):
+    import json
+    import shutil
+
+    from ticket_triage import Classifier
+    from ticket_triage.modeling import ModelMeta
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    data = json.loads((old / "triage.json").read_text())
+    for key in ("long_text", "chunk_overlap", "max_chunks", "chunk_pool"):
+        data.pop(key)  # a folder written before whole-text reading existed
+    (old / "triage.json").write_text(json.dumps(data))
+    assert ModelMeta.load(old).long_text == "truncate"
+    np.testing.assert_allclose(Classifier.load(old).predict_logits(TEXTS), Classifier.load(model_dir).predict_logits(TEXTS), atol=1e-6)
+
+    (old / "triage.json").write_text(json.dumps({**data, "long_text": "sliding"}))
+    with pytest.raises(ModelError, match="long_text 'sliding' is not one of truncate, chunks"):
+        Classifier.load(old)
+    (old / "triage.json").write_text(json.dumps({**data, "long_text": "chunks", "chunk_pool": "sum"}))
+    with pytest.raises(ModelError, match="chunk_pool='sum'"):
+        Classifier.load(old)
+    (old / "triage.json").write_text(json.dumps({**data, "long_text": "chunks", "max_chunks": "eight"}))
+    with pytest.raises(ModelError, match="max_chunks='eight'"):
+        Classifier.load(old)

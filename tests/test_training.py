@@ -154,6 +154,11 @@ def test_resume_after_the_early_stop_only_writes_the_report(tiny_model_dir, smal
         (dict(layer_lr_decay=0), "layer_lr_decay"),
         (dict(layer_lr_decay=1.5), "1 turns it off"),
         (dict(ensemble="svm"), "'none' or 'tfidf'"),
+        (dict(long_text="sliding"), "long_text must be one of truncate, chunks"),
+        (dict(chunk_pool="sum"), "chunk_pool must be one of mean, max, attention"),
+        (dict(max_chunks=1), "long_text 'truncate'"),
+        (dict(chunk_overlap=1.0), "0 to 0.9"),
+        (dict(chunk_overlap="quarter"), "chunk_overlap"),
     ],
 )
 def test_invalid_config_says_what_to_do(settings, message):
@@ -281,3 +286,72 @@ def test_layer_lr_decay_gives_each_layer_its_own_rate(tiny_model_dir):
     plain = param_groups(model, 0.01, lr=1e-3)
     assert [g["weight_decay"] for g in plain] == [0.01, 0.0] and {g["lr"] for g in plain} == {1e-3}
     assert sum(len(g["params"]) for g in plain) == len(list(model.parameters()))
+
+
+def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+    """--long-text chunks end to end: windows in training, settings in triage.json, and the
+    validation and test splits scored exactly as `Classifier` (predict, serve, calibrate) scores them."""
+    import pandas as pd
+
+    from ticket_triage import Classifier
+    from ticket_triage.calibration import nll
+    from ticket_triage.training import loop
+
+    scored = []  # every (N, C) the loop's scorer returns: validation, then test
+    real = loop.predict_logits
+    monkeypatch.setattr(loop, "predict_logits", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    lines = []
+    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", chunk_overlap=0.5, max_chunks=3, chunk_pool="max")
+    result = train_model(config, small_prepared, tmp_path / "run", log=lines.append)
+    note = next(line for line in lines if line.startswith("training "))
+    per_ticket = float(note.split("(")[1].split(" per ticket")[0])
+    assert 1.5 < per_ticket <= 3, f"most complaints are longer than 22 tokens: {note}"
+
+    meta = json.loads((tmp_path / "run" / "model" / "triage.json").read_text())
+    assert {k: meta[k] for k in ("long_text", "chunk_overlap", "max_chunks", "chunk_pool", "max_length")} == {
+        "long_text": "chunks", "chunk_overlap": 0.5, "max_chunks": 3, "chunk_pool": "max", "max_length": 24,
+    }
+    clf = Classifier.load(tmp_path / "run" / "model", backend="torch", device="cpu")
+    val, test = (pd.read_parquet(small_prepared / f"{name}.parquet") for name in ("val", "test"))
+    assert len(scored) == 2 and scored[0].shape == scored[1].shape == (60, 6)
+    val_logits = clf.predict_logits(val["text"].tolist())
+    # A random tiny model's logits are small (~0.05): compare them tightly, and make sure the
+    # pooling choice moves them far more than that, so a scorer pooling otherwise would fail here.
+    np.testing.assert_allclose(scored[0], val_logits, atol=1e-6)
+    np.testing.assert_allclose(scored[1], clf.predict_logits(test["text"].tolist()), atol=1e-6)
+    clf.meta.chunk_pool = "mean"
+    assert np.abs(clf.predict_logits(val["text"].tolist()) - val_logits).max() > 1e-4
+    assert result.history[0]["val_loss"] == pytest.approx(nll(val_logits, val["label"].map(clf.labels.index).to_numpy()), abs=1e-6)
+
+
+def test_chunks_training_resumes_like_an_uninterrupted_run(tiny_model_dir, small_prepared, tmp_path):
+    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", max_chunks=3, chunk_pool="attention", checkpoint_every=4)
+    straight = train_model(config, small_prepared, tmp_path / "straight", log=quiet)
+    with pytest.raises(Killed):  # 15 steps: dies after the checkpoint at step 8
+        train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step(10), log=quiet)
+    resumed = train_model(config, small_prepared, tmp_path / "resumed", resume=True, log=quiet)
+    assert resumed.history[0]["train_loss"] == pytest.approx(straight.history[0]["train_loss"], abs=1e-6)
+    assert resumed.history[0]["val_loss"] == pytest.approx(straight.history[0]["val_loss"], abs=1e-6)
+    assert straight.test["confusion_matrix"] == resumed.test["confusion_matrix"]
+
+
+def test_cli_long_text_options_reach_the_config(small_prepared, tmp_path, capsys, monkeypatch):
+    from test_inference_files import _cli_error, cli_ok
+
+    import ticket_triage.training as training
+    from ticket_triage.training import TrainResult
+
+    seen = []
+
+    def fake_train(cfg, data, out, **_kwargs):
+        seen.append(cfg)
+        return TrainResult(out_dir=out, model_dir=out / "model", history=[], test={}, best_epoch=0)
+
+    monkeypatch.setattr(training, "train_model", fake_train)
+    base = ["train", "--data", str(small_prepared), "--out", str(tmp_path / "run")]
+    cli_ok(base + ["--long-text", "chunks", "--chunk-pool", "attention", "--max-chunks", "3", "--chunk-overlap", "0.5"])
+    assert (seen[0].long_text, seen[0].chunk_pool, seen[0].max_chunks, seen[0].chunk_overlap) == ("chunks", "attention", 3, 0.5)
+    cli_ok(base)
+    assert (seen[1].long_text, seen[1].max_chunks) == ("truncate", 8)
+    capsys.readouterr()  # the two runs' "done" lines
+    assert "long_text must be one of truncate, chunks" in _cli_error(capsys, base + ["--long-text", "sliding"])

@@ -6,7 +6,8 @@ A *model folder* carries everything needed to use a model, nothing pickled:
     head.safetensors                    only for pooling="mean": the linear head over mean-pooled tokens
     tokenizer.json, tokenizer_config…   the fast WordPiece tokenizer
     taxonomy.yaml                       how raw product strings map onto the categories
-    triage.json                         labels, max_length, truncation, pooling, temperature, base model, ensemble
+    triage.json                         labels, how text is read (max_length, truncation, long_text and the
+                                        chunk settings), pooling, temperature, base model, ensemble
     tfidf.json, tfidf.safetensors       only with `--ensemble tfidf`: the TF-IDF linear model (ensemble.py)
     train_config.json, metrics.json     what made it and how good it is (written by training)
 """
@@ -33,6 +34,11 @@ class ModelMeta:
     labels: list[str]
     max_length: int = 256
     truncation: str = "head+tail"
+    # How a long text is read (see tokenization.py); folders written before these keys existed truncate.
+    long_text: str = "truncate"
+    chunk_overlap: float = 0.25
+    max_chunks: int = 8
+    chunk_pool: str = "mean"
     pooling: str = "cls"  # "cls": HF sequence-classification head on [CLS]; "mean": frozen encoder + head on mean pool
     temperature: float = 1.0  # calibrated by temperature scaling; logits are divided by it
     base_model: str = EMBEDDED_MODEL
@@ -50,7 +56,23 @@ class ModelMeta:
             raise ModelError(f"{folder} is not a ticket-triage model folder (no {META_FILE}); give the `model/` folder that `triage train` wrote")
         data = json.loads(path.read_text())
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+        meta = cls(**known)
+        meta.check_long_text(path)
+        return meta
+
+    def check_long_text(self, where: str | Path = META_FILE) -> None:
+        """A clear error for long-text settings this version cannot read (a hand-edited or newer triage.json)."""
+        from .tokenization import CHUNK_POOLS, LONG_TEXT_MODES
+
+        if self.long_text not in LONG_TEXT_MODES:
+            raise ModelError(f"{where}: long_text {self.long_text!r} is not one of {', '.join(LONG_TEXT_MODES)}; retrain the model or fix the file")
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        valid = self.chunk_pool in CHUNK_POOLS and number(self.max_chunks) and self.max_chunks >= 1 and self.max_chunks == int(self.max_chunks) and number(self.chunk_overlap) and 0 <= self.chunk_overlap < 1
+        if self.long_text == "chunks" and not valid:
+            raise ModelError(
+                f"{where}: chunk settings chunk_pool={self.chunk_pool!r}, max_chunks={self.max_chunks!r}, chunk_overlap={self.chunk_overlap!r} "
+                f"are not valid (chunk_pool: {', '.join(CHUNK_POOLS)}; max_chunks >= 1; overlap in [0, 1)); retrain the model or fix the file"
+            )
 
 
 def embedded_model_path() -> str:

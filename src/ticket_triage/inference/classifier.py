@@ -3,10 +3,12 @@
     clf = Classifier.load("runs/demo/model")           # ONNX Runtime if exported, else PyTorch
     clf.predict(["I was charged twice ..."])[0].category
 
-Texts go through `tokenization.encode_texts` with the folder's max_length and truncation, so
-they are cut exactly as in training. A batch call sorts texts by token length, runs batches
-of similar lengths padded only to their own longest member, and restores the input order.
-Probabilities are softmax(logits / temperature), the temperature coming from triage.json.
+Texts go through `tokenization.encode_for` with the folder's max_length, truncation and
+long-text settings, so they are cut exactly as in training: one window per text, or (long_text
+"chunks") overlapping windows whose logits are pooled per text. A batch call sorts windows by
+token length, runs batches of similar lengths padded only to their own longest member, and
+restores the input order. Probabilities are softmax(logits / temperature), the temperature
+coming from triage.json.
 A folder trained with `--ensemble tfidf` whose triage.json says `enabled` also mixes in its
 TF-IDF model: (1 - w) * softmax(logits / T) + w * p_tfidf, in `predict_proba` only, so every
 backend, `predict`, files and the service score the same mix.
@@ -140,16 +142,17 @@ class Classifier:
             raise DataError(f"{len(empty)} empty or non-text input(s) at index {shown}: every text must have non-whitespace content")
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw logits (before temperature), shape (len(texts), len(labels)), in input order."""
-        from ..tokenization import encode_texts, pad_batch
+        """Raw logits (before temperature), shape (len(texts), len(labels)), in input order.
+        With a chunks model, `batch_size` counts windows, and each text's windows are pooled."""
+        from ..tokenization import encode_for, pad_batch, pool_window_logits
 
         self._check_texts(texts)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        out = np.zeros((len(texts), len(self.meta.labels)), dtype=np.float32)
         if not len(texts):
-            return out
-        ids = encode_texts(self.tokenizer, list(texts), self.meta.max_length, self.meta.truncation)
+            return np.zeros((0, len(self.meta.labels)), dtype=np.float32)
+        ids, owners = encode_for(self.tokenizer, list(texts), self.meta)
+        out = np.zeros((len(ids), len(self.meta.labels)), dtype=np.float32)  # one row per window
         # Longest first: batches of similar lengths waste no compute on padding.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         for start in range(0, len(order), batch_size):
@@ -159,7 +162,7 @@ class Classifier:
             if logits.shape[-1] != out.shape[1]:
                 raise ModelError(f"the model outputs {logits.shape[-1]} scores but triage.json lists {out.shape[1]} labels")
             out[rows] = logits
-        return out
+        return pool_window_logits(out, owners, len(texts), self.meta.chunk_pool)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities softmax(logits / T), shape (len(texts), len(labels)); with an

@@ -10,7 +10,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..modeling import EMBEDDED_MODEL
-from ..tokenization import MAX_POSITIONS, TRUNCATION_STRATEGIES
+from ..tokenization import CHUNK_POOLS, LONG_TEXT_MODES, MAX_POSITIONS, TRUNCATION_STRATEGIES
 
 
 @dataclass
@@ -26,7 +26,13 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     dropout: float | None = None  # None keeps the pre-trained model's own dropout
     max_length: int = 256
-    truncation: str = "head+tail"
+    truncation: str = "head+tail"  # with long_text "truncate": which max_length tokens of a long text are read
+    # Whole-text reading. "chunks": overlapping windows of max_length tokens over the whole text,
+    # each scored, their logits pooled per text (the loss is on the pooled logits); "truncate": one window.
+    long_text: str = "truncate"  # truncate | chunks
+    chunk_overlap: float = 0.25  # share of a window repeated at the start of the next one
+    max_chunks: int = 8  # windows per text at most; a longer text gets this many spread evenly over it (first and last kept)
+    chunk_pool: str = "mean"  # mean | max | attention (weights: softmax over a text's windows of each window's top log-probability)
     class_weights: str = "none"  # "none" or "balanced" (inverse class frequency in the loss)
     freeze_encoder: bool = False  # feature-extractor mode: frozen encoder, head on mean-pooled tokens
     seed: int = 42
@@ -63,6 +69,16 @@ class TrainConfig:
             f"max_length must be between 8 and {MAX_POSITIONS} (BERT has {MAX_POSITIONS} positions), got {self.max_length}",
         )
         need(self.truncation in TRUNCATION_STRATEGIES, f"truncation must be one of {', '.join(TRUNCATION_STRATEGIES)}, got {self.truncation!r}")
+        need(self.long_text in LONG_TEXT_MODES, f"long_text must be one of {', '.join(LONG_TEXT_MODES)}, got {self.long_text!r}")
+        need(
+            isinstance(self.chunk_overlap, (int, float)) and 0 <= self.chunk_overlap <= 0.9,
+            f"chunk_overlap is the share of a window repeated in the next: give a number from 0 to 0.9, got {self.chunk_overlap!r}",
+        )
+        need(
+            isinstance(self.max_chunks, int) and self.max_chunks >= 2,
+            f"max_chunks must be at least 2, got {self.max_chunks!r} (for one window per text use long_text 'truncate')",
+        )
+        need(self.chunk_pool in CHUNK_POOLS, f"chunk_pool must be one of {', '.join(CHUNK_POOLS)}, got {self.chunk_pool!r}")
         need(self.class_weights in ("none", "balanced"), f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}")
         need(self.max_train_rows is None or self.max_train_rows >= 1, f"max_train_rows must be at least 1, got {self.max_train_rows}")
         need(self.patience >= 1, f"patience must be at least 1, got {self.patience}")

@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.report import save_loss_curves, write_json, write_report
 from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, resolve_model_source, save_model_folder
-from ..tokenization import encode_texts, length_grouped_batches, pad_batch
+from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_window_logits, pool_windows
 from .checkpoint import CHECKPOINT_DIR, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import balanced_class_weights, load_splits, stratified_subset
@@ -181,8 +181,11 @@ def _layer_depths(model):
 # ---------------------------------------------------------------------------------------------
 # Inference over an encoded split (validation, test, evaluate)
 # ---------------------------------------------------------------------------------------------
-def predict_logits(model, encoded: list[list[int]], pad_id: int, device, dtype=None, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-    """Logits (N, C) for token-id lists, batched by length so padding stays small."""
+def predict_logits(model, encoded: list[list[int]], pad_id: int, device, dtype=None, batch_size: int = 64, progress: str | None = None, owners: list[int] | None = None, pool: str = "mean") -> np.ndarray:
+    """Logits (N, C) for token-id lists, batched by length so padding stays small.
+
+    With `owners` (the text of each window, from `encode_for`) the lists are windows: their
+    logits are pooled (`pool`: mean | max | attention) into one row per text."""
     import torch
     from tqdm.auto import tqdm
 
@@ -196,7 +199,16 @@ def predict_logits(model, encoded: list[list[int]], pad_id: int, device, dtype=N
             input_ids, attention_mask = pad_batch([encoded[i] for i in rows], pad_id)
             out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
             logits[rows] = out.logits.float().cpu().numpy()
-    return logits
+    if owners is None:
+        return logits
+    return pool_window_logits(logits, owners, owners[-1] + 1 if owners else 0, pool)
+
+
+def score_texts(model, tokenizer, settings, texts: list[str], device, dtype=None, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
+    """Logits (N, C) for texts, read as `settings` (a ModelMeta or TrainConfig) says: truncated or in pooled windows."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    windows, owners = encode_for(tokenizer, texts, settings)
+    return predict_logits(model, windows, pad_id, device, dtype, batch_size, progress, owners=owners, pool=settings.chunk_pool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +262,11 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encode = lambda texts: encode_texts(tokenizer, texts, config.max_length, config.truncation)  # noqa: E731
-    train_ids, val_ids = encode(train.texts), encode(splits["val"].texts)
-    train_lengths = [len(ids) for ids in train_ids]
+    # Each text's windows: one when truncating, up to max_chunks with --long-text chunks.
+    train_docs = group_windows(*encode_for(tokenizer, train.texts, config))
+    val_windows = encode_for(tokenizer, splits["val"].texts, config)
+    # Tokens per text: sorting by it groups texts by window count too, so batches pad little.
+    train_lengths = [sum(len(ids) for ids in doc) for doc in train_docs]
 
     # -- model, loss, optimizer, schedule ------------------------------------------------------
     model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder, attn_implementation=attention).to(device)
@@ -267,7 +281,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
     # On CUDA one fused kernel updates every parameter, instead of a few launches per tensor.
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, lr, config.layer_lr_decay), lr=lr, fused=device.type == "cuda")
-    batches_per_epoch = math.ceil(len(train_ids) / global_batch)
+    batches_per_epoch = math.ceil(len(train_docs) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -293,7 +307,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     if ctx.is_main:
         config.save(out_dir / "train_config.yaml", run=run_info)
     log(
-        f"training {len(train_ids)} tickets, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
+        f"training {len(train_docs)} tickets{_windows_note(config, train_docs)}, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
         f"effective batch {per_device_batch} per device x {ctx.world_size} x {config.grad_accum} accumulation = {effective_batch}; "
         f"lr {lr:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
     )
@@ -326,13 +340,16 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
             rows = batches[b]
             last_of_epoch = b + 1 == len(batches)
             steps_now = (b + 1) % config.grad_accum == 0 or last_of_epoch
-            input_ids, attention_mask = pad_batch([train_ids[i] for i in rows], pad_id)  # (B, T) each
+            windows, owners = _batch_windows(train_docs, rows)  # B texts -> W >= B windows
+            input_ids, attention_mask = pad_batch(windows, pad_id)  # (W, T) each
             targets = to_device(torch.as_tensor(train.labels[rows]), device)
             # Under DDP, gradients are all-reduced only on the micro-batch that steps the optimizer.
             with (model.no_sync() if ctx.enabled and not steps_now else nullcontext()):
                 with autocast_context(device, amp_dtype):
-                    logits = model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (B, C)
-                loss = loss_fn(logits.float(), targets)
+                    logits = model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (W, C)
+                # One row per text (a no-op with one window each): the loss is on the pooled logits.
+                logits = pool_windows(logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool)  # (B, C)
+                loss = loss_fn(logits, targets)
                 # Average over the accumulation window, so the step size does not grow with it.
                 scaled = loss / config.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
@@ -369,7 +386,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
         loop["train_seconds"] += time.perf_counter() - tick
 
         # -- validation over the whole split, best model, early stopping ---------------------
-        val_logits = predict_logits_sharded(raw_model, val_ids, pad_id, device, amp_dtype, config.eval_batch_size, ctx)
+        val_logits = predict_logits_sharded(raw_model, val_windows, config.chunk_pool, pad_id, device, amp_dtype, config.eval_batch_size, ctx)
         val = classification_metrics(splits["val"].labels, val_logits.argmax(1), labels)
         record = {
             "epoch": epoch + 1,
@@ -437,13 +454,31 @@ def epoch_batches(lengths: list[int], global_batch: int, config: TrainConfig, ep
     return [indices[i : i + per_device] for i in range(0, len(indices), per_device)]
 
 
-def predict_logits_sharded(model, encoded, pad_id, device, dtype, batch_size, ctx: DistContext) -> np.ndarray:
-    """Each process scores every world_size-th row; the full (N, C) logits are gathered on all."""
+def predict_logits_sharded(model, encoded: tuple[list[list[int]], list[int]], pool: str, pad_id, device, dtype, batch_size, ctx: DistContext) -> np.ndarray:
+    """Each process scores every world_size-th text (all its windows); the full (N, C) logits are
+    gathered on all. `encoded`: (windows, owners) from `encode_for`."""
+    windows, owners = encoded
     if not ctx.enabled:
-        return predict_logits(model, encoded, pad_id, device, dtype, batch_size)
-    mine = np.arange(ctx.rank, len(encoded), ctx.world_size)
-    part = predict_logits(model, [encoded[i] for i in mine], pad_id, device, dtype, batch_size)
-    return gather_rows(ctx, mine, part, len(encoded))
+        return predict_logits(model, windows, pad_id, device, dtype, batch_size, owners=owners, pool=pool)
+    docs = group_windows(windows, owners)
+    mine = np.arange(ctx.rank, len(docs), ctx.world_size)
+    my_windows, my_owners = _batch_windows(docs, mine)
+    part = predict_logits(model, my_windows, pad_id, device, dtype, batch_size, owners=my_owners, pool=pool)
+    return gather_rows(ctx, mine, part, len(docs))
+
+
+def _batch_windows(docs: list[list[list[int]]], rows) -> tuple[list[list[int]], list[int]]:
+    """The windows of texts `rows`, and for each window its position in `rows`."""
+    windows = [ids for doc_index in rows for ids in docs[doc_index]]
+    owners = [j for j, doc_index in enumerate(rows) for _ in docs[doc_index]]
+    return windows, owners
+
+
+def _windows_note(config: TrainConfig, docs: list[list[list[int]]]) -> str:
+    if config.long_text != "chunks":
+        return ""
+    n = sum(len(doc) for doc in docs)
+    return f" read whole as {n} windows of {config.max_length} tokens ({n / max(len(docs), 1):.2f} per ticket, at most {config.max_chunks}; a batch of {config.batch_size} tickets runs up to {config.batch_size * config.max_chunks} windows; {config.chunk_pool} pooling)"
 
 
 def _lr_scale(rule: str, world_size: int) -> float:
@@ -468,7 +503,10 @@ def _precision_name(dtype) -> str:
 def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: TrainConfig, data_dir) -> None:
     from ..modeling import load_folder_taxonomy
 
-    meta = ModelMeta(labels=list(labels), max_length=config.max_length, truncation=config.truncation, pooling=config.pooling, base_model=config.model)
+    meta = ModelMeta(
+        labels=list(labels), max_length=config.max_length, truncation=config.truncation, pooling=config.pooling, base_model=config.model,
+        long_text=config.long_text, chunk_overlap=config.chunk_overlap, max_chunks=config.max_chunks, chunk_pool=config.chunk_pool,
+    )
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -482,10 +520,8 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     from ..modeling import load_model_folder
 
     model, tokenizer, meta = load_model_folder(model_dir, device=str(device))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     test_split = splits["test"]
-    test_ids = encode_texts(tokenizer, test_split.texts, meta.max_length, meta.truncation)
-    test_logits = predict_logits(model, test_ids, pad_id, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
+    test_logits = score_texts(model, tokenizer, meta, test_split.texts, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
 
     baseline = None
     if config.baseline:
