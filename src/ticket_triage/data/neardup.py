@@ -14,7 +14,11 @@ complaints sit below 0.1, and two different narratives of one form letter (same 
 their own story in it) fall between. LSH is a probabilistic filter: with 128 permutations the
 bands and rows are datasketch's optimum for the threshold (14 bands of 9 rows at 0.7), which
 makes a pair a candidate with probability 0.03 at Jaccard 0.5, 0.44 at 0.7, 0.87 at 0.8 and
-0.975 at 0.85 (``1 - (1 - J^r)^b``). Groups are connected components of candidate pairs.
+0.975 at 0.85 (``1 - (1 - J^r)^b``). Each candidate pair is then checked: its Jaccard is
+estimated from the other 119 signature values (their low bytes, kept on disk) and the pair is
+kept only at or above the threshold (standard error about 0.04 at 0.8), so the threshold means
+what it says and groups do not chain through weaker pairs. Groups are connected components of
+the confirmed pairs.
 
 Library: rensa's RMinHash (Rust) computes the signatures from a flat buffer of shingle hashes;
 measured on 20,000 CFPB narratives (2 shared cores), 3 us/doc against datasketch's
@@ -91,7 +95,11 @@ class NearDuplicateIndex:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._files = [open(self.work_dir / f"band{b}.u64", "wb") for b in range(self.bands)]
+        # the low byte of every signature value, to check each candidate pair's similarity
+        self._check = open(self.work_dir / "check.u8", "wb")
         self.n = 0
+        self.candidates = 0
+        self.confirmed = 0
 
     def add(self, shingles: np.ndarray, offsets: np.ndarray) -> None:
         import pandas as pd
@@ -105,6 +113,7 @@ class NearDuplicateIndex:
             dtype=np.uint32,
         ).reshape(n_docs, self.num_perm)
         empty = np.diff(offsets) == 0
+        self._check.write((sig & 0xFF).astype(np.uint8).tobytes())
         for b in range(self.bands):
             block = pd.DataFrame(sig[:, b * self.rows:(b + 1) * self.rows])
             key = pd.util.hash_pandas_object(block, index=False).to_numpy().astype(np.uint64)
@@ -118,9 +127,10 @@ class NearDuplicateIndex:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        for f in self._files:
+        for f in [*self._files, self._check]:
             f.close()
         n = self.n
+        check = np.memmap(self.work_dir / "check.u8", dtype=np.uint8, mode="r", shape=(n, self.num_perm)) if n else None
         root = np.arange(n, dtype=np.int64)
         for b in range(self.bands):
             key = np.fromfile(self.work_dir / f"band{b}.u64", dtype=np.uint64)
@@ -134,6 +144,12 @@ class NearDuplicateIndex:
             # edges between neighbours in a run of equal keys connect the whole run
             a, c = order[same], order[same + 1]
             del order, sk
+            # LSH only proposes pairs; keep those whose estimated Jaccard reaches the threshold,
+            # so the threshold holds and groups do not chain through weaker pairs
+            ok = self._verify(check, a, c, b)
+            self.candidates += a.size
+            a, c = a[ok], c[ok]
+            self.confirmed += a.size
             linked = np.flatnonzero(root != np.arange(n))
             rows = np.concatenate([a, linked])
             cols = np.concatenate([c, root[linked]])
@@ -144,7 +160,26 @@ class NearDuplicateIndex:
             first = np.full(comp.max() + 1, n, dtype=np.int64)
             np.minimum.at(first, comp, np.arange(n))
             root = first[comp]
+        del check
+        (self.work_dir / "check.u8").unlink(missing_ok=True)
         return root
+
+    def _verify(self, check: np.ndarray, a: np.ndarray, c: np.ndarray, band: int) -> np.ndarray:
+        """Estimated Jaccard >= threshold, from the signatures' low bytes (b-bit minwise hashing).
+
+        The band's own values are equal by construction and left out; a byte matches by chance
+        with probability 1/256, which the estimate corrects.
+        """
+        others = np.ones(self.num_perm, dtype=bool)
+        others[band * self.rows:(band + 1) * self.rows] = False
+        ok = np.zeros(a.size, dtype=bool)
+        step = 1 << 16
+        for i in range(0, a.size, step):
+            x, y = check[a[i:i + step]], check[c[i:i + step]]
+            match = (x[:, others] == y[:, others]).mean(axis=1)
+            est = (match - 1 / 256) / (1 - 1 / 256)
+            ok[i:i + step] = est >= self.threshold
+        return ok
 
 
 def resolve_groups(root: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

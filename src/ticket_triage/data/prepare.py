@@ -558,6 +558,7 @@ def _near_duplicates(con, staged_file: Path, status, label, threshold: float, ls
         "rows_in_groups": int(sizes[groups].sum()),
         "conflicting_groups": int(conflict_roots.size),
         "largest_group": int(sizes.max()) if sizes.size else 0,
+        "candidate_pairs": index.candidates, "confirmed_pairs": index.confirmed,
         "seconds": round(time.perf_counter() - t, 2),
     }
 
