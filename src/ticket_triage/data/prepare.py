@@ -1,24 +1,31 @@
-"""`prepare_dataset`: CFPB export -> de-duplicated, stratified train/val/test parquet + manifest.
+"""`prepare_dataset`: CFPB exports -> de-duplicated, stratified train/val/test parquet + manifest.
 
-The work happens in DuckDB with a memory limit; DuckDB spills to a temporary folder beyond
-it, so memory stays bounded whatever the input size:
+The work happens in DuckDB with a memory limit ("auto": a quarter of the available memory,
+256MB-768MB); DuckDB spills to a temporary folder beyond it, and nothing else grows with the
+number of rows but a few bytes a row in numpy, so memory stays bounded whatever the input size:
 
-1. stream the input as Arrow batches (see reading.py) through one COPY into a staged
-   Parquet file in a temporary folder: per row the cleaned model input, a hash of its
-   normalised text (lower-case, collapsed whitespace), whether it has --min-words words,
-   product, ID, date. Only this step touches every row's text;
-2. count rows per product (no narrative, too short) and map products through the taxonomy
-   (a small products table; unknown products are counted and reported, or fail with
-   --strict); drop narratives under --min-words;
-3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
-   carry different labels are dropped, all copies;
-4. rank each category's rows by a seeded hash: the first round(n * frac) are the sample, and
-   cumulative rounding of 80/10/10 gives each split its rows, so each category's count in
-   each split is within one row of exact;
-5. stream the staged file once more, in input order, dealing each kept row to its split's
-   Parquet writer (split and label looked up in two 1-byte-per-row arrays): no sort of the
-   texts, and the same input and seed give byte-identical splits.
-Only counts and the per-category sizes ever come into Python.
+1. stream every input in turn (any mix of formats) as Arrow batches (see reading.py) through
+   one COPY into a staged Parquet file in a temporary folder: per row the cleaned model
+   input, a hash of its normalised text (lower-case, collapsed whitespace), whether it has
+   --min-words words, product, ID, date. Row numbers run on across the inputs, so input i
+   holds one contiguous range of them (that is how a row's `source` is known);
+2. map products through the taxonomy (a small products table; unknown products are counted
+   and reported, or fail with --strict). Every row's fate is one status byte in a numpy array
+   indexed by row number (0 kept, else the reason it was dropped), so counts per input are
+   bincounts of slices;
+3. de-duplicate on the hash across all inputs: one copy is kept (the first in input order) and
+   texts whose copies carry different labels are dropped, all copies. Only fixed-width
+   columns go through the GROUP BY and JOIN (the texts stay in the staged file);
+4. near-duplicates among the kept texts (neardup.py: MinHash LSH on word 3-shingles, texts
+   streamed in batches from the staged file, per-band keys on disk): a group with one label
+   keeps its first text, a group with conflicting labels is dropped;
+5. rank each category's rows by a seeded hash (a DuckDB sort, which spills): the first
+   round(n * frac) are the sample, and cumulative rounding of 80/10/10 gives each split its
+   rows, so each category's count in each split is within one row of exact;
+6. stream the staged file once more, in input order, dealing each kept row to its split's
+   Parquet writer: no sort of the texts, and the same inputs and seed give identical splits.
+   Split files are written under temporary names and renamed at the end: a failure leaves
+   nothing half-written in the out folder.
 """
 
 from __future__ import annotations
@@ -349,7 +356,10 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
         # -- 4. near-duplicates -------------------------------------------------------------
         if cfg.near_duplicates is not None:
+            # this step's memory is numpy's and rensa's: DuckDB gives back its buffers meanwhile
+            con.execute("SET memory_limit='256MB'")
             near.update(_near_duplicates(con, staged_file, status, label, cfg.near_duplicates, work / "lsh", bar))
+            con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
 
         # -- 5. stratified sample and split ---------------------------------------------
         alive = status == 0
@@ -540,7 +550,7 @@ def _near_duplicates(con, staged_file: Path, status, label, threshold: float, ls
         sh, off = shingle_hashes(words.values.to_numpy(), words.offsets.to_numpy())
         index.add(sh, off)
         nodes.append(rid[keep])
-        bar.update(0, done, "finding near-duplicates")
+        bar.update(0, done, "finding near-duplicates")  # rows so far; the bar's bytes are done
     node_rid = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
     root = index.components()
     dup, conflict = resolve_groups(root, label[node_rid])
