@@ -53,6 +53,10 @@ def bundled_prepared(tmp_path_factory, bundled_csv) -> Path:
     return out
 
 
+def bundled_prepared_input_name(m):
+    return m["input"]["name"]
+
+
 def test_taxonomy_covers_every_bundled_product(bundled_csv):
     tax = load_taxonomy("cfpb-6")
     products = pd.read_csv(bundled_csv, usecols=["Product"])["Product"].unique()
@@ -73,7 +77,8 @@ def test_bundled_outputs_follow_the_contract(bundled_prepared):
     total = 0
     for split in ("train", "val", "test"):
         df = load_split(bundled_prepared, split)
-        assert list(df.columns) == ["text", "label", "complaint_id", "product", "date_received"]
+        assert list(df.columns) == ["text", "label", "complaint_id", "product", "date_received", "source"]
+        assert set(df["source"]) == {bundled_prepared_input_name(m)}
         assert set(df["label"]) <= set(m["labels"])
         assert df["text"].map(lambda t: isinstance(t, str) and len(t.split()) >= 5).all()
         assert df["complaint_id"].dropna().str.fullmatch(r"\d+").all()  # IDs stay strings, not floats
@@ -81,7 +86,10 @@ def test_bundled_outputs_follow_the_contract(bundled_prepared):
         total += len(df)
     # 13 bundled narratives have fewer than 5 words; nothing else is dropped
     assert m["dropped"]["too_short"] == 13
-    assert total == m["counts"]["kept"] == 5631 - 13 - m["dropped"]["duplicate"] - m["dropped"]["conflicting_label"]
+    assert total == m["counts"]["kept"] == 5631 - 13 - sum(m["dropped"][r] for r in (
+        "duplicate", "conflicting_label", "near_duplicate", "near_duplicate_conflicting_label"))
+    assert m["near_duplicates"]["threshold"] == 0.7 and m["near_duplicates"]["texts_compared"] == 5631 - 13 - m["dropped"]["duplicate"] - m["dropped"]["conflicting_label"]
+    assert m["inputs"][0]["rows_read"] == 5631 and m["inputs"][0]["dropped"] == m["dropped"]
     assert load_taxonomy(bundled_prepared / "taxonomy.yaml").categories == tuple(m["labels"])
     assert m["input"]["sha256"] and len(m["input"]["sha256"]) == 64
     assert DataConfig.from_dict(m["config"]).seed == 7

@@ -15,7 +15,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("prepare")
 def prepare(
-    input: Annotated[Path, typer.Option("--input", "-i", help="CFPB export: complaints.csv, .csv.zip, .csv.gz, JSON (array or lines) or Parquet.")],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="CFPB export: complaints.csv, .csv.zip, .csv.gz, JSON (array or lines) or Parquet. Repeat for several files, or give a quoted glob pattern ('exports/*.csv'); formats may be mixed.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train/val/test.parquet, manifest.json, taxonomy.yaml, class_distribution.png.")],
     taxonomy: Annotated[str, typer.Option(help="Shipped taxonomy name or a YAML file.")] = "cfpb-6",
     sample_frac: Annotated[float, typer.Option(help="Stratified sample of the de-duplicated rows, before splitting (0-1].")] = 1.0,
@@ -25,7 +25,8 @@ def prepare(
     text_column: Annotated[Optional[str], typer.Option(help="Column holding the text (default: the CFPB's 'Consumer complaint narrative').")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Column holding the label/product (default: the CFPB's 'Product').")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a product is not in the taxonomy.")] = False,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; beyond it the work spills to disk.")] = "768MB",
+    near_duplicates: Annotated[str, typer.Option("--near-duplicates", help="Jaccard threshold (word 3-shingles, MinHash LSH) for near-duplicate removal, or 'off'.")] = "0.7",
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit ('auto': a quarter of available memory, 256MB-768MB); beyond it the work spills to disk.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no report table.")] = False,
 ) -> None:
     """Read, map, clean, de-duplicate and split a complaint export into train/val/test parquet."""
@@ -37,6 +38,7 @@ def prepare(
     config = DataConfig(
         input=input, out_dir=out, taxonomy=taxonomy, sample_frac=sample_frac, seed=seed, min_words=min_words,
         clean=tuple(clean or ()), text_column=text_column, label_column=label_column, strict=strict, memory_limit=memory_limit,
+        near_duplicates=near_duplicates,
     )
     result = prepare_dataset(config, progress=not quiet)
     console = Console()

@@ -1,24 +1,31 @@
-"""`prepare_dataset`: CFPB export -> de-duplicated, stratified train/val/test parquet + manifest.
+"""`prepare_dataset`: CFPB exports -> de-duplicated, stratified train/val/test parquet + manifest.
 
-The work happens in DuckDB with a memory limit; DuckDB spills to a temporary folder beyond
-it, so memory stays bounded whatever the input size:
+The work happens in DuckDB with a memory limit ("auto": a quarter of the available memory,
+256MB-768MB); DuckDB spills to a temporary folder beyond it, and nothing else grows with the
+number of rows but a few bytes a row in numpy, so memory stays bounded whatever the input size:
 
-1. stream the input as Arrow batches (see reading.py) through one COPY into a staged
-   Parquet file in a temporary folder: per row the cleaned model input, a hash of its
-   normalised text (lower-case, collapsed whitespace), whether it has --min-words words,
-   product, ID, date. Only this step touches every row's text;
-2. count rows per product (no narrative, too short) and map products through the taxonomy
-   (a small products table; unknown products are counted and reported, or fail with
-   --strict); drop narratives under --min-words;
-3. de-duplicate on the hash: one copy is kept (the first in the file) and texts whose copies
-   carry different labels are dropped, all copies;
-4. rank each category's rows by a seeded hash: the first round(n * frac) are the sample, and
-   cumulative rounding of 80/10/10 gives each split its rows, so each category's count in
-   each split is within one row of exact;
-5. stream the staged file once more, in input order, dealing each kept row to its split's
-   Parquet writer (split and label looked up in two 1-byte-per-row arrays): no sort of the
-   texts, and the same input and seed give byte-identical splits.
-Only counts and the per-category sizes ever come into Python.
+1. stream every input in turn (any mix of formats) as Arrow batches (see reading.py) through
+   one COPY into a staged Parquet file in a temporary folder: per row the cleaned model
+   input, a hash of its normalised text (lower-case, collapsed whitespace), whether it has
+   --min-words words, product, ID, date. Row numbers run on across the inputs, so input i
+   holds one contiguous range of them (that is how a row's `source` is known);
+2. map products through the taxonomy (a small products table; unknown products are counted
+   and reported, or fail with --strict). Every row's fate is one status byte in a numpy array
+   indexed by row number (0 kept, else the reason it was dropped), so counts per input are
+   bincounts of slices;
+3. de-duplicate on the hash across all inputs: one copy is kept (the first in input order) and
+   texts whose copies carry different labels are dropped, all copies. Only fixed-width
+   columns go through the GROUP BY and JOIN (the texts stay in the staged file);
+4. near-duplicates among the kept texts (neardup.py: MinHash LSH on word 3-shingles, texts
+   streamed in batches from the staged file, per-band keys on disk): a group with one label
+   keeps its first text, a group with conflicting labels is dropped;
+5. rank each category's rows by a seeded hash (a DuckDB sort, which spills): the first
+   round(n * frac) are the sample, and cumulative rounding of 80/10/10 gives each split its
+   rows, so each category's count in each split is within one row of exact;
+6. stream the staged file once more, in input order, dealing each kept row to its split's
+   Parquet writer: no sort of the texts, and the same inputs and seed give identical splits.
+   Split files are written under temporary names and renamed at the end: a failure leaves
+   nothing half-written in the out folder.
 """
 
 from __future__ import annotations
@@ -104,52 +111,133 @@ class _Progress:
             self._bar.stop()
 
 
+#: Why a row was dropped; a row's status code is its reason's index + 1 (0: kept).
+REASONS = ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short", "duplicate",
+           "conflicting_label", "near_duplicate", "near_duplicate_conflicting_label", "not_sampled")
+_CODE = {r: i + 1 for i, r in enumerate(REASONS)}
+AUTO_MEMORY_MIN = 256 << 20
+AUTO_MEMORY_MAX = 768 << 20
+
+
+def memory_plan(cfg: DataConfig) -> dict[str, Any]:
+    """DuckDB's memory limit and threads: cfg's, or for "auto" a quarter of the available memory.
+
+    The cap keeps the whole process (DuckDB's buffers plus Arrow batches and the per-row arrays)
+    well under 1.5 GB; every step spills or streams beyond it, so a bigger limit only saves time.
+    """
+    threads = cfg.threads or max(1, os.cpu_count() or 1)
+    if cfg.memory_limit != "auto":
+        return {"memory_limit": cfg.memory_limit, "memory_limit_from": "--memory-limit", "threads": threads}
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = AUTO_MEMORY_MAX * 4
+    limit = int(min(AUTO_MEMORY_MAX, max(AUTO_MEMORY_MIN, available // 4)))
+    return {"memory_limit": f"{limit >> 20}MB", "threads": threads,
+            "memory_limit_from": f"auto: a quarter of {available / 2**30:.1f} GiB available, between 256MB and 768MB"}
+
+
+def source_names(paths: tuple[Path, ...]) -> list[str]:
+    """Each input's file name, with as many parent folders as it takes to tell equal names apart."""
+    names = [p.name for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 64:
+        depth += 1
+        counts: dict[str, int] = {}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        names = ["/".join(Path(os.path.abspath(p)).parts[-depth:]) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    if len(set(names)) < len(names):  # same path spelled twice is refused by DataConfig; be safe anyway
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+    return names
+
+
+def _name_the_file(exc: DataError, path: Path) -> DataError:
+    msg = str(exc)
+    return exc if path.name in msg else type(exc)(f"{path}: {msg}")
+
+
 def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareResult:
     """Prepare train/val/test parquet files, manifest.json, taxonomy.yaml and a class chart."""
     import duckdb
+    import numpy as np
+    import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
     cfg = config
     taxonomy = load_taxonomy(cfg.taxonomy)
-    source = open_source(cfg.input, cfg.text_column, cfg.label_column)  # DataError on a bad file
-    stats = source.stats
+    names = source_names(cfg.inputs)
+    sources = []
+    for path in cfg.inputs:  # every input is opened (format, columns) before anything is written
+        try:
+            sources.append(open_source(path, cfg.text_column, cfg.label_column))
+        except DataError as exc:
+            raise _name_the_file(exc, path) from None
 
-    sha: dict[str, str] = {}
-    hasher = threading.Thread(target=lambda: sha.setdefault("sha256", file_sha256(cfg.input)), daemon=True)
+    sha: dict[int, str] = {}
+
+    def hash_inputs() -> None:
+        for i, p in enumerate(cfg.inputs):
+            sha[i] = file_sha256(p)
+
+    hasher = threading.Thread(target=hash_inputs, daemon=True)
     hasher.start()
 
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    plan = memory_plan(cfg)
     work = Path(tempfile.mkdtemp(prefix="triage-prepare-", dir=str(cfg.temp_dir) if cfg.temp_dir else None))
+    plan["temp_dir"] = str(work)
+    plan["spill_dir"] = str(work / "spill")
     # An in-memory database: faster than a file, and beyond memory_limit DuckDB spills its
     # blocks to temp_directory, so memory stays bounded.
     con = duckdb.connect(":memory:")
-    bar = _Progress(progress, stats.bytes_total, f"reading {cfg.input.name}")
+    bytes_total = sum(s.stats.bytes_total for s in sources)
+    bar = _Progress(progress, bytes_total, f"reading {names[0]}")
+    starts = np.zeros(len(sources) + 1, dtype=np.int64)  # input i holds rows starts[i]:starts[i+1]
+    current = [0]
+    tmp_paths: dict[str, Path] = {}
+    created_out = not cfg.out_dir.exists()
+    near: dict[str, Any] = {"threshold": cfg.near_duplicates}
     try:
-        con.execute(f"SET memory_limit={_sql_str(cfg.memory_limit)}")
-        con.execute(f"SET temp_directory={_sql_str(str(work / 'spill'))}")
+        con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
+        con.execute(f"SET temp_directory={_sql_str(plan['spill_dir'])}")
         # staged.parquet keeps the input's order, so the splits can be written in that order
         # (deterministic) without sorting the texts
         con.execute("SET preserve_insertion_order=true")
         con.execute("SET enable_progress_bar=false")
-        con.execute(f"SET threads={cfg.threads or max(1, os.cpu_count() or 1)}")
+        con.execute(f"SET threads={plan['threads']}")
 
         # -- 1. stream and stage -------------------------------------------------------
-        # One COPY consumes the whole Arrow stream, so DuckDB spreads the text work over
-        # its threads. Rows without a narrative are staged too (text NULL), for the counts.
+        # One COPY consumes every input's Arrow stream in turn, so DuckDB spreads the text work
+        # over its threads. Rows without a narrative are staged too (text NULL), for the counts.
         # key: 64-bit hash of the normalised text (collisions ~n^2/2^65: negligible at 18M rows)
         failure: list[BaseException] = []
 
         def numbered_batches():
-            import numpy as np
-
             offset = 0
+            done_before = 0
             try:
-                for rb in source.batches:
-                    n = rb.num_rows
-                    rid = pa.array(np.arange(offset, offset + n, dtype=np.int64))
-                    offset += n
-                    yield pa.RecordBatch.from_arrays([*rb.columns, rid], names=[*rb.schema.names, "rid"])
-                    bar.update(stats.bytes_done, stats.rows_read)
+                for i, src in enumerate(sources):
+                    current[0] = i
+                    starts[i] = offset
+                    for rb in src.batches:
+                        n = rb.num_rows
+                        rid = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+                        offset += n
+                        yield pa.RecordBatch.from_arrays([*rb.columns, rid], names=[*rb.schema.names, "rid"])
+                        bar.update(done_before + src.stats.bytes_done, offset, f"reading {names[i]}")
+                    done_before += src.stats.bytes_total
+                starts[len(sources)] = offset
+            except DataError as exc:  # re-raised below, naming the input
+                failure.append(_name_the_file(exc, cfg.inputs[current[0]]))
             except BaseException as exc:  # re-raised below, with its own type and message
                 failure.append(exc)
 
@@ -160,136 +248,158 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
         # Staged rows go to a Parquet file, not a table: streaming into it keeps memory flat
         # (strings appended to a DuckDB table are held until it spills), and it compresses.
         staged_file = work / "staged.parquet"
-        con.execute(f"""
-            COPY (
-                SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
-                       {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
-                FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
-                             coalesce(trim(product), '') AS product, complaint_id, date_received
-                      FROM stream)
-            ) TO {_sql_str(str(staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
-        """)
+        try:
+            con.execute(f"""
+                COPY (
+                    SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
+                           {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
+                    FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
+                                 coalesce(trim(product), '') AS product, complaint_id, date_received
+                          FROM stream)
+                ) TO {_sql_str(str(staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
+            """)
+        except duckdb.Error as exc:
+            if failure:
+                raise failure[0] from None
+            raise DataError(f"reading {cfg.inputs[current[0]]} failed in DuckDB: {str(exc).splitlines()[0]}") from None
         con.unregister("stream")
-        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_sql_str(str(staged_file))})")
         if failure:
             raise failure[0]
-        if stats.rows_read == 0:
-            raise DataError(
-                f"{cfg.input.name} has no readable rows"
-                + (f" ({stats.broken_rows} broken rows skipped)" if stats.broken_rows else "")
-                + "; give a file with complaints in it"
-            )
-        bar.update(stats.bytes_total, stats.rows_read, "de-duplicating and splitting")
+        # Beyond staging, order comes from the row numbers: letting DuckDB drop it saves memory.
+        con.execute("SET preserve_insertion_order=false")
+        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_sql_str(str(staged_file))})")
+        n_rows = int(starts[-1])
+        for i, src in enumerate(sources):
+            if src.stats.rows_read == 0:
+                raise DataError(
+                    f"{cfg.inputs[i]} has no readable rows"
+                    + (f" ({src.stats.broken_rows} broken rows skipped)" if src.stats.broken_rows else "")
+                    + "; give a file with complaints in it (or leave it out)"
+                )
+        bar.update(bytes_total, n_rows, "de-duplicating and splitting")
 
         # -- 2. taxonomy ----------------------------------------------------------------
         per_product = con.execute(
-            "SELECT product, count(*), count(*) FILTER (WHERE key IS NULL), count(*) FILTER (WHERE key IS NOT NULL), "
-            "count(*) FILTER (WHERE NOT long_enough) FROM staged GROUP BY product ORDER BY product"
+            "SELECT product, count(*), count(*) FILTER (WHERE key IS NOT NULL) FROM staged GROUP BY product ORDER BY product"
         ).fetchall()
-        dropped = {k: 0 for k in ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short",
-                                  "duplicate", "conflicting_label", "not_sampled")}
         unknown_products: dict[str, int] = {}
         dropped_products: dict[str, int] = {}
         product_rows: dict[str, int] = {}
-        mapping: list[tuple[str, str, int]] = []
-        for product, total, no_text, with_text, short in per_product:
+        mapping: list[tuple[str, int, int]] = []  # product, status code (0: mapped), label index
+        for product, total, with_text in per_product:
             product_rows[product] = int(total)
-            dropped["no_narrative"] += int(no_text)
-            with_text, short = int(with_text), int(short)
+            with_text = int(with_text)
             if product == "":
-                dropped["no_product"] += with_text
+                mapping.append((product, _CODE["no_product"], -1))
             elif taxonomy.is_dropped(product):
-                dropped["dropped_product"] += with_text
+                mapping.append((product, _CODE["dropped_product"], -1))
                 if with_text:
                     dropped_products[product] = with_text
             elif taxonomy.category_of(product) is None:
-                dropped["unknown_product"] += with_text
+                mapping.append((product, _CODE["unknown_product"], -1))
                 if with_text:  # a product seen only on rows without a narrative costs nothing
                     unknown_products[product] = with_text
             else:
                 cat = taxonomy.category_of(product)
-                mapping.append((product, cat, taxonomy.categories.index(cat)))  # type: ignore[arg-type]
-                dropped["too_short"] += short
+                mapping.append((product, 0, taxonomy.categories.index(cat)))  # type: ignore[arg-type]
         if cfg.strict and unknown_products:
             listed = "; ".join(f"{p!r} ({n} rows)" for p, n in sorted(unknown_products.items(), key=lambda kv: -kv[1]))
             raise TaxonomyError(
                 f"{len(unknown_products)} product(s) not in taxonomy {taxonomy.name!r}: {listed}. "
                 f"Add them to the taxonomy's `products:` (or `drop:`), or run without --strict to count and skip them"
             )
-        con.execute("CREATE TABLE products(product VARCHAR, label VARCHAR, label_idx INTEGER)")
-        if mapping:
-            con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
+        con.execute("CREATE TABLE products(product VARCHAR, code TINYINT, label_idx TINYINT)")
+        con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
 
-        # -- 3. de-duplicate ------------------------------------------------------------
-        con.execute("""
-            CREATE TABLE groups AS
-            SELECT s.key, min(s.rid) AS rid, count(*) AS n, count(DISTINCT p.label) AS nl
-            FROM staged s JOIN products p ON s.product = p.product
-            WHERE s.key IS NOT NULL AND s.long_enough  -- at least max(1, min_words) words: an empty model input is never kept
-            GROUP BY s.key
+        # Every row's fate is one byte in `status` (0 kept, else its reason's code) and its
+        # category one byte in `label`, indexed by row number: per-input counts are then
+        # bincounts, and only these arrays (1 byte a row) come into Python, never the texts.
+        status = np.zeros(n_rows, dtype=np.int8)
+        label = np.full(n_rows, -1, dtype=np.int8)
+
+        def fill(sql: str, with_label: bool = False) -> None:
+            for rb in con.sql(sql).to_arrow_reader(1 << 17):
+                rid = rb.column(0).to_numpy()
+                status[rid] = rb.column(1).to_numpy()
+                if with_label:
+                    label[rid] = rb.column(2).to_numpy()
+
+        fill(f"""
+            SELECT s.rid, (CASE WHEN s.key IS NULL THEN {_CODE['no_narrative']} WHEN p.code <> 0 THEN p.code
+                                WHEN NOT s.long_enough THEN {_CODE['too_short']} END)::TINYINT AS code
+            FROM staged s JOIN products p USING (product)
+            WHERE s.key IS NULL OR p.code <> 0 OR NOT s.long_enough
         """)
-        dup, conflict = con.execute(
-            "SELECT coalesce(sum(n - 1) FILTER (WHERE nl = 1), 0)::BIGINT, coalesce(sum(n) FILTER (WHERE nl > 1), 0)::BIGINT FROM groups"
-        ).fetchone()
-        dropped["duplicate"], dropped["conflicting_label"] = int(dup), int(conflict)
-        seed = int(cfg.seed)
-        con.execute(f"""
-            CREATE TABLE kept AS
-            SELECT g.rid, p.label, md5_number(s.text || ':{seed}') AS h
-            FROM groups g JOIN staged s ON s.rid = g.rid
-                 JOIN products p ON s.product = p.product
-            WHERE g.nl = 1
-        """)  # no text here: it stays in the staged file until the splits are written
-        con.execute("DROP TABLE groups")
 
-        # -- 4. stratified sample and split ---------------------------------------------
-        con.execute("CREATE TABLE ranks AS SELECT rid, label, row_number() OVER (PARTITION BY label ORDER BY h, rid) - 1 AS r FROM kept")
-        sizes = dict(con.execute("SELECT label, count(*) FROM kept GROUP BY label").fetchall())
-        if not sizes:
+        # -- 3. exact de-duplication --------------------------------------------------------
+        # GROUP BY and JOIN on small fixed-width columns only (no text): both spill under the
+        # memory limit, which a join carrying the texts did not (it ran out at 1.5M distinct
+        # narratives with the 768MB default).
+        con.execute("""
+            CREATE TABLE elig AS SELECT s.rid, s.key, p.label_idx FROM staged s JOIN products p USING (product)
+            WHERE s.key IS NOT NULL AND s.long_enough AND p.code = 0
+        """)
+        con.execute("CREATE TABLE groups AS SELECT key, min(rid) AS first, min(label_idx) AS lo, max(label_idx) AS hi FROM elig GROUP BY key")
+        fill(f"""
+            SELECT e.rid, (CASE WHEN g.lo <> g.hi THEN {_CODE['conflicting_label']} WHEN e.rid <> g.first THEN {_CODE['duplicate']}
+                                ELSE 0 END)::TINYINT, e.label_idx
+            FROM elig e JOIN groups g USING (key)
+        """, with_label=True)
+        seed = int(cfg.seed)
+        # the split rank: a seeded hash of the normalised text's key (md5: stable across versions)
+        con.execute(f"""
+            CREATE TABLE reps AS SELECT first AS rid, lo AS label_idx, (md5_number(key::VARCHAR || ':{seed}') >> 64)::UBIGINT AS h
+            FROM groups WHERE lo = hi
+        """)
+        con.execute("DROP TABLE groups")
+        con.execute("DROP TABLE elig")
+
+        # -- 4. near-duplicates -------------------------------------------------------------
+        if cfg.near_duplicates is not None:
+            # this step's memory is numpy's and rensa's: DuckDB gives back its buffers meanwhile
+            con.execute("SET memory_limit='256MB'")
+            near.update(_near_duplicates(con, staged_file, status, label, cfg.near_duplicates, work / "lsh", bar))
+            con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
+
+        # -- 5. stratified sample and split ---------------------------------------------
+        alive = status == 0
+        sizes = np.bincount(label[alive].astype(np.int64), minlength=len(taxonomy.categories)) if alive.any() else None
+        if sizes is None or sizes.sum() == 0:
+            dropped_now = np.bincount(status.astype(np.int64), minlength=len(REASONS) + 1)
             raise DataError(
-                f"no usable rows left in {cfg.input.name} after filtering "
-                f"({', '.join(f'{k}: {v}' for k, v in dropped.items() if v)}); "
+                f"no usable rows left in {', '.join(names)} after filtering "
+                f"({', '.join(f'{r}: {int(dropped_now[i + 1])}' for i, r in enumerate(REASONS) if dropped_now[i + 1])}); "
                 "check --text-column/--label-column, --min-words and the taxonomy"
             )
-        bounds = []
-        for label, n in sizes.items():
-            m, b1, b2 = split_bounds(int(n), cfg.sample_frac, cfg.split)
-            dropped["not_sampled"] += int(n) - m
-            bounds.append((label, m, b1, b2))
-        con.execute("CREATE TABLE bounds(label VARCHAR, m BIGINT, b1 BIGINT, b2 BIGINT)")
-        con.executemany("INSERT INTO bounds VALUES (?, ?, ?, ?)", bounds)
-        con.execute("""
-            CREATE TABLE assigned AS
-            SELECT r.rid, k.label, k.h, CASE WHEN r.r < b.b1 THEN 'train' WHEN r.r < b.b2 THEN 'val' ELSE 'test' END AS split
-            FROM ranks r JOIN bounds b USING (label) JOIN kept k USING (rid) WHERE r.r < b.m
-        """)
-        counts = {s: {c: 0 for c in taxonomy.categories} for s in SPLITS}
-        for split, label, n in con.execute("SELECT split, label, count(*) FROM assigned GROUP BY ALL").fetchall():
-            counts[split][label] = int(n)
-
-        # -- 5. write -------------------------------------------------------------------
-        # Two small arrays indexed by row number (1 byte per input row) say each kept row's
-        # split and label; the staged file is then streamed once, in input order, and its
-        # rows dealt to three Parquet writers. No sort of the texts, deterministic output.
-        import numpy as np
-        import pyarrow.parquet as pq
-
-        split_code = np.zeros(stats.rows_read, dtype=np.int8)  # 0: not kept
-        label_code = np.zeros(stats.rows_read, dtype=np.int8)
-        categories_sql = "[" + ", ".join(_sql_str(c) for c in taxonomy.categories) + "]"
-        codes = con.sql(f"""
-            SELECT rid, (CASE split WHEN 'train' THEN 1 WHEN 'val' THEN 2 ELSE 3 END)::TINYINT AS s,
-                   (list_position({categories_sql}, label) - 1)::TINYINT AS l
-            FROM assigned
-        """).to_arrow_reader(1 << 17)
-        for rb in codes:
+        del alive
+        bounds = [split_bounds(int(n), cfg.sample_frac, cfg.split) for n in sizes]
+        split_code = np.zeros(n_rows, dtype=np.int8)  # 0: not in any split
+        taken = np.zeros(len(sizes), dtype=np.int64)
+        # reps in rank order (a sort DuckDB spills); the survivors of the near-duplicate step
+        # are numbered per category as they come, and cumulative bounds give each its split
+        for rb in con.sql("SELECT rid, label_idx FROM reps ORDER BY label_idx, h, rid").to_arrow_reader(1 << 17):
             rid = rb.column(0).to_numpy()
-            split_code[rid] = rb.column(1).to_numpy()
-            label_code[rid] = rb.column(2).to_numpy()
+            lab = rb.column(1).to_numpy()
+            keep = status[rid] == 0
+            rid, lab = rid[keep], lab[keep]
+            for li in np.unique(lab):
+                sel = rid[lab == li]
+                m, b1, b2 = bounds[li]
+                r = taken[li] + np.arange(sel.size)
+                taken[li] += sel.size
+                code = np.where(r < b1, 1, np.where(r < b2, 2, 3)).astype(np.int8)
+                code[r >= m] = 0
+                split_code[sel] = code
+                status[sel[r >= m]] = _CODE["not_sampled"]
         con.close()
 
+        # -- 6. write -------------------------------------------------------------------
+        # The staged file is streamed once, in input order, and its rows dealt to three
+        # Parquet writers by split_code. No sort of the texts, deterministic output.
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
         label_dict = pa.array(list(taxonomy.categories), pa.string())
-        out_schema = pa.schema([(c, pa.string()) for c in ("text", "label", "complaint_id", "product", "date_received")])
+        source_dict = pa.array(names, pa.string())
+        out_schema = pa.schema([(c, pa.string()) for c in OUTPUT_COLUMNS])
         tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
         writers = {s: pq.ParquetWriter(tmp_paths[s], out_schema, compression="zstd") for s in SPLITS}
         try:
@@ -302,9 +412,11 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
                     if idx.size == 0:
                         continue
                     take = pa.array(idx)
-                    label = pa.DictionaryArray.from_arrays(pa.array(label_code[rid[idx]]), label_dict).cast(pa.string())
+                    lab = pa.DictionaryArray.from_arrays(pa.array(label[rid[idx]]), label_dict).cast(pa.string())
+                    src = np.searchsorted(starts, rid[idx], side="right") - 1
+                    source_col = pa.DictionaryArray.from_arrays(pa.array(src.astype(np.int32)), source_dict).cast(pa.string())
                     writers[split].write_table(pa.Table.from_arrays(
-                        [rb.column(1).take(take), label, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take)],
+                        [rb.column(1).take(take), lab, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take), source_col],
                         schema=out_schema,
                     ))
         finally:
@@ -316,7 +428,11 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             os.replace(tmp_paths[split], path)
             files[split] = path
     except duckdb.Error as exc:
-        raise DataError(f"preparing {cfg.input.name} failed in DuckDB: {str(exc).splitlines()[0]}") from None
+        _clean_out(cfg.out_dir, tmp_paths, created_out)
+        raise DataError(f"preparing {', '.join(names)} failed in DuckDB: {str(exc).splitlines()[0]}") from None
+    except BaseException:
+        _clean_out(cfg.out_dir, tmp_paths, created_out)
+        raise
     finally:
         bar.close()
         con.close()
@@ -324,26 +440,56 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
 
     hasher.join()
     taxonomy.save(cfg.out_dir / "taxonomy.yaml")
+
+    # -- counts: overall and per input, from the status bytes ------------------------------
+    def count_reasons(codes: np.ndarray) -> dict[str, int]:
+        c = np.bincount(codes.astype(np.int64), minlength=len(REASONS) + 1)
+        return {r: int(c[i + 1]) for i, r in enumerate(REASONS)}
+
+    counts = {s: {c: 0 for c in taxonomy.categories} for s in SPLITS}
+    for k, split in enumerate(SPLITS, start=1):
+        per = np.bincount(label[split_code == k].astype(np.int64), minlength=len(taxonomy.categories))
+        counts[split] = {c: int(per[i]) for i, c in enumerate(taxonomy.categories)}
     kept_total = sum(sum(c.values()) for c in counts.values())
+    dropped = count_reasons(status)
+    inputs = []
+    for i, (path, src) in enumerate(zip(cfg.inputs, sources)):
+        a, b = int(starts[i]), int(starts[i + 1])
+        codes = status[a:b]
+        inputs.append({
+            "name": names[i],
+            "path": str(path.resolve()),
+            "format": src.format,
+            "bytes": src.stats.bytes_total,
+            "sha256": sha.get(i),
+            "columns": src.columns,
+            "rows_read": b - a,
+            "kept": int((split_code[a:b] != 0).sum()),
+            "splits": {s: int((split_code[a:b] == k).sum()) for k, s in enumerate(SPLITS, start=1)},
+            "dropped": count_reasons(codes),
+            "broken_rows": src.stats.broken_rows,
+            "undecodable_chars_replaced": src.stats.replaced_chars,
+        })
+    broken_examples = [dict(e, input=names[i]) if len(sources) > 1 else e
+                       for i, s in enumerate(sources) for e in s.stats.broken_examples][:20]
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "input": {
-            "path": str(cfg.input.resolve()),
-            "name": cfg.input.name,
-            "format": source.format,
-            "bytes": stats.bytes_total,
-            "sha256": sha.get("sha256"),
-            "columns": source.columns,
+        # one input: its own record, as before; several: a summary, each one in "inputs"
+        "input": inputs[0] if len(inputs) == 1 else {
+            "name": f"{len(inputs)} inputs ({', '.join(names)})", "count": len(inputs), "names": names,
+            "format": "+".join(sorted({s.format for s in sources})),
         },
+        "inputs": inputs,
         "taxonomy": {"name": taxonomy.name, "file": "taxonomy.yaml", "source": cfg.taxonomy},
         "config": cfg.to_dict(),
+        "plan": plan,
         "labels": list(taxonomy.categories),
-        "columns": ["text", "label", "complaint_id", "product", "date_received"],
+        "columns": list(OUTPUT_COLUMNS),
         "files": {s: f"{s}.parquet" for s in SPLITS},
         "row_order": "input order within each split (shuffle when training)",
         "counts": {
-            "rows_read": stats.rows_read,
+            "rows_read": n_rows,
             "kept": kept_total,
             "splits": {s: sum(counts[s].values()) for s in SPLITS},
             "per_split": counts,
@@ -351,11 +497,12 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
             "per_product": product_rows,
         },
         "dropped": dropped,
+        "near_duplicates": near,
         "unknown_products": dict(sorted(unknown_products.items(), key=lambda kv: (-kv[1], kv[0]))),
         "dropped_products": dropped_products,
-        "broken_rows": {"count": stats.broken_rows, "examples": stats.broken_examples,
+        "broken_rows": {"count": sum(s.stats.broken_rows for s in sources), "examples": broken_examples,
                         "note": "records counted from 1 = the CSV header"},
-        "undecodable_chars_replaced": stats.replaced_chars,
+        "undecodable_chars_replaced": sum(s.stats.replaced_chars for s in sources),
         "versions": _versions(),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -365,6 +512,65 @@ def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareRes
     chart = plot_class_distribution(manifest, cfg.out_dir / "class_distribution.png")
     files["chart"] = chart
     return PrepareResult(out_dir=cfg.out_dir, manifest=manifest, files=files)
+
+
+OUTPUT_COLUMNS = ("text", "label", "complaint_id", "product", "date_received", "source")
+
+
+def _clean_out(out_dir: Path, tmp_paths: dict[str, Path], created: bool) -> None:
+    """Nothing half-written: remove this run's temporary split files (and the folder if it made it)."""
+    for p in tmp_paths.values():
+        p.unlink(missing_ok=True)
+    if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+
+
+def _near_duplicates(con, staged_file: Path, status, label, threshold: float, lsh_dir: Path, bar) -> dict[str, Any]:
+    """Mark near-duplicates of the kept representatives in `status` (see neardup.py)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from .neardup import NUM_PERM, SHINGLE_WORDS, NearDuplicateIndex, resolve_groups, shingle_hashes, word_hashes_sql
+
+    t = time.perf_counter()
+    index = NearDuplicateIndex(threshold, lsh_dir)
+    nodes = []
+    done = 0
+    # texts come from the staged file in batches, in input order: node i is the i-th survivor
+    for rb in pq.ParquetFile(staged_file).iter_batches(batch_size=1 << 15, columns=["rid", "text"]):
+        rid = rb.column(0).to_numpy()
+        keep = np.flatnonzero(status[rid] == 0)
+        done += rb.num_rows
+        if keep.size == 0:
+            continue
+        texts = pa.table({"text": rb.column(1).take(pa.array(keep))})
+        con.register("lsh_batch", texts)
+        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM lsh_batch").to_arrow_table().column(0).combine_chunks()
+        con.unregister("lsh_batch")
+        sh, off = shingle_hashes(words.values.to_numpy(), words.offsets.to_numpy())
+        index.add(sh, off)
+        nodes.append(rid[keep])
+        bar.update(0, done, "finding near-duplicates")  # rows so far; the bar's bytes are done
+    node_rid = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
+    root = index.components()
+    dup, conflict = resolve_groups(root, label[node_rid])
+    status[node_rid[dup]] = _CODE["near_duplicate"]
+    status[node_rid[conflict]] = _CODE["near_duplicate_conflicting_label"]
+    sizes = np.bincount(root, minlength=root.size)
+    groups = sizes > 1
+    conflict_roots = np.unique(root[conflict])
+    return {
+        "method": "MinHash LSH (rensa RMinHash signatures, numpy banding, connected components)",
+        "shingles": f"{SHINGLE_WORDS} consecutive words, lower-cased ASCII letters and digits",
+        "num_perm": NUM_PERM, "bands": index.bands, "rows_per_band": index.rows,
+        "texts_compared": int(root.size),
+        "groups": int(groups.sum()),
+        "rows_in_groups": int(sizes[groups].sum()),
+        "conflicting_groups": int(conflict_roots.size),
+        "largest_group": int(sizes.max()) if sizes.size else 0,
+        "candidate_pairs": index.candidates, "confirmed_pairs": index.confirmed,
+        "seconds": round(time.perf_counter() - t, 2),
+    }
 
 
 def _versions() -> dict[str, str]:

@@ -56,14 +56,36 @@ def render_report(manifest: dict[str, Any], console=None) -> None:
     table.add_row("[bold]all", *(f"[bold]{counts['splits'][s]:,}" for s in SPLITS), f"[bold]{counts['kept']:,}", "")
     console.print(table)
 
+    inputs = manifest.get("inputs") or []
+    several = len(inputs) > 1
     drops = Table(title=f"Rows read: {counts['rows_read']:,}; dropped", title_justify="left")
     drops.add_column("reason")
     drops.add_column("rows", justify="right")
+    if several:  # one column per input, so each file's share of every reason shows
+        for inp in inputs:
+            drops.add_column(inp["name"], justify="right")
+        drops.add_row("read", f"{counts['rows_read']:,}", *(f"{i['rows_read']:,}" for i in inputs))
+        drops.add_row("kept", f"{counts['kept']:,}", *(f"{i['kept']:,}" for i in inputs))
     for reason, n in manifest["dropped"].items():
-        drops.add_row(reason.replace("_", " "), f"{n:,}")
-    drops.add_row("broken rows (skipped)", f"{manifest['broken_rows']['count']:,}")
-    drops.add_row("undecodable characters (replaced)", f"{manifest['undecodable_chars_replaced']:,}")
+        drops.add_row(reason.replace("_", " "), f"{n:,}", *(f"{i['dropped'].get(reason, 0):,}" for i in inputs if several))
+    drops.add_row("broken rows (skipped)", f"{manifest['broken_rows']['count']:,}", *(f"{i['broken_rows']:,}" for i in inputs if several))
+    drops.add_row("undecodable characters (replaced)", f"{manifest['undecodable_chars_replaced']:,}",
+                  *(f"{i['undecodable_chars_replaced']:,}" for i in inputs if several))
     console.print(drops)
+    near = manifest.get("near_duplicates") or {}
+    if near.get("threshold") is None:
+        console.print("near-duplicates: off (exact duplicates only)")
+    elif "groups" in near:
+        console.print(
+            f"near-duplicates (Jaccard >= {near['threshold']} on {near['shingles'].split(',')[0]}, {near['bands']}x{near['rows_per_band']} LSH bands): "
+            f"{near['groups']:,} groups of {near['rows_in_groups']:,} texts ({near['conflicting_groups']:,} with conflicting labels, "
+            f"largest {near['largest_group']:,}) among {near['texts_compared']:,}, {near['seconds']:.1f} s",
+            highlight=False,
+        )
+    plan = manifest.get("plan")
+    if plan:
+        console.print(f"plan: DuckDB memory limit {plan['memory_limit']} ({plan['memory_limit_from']}), "
+                      f"{plan['threads']} threads, spilling to {plan['spill_dir']} (removed afterwards)", highlight=False)
     if manifest["unknown_products"]:
         console.print("[yellow]products not in the taxonomy (skipped):[/] " + "; ".join(f"{p!r}: {n:,}" for p, n in manifest["unknown_products"].items()))
     if manifest["broken_rows"]["count"]:
