@@ -240,3 +240,26 @@ def test_manifest_is_json_and_complete(bundled_prepared):
     for key in ("input", "taxonomy", "config", "labels", "counts", "dropped", "unknown_products", "broken_rows", "undecodable_chars_replaced"):
         assert key in m
     assert set(m["dropped"]) >= {"no_narrative", "too_short", "unknown_product", "dropped_product", "duplicate", "conflicting_label"}
+
+
+def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monkeypatch):
+    """The 1 MiB mmap threshold keeps prepare's RSS flat but slows model work 1.5x: it must be
+    put back when prepare ends (and never be set by merely reading a CSV for scoring)."""
+    from ticket_triage.data import reading
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(reading, "_libc", lambda: FakeLibc())
+    read_labelled_file(bundled_csv, "cfpb-6", max_rows=50)
+    assert calls == []
+    prepare_dataset(DataConfig(input=bundled_csv, out_dir=tmp_path / "p", near_duplicates="off"))
+    assert calls == [(-3, 1 << 20), (-3, 32 << 20), (-1, 64 << 20)]
+    calls.clear()
+    with reading.bounded_heap(), reading.bounded_heap():  # nested: only the outermost sets and restores
+        assert calls == [(-3, 1 << 20)]
+    assert calls == [(-3, 1 << 20), (-3, 32 << 20), (-1, 64 << 20)] and reading._heap_scopes == 0

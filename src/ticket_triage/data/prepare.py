@@ -49,7 +49,7 @@ from ..errors import DataError, TaxonomyError
 from ..taxonomy import load_taxonomy
 from .cleaning import clean_sql, min_words_sql, norm_sql
 from .config import DataConfig
-from .reading import file_sha256, open_source
+from .reading import bounded_heap, file_sha256, open_source
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -168,6 +168,11 @@ def _name_the_file(exc: DataError, path: Path) -> DataError:
 
 def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareResult:
     """Prepare train/val/test parquet files, manifest.json, taxonomy.yaml and a class chart."""
+    with bounded_heap():  # only while the inputs stream: see reading.bounded_heap
+        return _prepare(config, progress)
+
+
+def _prepare(config: DataConfig, progress: bool) -> PrepareResult:
     import duckdb
     import numpy as np
     import pyarrow.parquet as pq
