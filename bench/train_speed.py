@@ -24,10 +24,10 @@ from _results import write_section  # noqa: E402
 
 def prepare(workdir: Path) -> Path:
     from ticket_triage.data import DataConfig, prepare_dataset
-    from ticket_triage.demo import bundled_data_path
+    from ticket_triage.demo import bundled_data_paths
 
     out = workdir / "data"
-    prepare_dataset(DataConfig(input=bundled_data_path(), out_dir=out))
+    prepare_dataset(DataConfig(input=bundled_data_paths(), out_dir=out))
     return out
 
 

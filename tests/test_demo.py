@@ -9,7 +9,7 @@ import pandas as pd
 from ticket_triage.demo import BUNDLED_FILES, PROFILES, bundled_data_paths, run_demo
 
 
-def test_demo_prepares_both_bundled_files_and_trains_on_every_row(tmp_path, monkeypatch):
+def test_demo_prepares_both_bundled_files_and_trains_on_them(tmp_path, monkeypatch):
     import ticket_triage.training as training
     from ticket_triage.training import TrainResult
 
@@ -33,7 +33,8 @@ def test_demo_prepares_both_bundled_files_and_trains_on_every_row(tmp_path, monk
     assert set(train["source"]) == set(BUNDLED_FILES)
     assert manifest["counts"]["kept"] > 11_000 * 0.95
     config = seen["config"]
-    assert config.max_train_rows is None and config.ensemble == PROFILES["quick"]["ensemble"] == "tfidf"
+    assert config.max_train_rows == PROFILES["quick"]["max_train_rows"] and config.ensemble == "tfidf"
+    assert PROFILES["full"].get("max_train_rows") is None  # --full uses every row
     assert any("test macro-F1 0.5000" in line for line in lines)
 
 

@@ -179,7 +179,7 @@ def test_invalid_space_is_rejected_with_the_entry_named(tmp_path, space, entry, 
 
 def test_default_space_is_valid_and_shipped():
     space = load_space(None)
-    assert {"lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "dropout", "max_length", "truncation", "class_weights"} <= set(space.params)
+    assert {"lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "dropout", "max_length", "truncation", "class_weights", "layer_lr_decay"} <= set(space.params)
     assert space.params["lr"].log
 
 

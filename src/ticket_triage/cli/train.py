@@ -127,11 +127,11 @@ def baseline(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the prepared data and the run."),
-    input: Optional[Path] = typer.Option(None, "--input", help="CFPB-format file. Default: the bundled sample."),
+    input: Optional[list[Path]] = typer.Option(None, "--input", help="CFPB-format file, repeatable. Default: both bundled labelled files."),
     full: bool = typer.Option(False, "--full", help="Train as long as accuracy needs (slower) instead of the 20-minute profile."),
     model: Optional[str] = typer.Option(None, help="Pre-trained encoder (default: the embedded all-MiniLM-L6-v2)."),
 ) -> None:
     """The main job: prepare the bundled data, fine-tune, compare with the baseline, report."""
     from ..demo import run_demo
 
-    run_demo(out, input_path=input, full=full, model=model, log=_console().print)
+    run_demo(out, input_paths=input, full=full, model=model, log=_console().print)
