@@ -31,6 +31,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cfpb_words() -> list[str]:
+    """The tiny vocabulary's words (every one a single token); a fixture, since test folders
+    with a conftest of their own make `from conftest import` ambiguous."""
+    return list(CFPB_WORDS)
+
+
+@pytest.fixture(scope="session")
 def bundled_csv() -> Path:
     return BUNDLED_CSV
 

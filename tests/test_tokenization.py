@@ -67,13 +67,12 @@ def test_dynamic_padding_and_length_groups():
 
 
 # -- whole-text reading: windows and pooling ------------------------------------------------------
-def test_windows_cover_the_whole_text_with_the_configured_overlap(tokenizer):
-    from conftest import CFPB_WORDS
+def test_windows_cover_the_whole_text_with_the_configured_overlap(tokenizer, cfpb_words):
     import numpy as np
 
     from ticket_triage.tokenization import chunk_stride, encode_windows, window_starts
 
-    words = np.random.default_rng(0).choice(CFPB_WORDS, size=100).tolist()
+    words = np.random.default_rng(0).choice(cfpb_words, size=100).tolist()
     content = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
     assert len(content) == 100  # every word is one token in the tiny vocabulary
     stride = chunk_stride(32, 0.25)  # 30 content tokens per window, a quarter repeated

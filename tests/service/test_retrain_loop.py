@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
@@ -14,14 +15,17 @@ def database_url(sqlite_url):  # the data layer is covered on both databases els
     return sqlite_url
 
 
-WORDS = "the customer wrote about an account problem that needs attention from the right team".split()
+WORDS = ("the customer wrote about an account problem that needs attention from the right team "
+         "card loan mortgage bank debt collector report fee payment balance charged late").split()
 
 
 def test_feedback_export_feeds_triage_data_prepare(make_client, tmp_path):
     pytest.importorskip("duckdb")
     client = make_client()
+    rng = random.Random(0)
     for i in range(60):
-        text = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(12)) + f" number {i}"
+        # distinct texts: near-duplicates (one template, other numbers) would rightly be merged by prepare
+        text = " ".join(rng.choice(WORDS) for _ in range(20)) + f" number {i}"
         tid = client.post("/v1/tickets", json={"body": text}).json()["id"]
         client.post(f"/v1/tickets/{tid}/feedback", json={"category": LABELS[i % len(LABELS)]})
     export = tmp_path / "feedback.csv"
