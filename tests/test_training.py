@@ -117,8 +117,15 @@ def test_freeze_encoder_leaves_encoder_unchanged(tiny_model_dir, small_prepared,
 
 
 def test_max_train_rows_and_class_weights(tiny_model_dir, small_prepared, tmp_path):
-    result = train_model(tiny_config(tiny_model_dir, epochs=1, max_train_rows=50, class_weights="balanced"), small_prepared, tmp_path / "run", log=quiet)
+    import pandas as pd
+
+    config = tiny_config(tiny_model_dir, epochs=1, max_train_rows=50, class_weights="balanced", baseline=True, ensemble="tfidf")
+    result = train_model(config, small_prepared, tmp_path / "run", log=quiet)
     assert result.metrics["train_rows"] == 50
+    # the cap is the transformer's: the baseline and the hybrid's TF-IDF half read the whole split
+    all_rows = len(pd.read_parquet(small_prepared / "train.parquet"))
+    assert all_rows > 50
+    assert result.metrics["baseline"]["train_rows"] == result.metrics["ensemble"]["tfidf"]["train_rows"] == all_rows
 
 
 def test_early_stopping_keeps_best_epoch(tiny_model_dir, small_prepared, tmp_path):

@@ -523,17 +523,21 @@ def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop
     test_split = splits["test"]
     test_logits = score_texts(model, tokenizer, meta, test_split.texts, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
 
+    # TF-IDF models fit on the whole training split: --max-train-rows caps the transformer's
+    # compute, and a baseline (or hybrid half) held to the same cap would flatter the comparison.
+    all_train = splits["train"]
     baseline = None
     if config.baseline:
         from ..evaluation.baseline import run_baseline
 
-        baseline = run_baseline(train.texts, train.labels, test_split.texts, test_split.labels, labels, config.seed)
+        baseline = run_baseline(all_train.texts, all_train.labels, test_split.texts, test_split.labels, labels, config.seed)
+        baseline["train_rows"] = len(all_train)
 
     calibration = None
     if config.calibrate:
         calibration = _calibrate(model_dir, data_dir, out_dir, log)
 
-    ensemble = _fit_ensemble(config, model_dir, splits, train, labels, test_logits, device, log) if config.ensemble == "tfidf" else None
+    ensemble = _fit_ensemble(config, model_dir, splits, labels, test_logits, device, log) if config.ensemble == "tfidf" else None
     # The report scores what the model folder predicts: the hybrid where the ensemble is on.
     test_pred = ensemble.pop("test_pred") if ensemble else test_logits.argmax(1)
     test = _test_metrics(test_split.labels, test_pred, labels, data_dir)
@@ -580,8 +584,8 @@ def _test_metrics(y_true, y_pred, labels, data_dir) -> dict[str, Any]:
     return add_slices(classification_metrics(y_true, y_pred, labels), y_true, y_pred, sources, dates)
 
 
-def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, train, labels, test_logits: np.ndarray, device, log) -> dict[str, Any]:
-    """`--ensemble tfidf`: fit the TF-IDF model (train), its weight (validation), store both in the
+def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, labels, test_logits: np.ndarray, device, log) -> dict[str, Any]:
+    """`--ensemble tfidf`: fit the TF-IDF model (the whole training split), its weight (validation), store both in the
     model folder, and compare transformer, TF-IDF and hybrid on validation and test.
 
     Runs after calibration: the transformer's probabilities are mixed at its fitted temperature."""
@@ -593,7 +597,9 @@ def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, train, labels, t
     transformer = Classifier.load(model_dir, backend="torch", device=str(device), ensemble=False)
     p_val = {"transformer": transformer.predict_proba(val.texts, config.eval_batch_size)}
     p_test = {"transformer": softmax(test_logits, transformer.temperature)}
+    train = splits["train"]
     tfidf, fit_report = ens.fit_tfidf(train.texts, train.labels, val.texts, val.labels, labels, seed=config.seed, class_weight="balanced" if config.class_weights == "balanced" else None)
+    fit_report["train_rows"] = len(train)
     p_val["tfidf"], p_test["tfidf"] = tfidf.predict_proba(val.texts), tfidf.predict_proba(splits["test"].texts)
     weight, grid = ens.choose_weight(p_val["transformer"], p_val["tfidf"], val.labels, len(labels))
     for p in (p_val, p_test):
