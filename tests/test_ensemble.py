@@ -195,3 +195,42 @@ def test_ensemble_true_on_a_folder_without_one_is_an_error(tmp_path, tiny_model_
     with pytest.raises(ModelError, match="without --ensemble tfidf"):
         Classifier.load(folder, backend="torch", ensemble=True)
     assert Classifier.load(folder, backend="torch").tfidf is None
+
+
+def test_predict_and_serve_can_switch_an_enabled_hybrid_off(ensemble_run, tmp_path, capsys, monkeypatch):
+    """`triage predict --no-ensemble` / `triage serve --no-ensemble` (TRIAGE_ENSEMBLE=false): the transformer alone."""
+    import pandas as pd
+
+    from test_inference_files import cli_ok
+    from ticket_triage import Classifier
+    from ticket_triage.service import app as service_app
+    from ticket_triage.service.classifier import load_classifier
+    from ticket_triage.service.settings import Settings
+
+    on = _with_ensemble(ensemble_run / "model", tmp_path / "on", True)
+    pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
+    transformer = Classifier.load(on, backend="torch", ensemble=False)
+    p_alone = transformer.predict_proba(TEXTS)
+    p_hybrid = Classifier.load(on, backend="torch").predict_proba(TEXTS)
+    assert np.abs(p_alone - p_hybrid).max() > 1e-3  # the switch must be visible in the output
+    for flag, expected in (([], p_hybrid), (["--no-ensemble"], p_alone)):
+        out = tmp_path / f"out{len(flag)}.parquet"
+        cli_ok(["predict", "--model", str(on), "--input", str(tmp_path / "in.csv"), "--out", str(out), "--backend", "torch", *flag])
+        scored = pd.read_parquet(out)
+        np.testing.assert_allclose(scored[[f"prob_{c}" for c in transformer.labels]].to_numpy(), expected, atol=1e-6)
+    capsys.readouterr()
+
+    assert not load_classifier(on, "torch", "cpu", False).ensemble_enabled
+    assert load_classifier(on, "torch", "cpu").ensemble_enabled
+    monkeypatch.setenv("TRIAGE_ENSEMBLE", "false")
+    assert Settings().ensemble is False
+    seen = []
+
+    def recording_loader(*args):
+        seen.append(args)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(service_app, "load_classifier", recording_loader)
+    with pytest.raises(RuntimeError, match="recorded"):
+        service_app.create_app(Settings(model_dir=on))
+    assert seen[0][-1] is False

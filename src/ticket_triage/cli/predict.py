@@ -25,13 +25,14 @@ def predict(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the backend's choice)."),
     device: str = typer.Option("auto", "--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it."),
     chunk_rows: int = typer.Option(8192, "--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory)."),
+    ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="Mix in the folder's TF-IDF model (--ensemble tfidf at training). Default: as its triage.json says; --no-ensemble scores with the transformer alone."),
 ) -> None:
     """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review)."""
     from ..inference import predict_file
 
     report = predict_file(
         model, input, out, text_column=text_column, batch_size=batch_size, abstain_below=abstain_below,
-        backend=backend, threads=threads, device=device, chunk_rows=chunk_rows, progress=_out.is_terminal,
+        backend=backend, threads=threads, device=device, chunk_rows=chunk_rows, ensemble=ensemble, progress=_out.is_terminal,
     )
     review = f", {report.needs_review} need review" if report.needs_review is not None else ""
     _out.print(

@@ -43,6 +43,7 @@ def serve_command(
     max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto (fastest in the folder), torch or onnx"),
     device: Optional[str] = typer.Option(None, "--device", help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it"),
+    ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
 ) -> None:
     """Serve the ticket API, the triage console (/) and the docs (/docs)."""
@@ -51,6 +52,7 @@ def serve_command(
     settings = _settings(
         model_dir=model, routing_file=routing, database_url=db, host=host, port=port,
         auth=False if no_auth else None, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, backend=backend, device=device,
+        ensemble=ensemble,
     )
     serve(settings, log_level=log_level)
 

@@ -49,6 +49,7 @@ def predict_file(
     chunk_rows: int = 8192,
     threads: int | None = None,
     device: str = "auto",
+    ensemble: bool | None = None,
     progress: bool = True,
 ) -> PredictFileReport:
     """Classify each row of `input` and write it to `output` with the added columns
@@ -66,7 +67,7 @@ def predict_file(
     if input.resolve() == output.resolve():
         raise DataError("--out must differ from --input")
     check_threshold(abstain_below)
-    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(model_dir, backend=backend, threads=threads, device=device)
+    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(model_dir, backend=backend, threads=threads, device=device, ensemble=ensemble)
     labels = clf.labels
     added = ["category", "confidence", *map(prob_column, labels), "error"] + (["needs_review"] if abstain_below is not None else [])
 

@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     if classifier is None:
         if settings.model_dir is None:
             raise ConfigError("no model: give --model DIR (or TRIAGE_MODEL_DIR), the `model/` folder `triage train` wrote")
-        classifier = load_classifier(settings.model_dir, settings.backend, settings.device)
+        classifier = load_classifier(settings.model_dir, settings.backend, settings.device, settings.ensemble)
     labels = list(classifier.labels)
     if not labels:
         raise ModelError("the classifier has no labels")

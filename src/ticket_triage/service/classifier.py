@@ -25,9 +25,10 @@ class ClassifierLike(Protocol):
     def predict(self, texts: list[str], batch_size: int = 32) -> Sequence[PredictionLike]: ...
 
 
-def load_classifier(model_dir: str | Path, backend: str = "auto", device: str = "auto") -> ClassifierLike:
-    """`ticket_triage.Classifier.load(model_dir, backend, device=device)`: PyTorch on a CUDA GPU if
-    there is one, else ONNX int8 / fp32 if exported, else PyTorch on the CPU."""
+def load_classifier(model_dir: str | Path, backend: str = "auto", device: str = "auto", ensemble: bool | None = None) -> ClassifierLike:
+    """`ticket_triage.Classifier.load(model_dir, backend, device=device, ensemble=ensemble)`: PyTorch
+    on a CUDA GPU if there is one, else ONNX int8 / fp32 if exported, else PyTorch on the CPU; the
+    TF-IDF hybrid as the folder says unless `ensemble` forces it on or off."""
     from ..inference import Classifier
 
-    return Classifier.load(model_dir, backend=backend, device=device)
+    return Classifier.load(model_dir, backend=backend, device=device, ensemble=ensemble)

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="model folder written by `triage train` (or `triage export`)")
     backend: str = Field("auto", description="inference backend: auto (fastest in the folder), torch or onnx")
     device: str = Field("auto", description="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
+    ensemble: bool | None = Field(None, description="mix in the folder's TF-IDF model: unset follows its triage.json, false scores with the transformer alone")
     routing_file: Path | None = Field(None, description="routing rules YAML; the shipped CFPB default when unset")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://...")
     host: str = "127.0.0.1"
