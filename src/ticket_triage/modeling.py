@@ -44,6 +44,7 @@ class ModelMeta:
     base_model: str = EMBEDDED_MODEL
     taxonomy: str | None = None
     ensemble: dict[str, Any] | None = None  # `--ensemble tfidf`: kind, weight, enabled, files (see ensemble.py)
+    teacher: dict[str, Any] | None = None  # `triage distill`: the teacher folder(s), temperature, alpha (see distill.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, folder: str | Path) -> None:

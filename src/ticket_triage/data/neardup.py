@@ -203,3 +203,30 @@ def resolve_groups(root: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     grouped = size[root] > 1
     dup = grouped & ~conflict & (root != np.arange(n))
     return dup, grouped & conflict
+
+
+def near_duplicates_of(texts: list[str], reference: list[str], threshold: float) -> np.ndarray:
+    """Mask over `texts`: True where a text is a near-duplicate (Jaccard >= threshold) of any
+    `reference` text, or an exact copy of one. For in-memory lists (thousands of rows), such as
+    unlabelled narratives that must not echo the validation and test splits."""
+    import tempfile
+
+    import duckdb
+    import pyarrow as pa
+
+    everything = pa.table({"text": pa.array(list(reference) + list(texts), pa.string())})
+    con = duckdb.connect()
+    try:
+        con.register("texts", everything)
+        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM texts").to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.close()
+    shingles, offsets = shingle_hashes(words.values.to_numpy(), words.offsets.to_numpy())
+    with tempfile.TemporaryDirectory(prefix="triage-neardup-") as work:
+        index = NearDuplicateIndex(threshold, Path(work))
+        index.add(shingles, offsets)
+        root = index.components()
+    n_ref = len(reference)
+    # A group's root is its first node, and the reference texts come first: a text whose root
+    # is a reference node shares a group with one.
+    return root[n_ref:] < n_ref

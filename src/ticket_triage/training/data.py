@@ -58,23 +58,30 @@ def load_splits(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple
 
 def stratified_subset(split: Split, n: int, seed: int) -> Split:
     """At most `n` rows, each class keeping its share (and at least one row while n allows)."""
-    if n >= len(split):
-        return split
+    chosen = stratified_indices(split.labels, n, seed)
+    return Split([split.texts[i] for i in chosen], split.labels[chosen])
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a stratified subset of at most `n` rows (all rows when n >= len)."""
+    if n >= len(labels):
+        return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(split.labels, return_counts=True)
+    classes, counts = np.unique(labels, return_counts=True)
     quota = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
     # Hand out what rounding left over to the largest classes, so exactly n rows are kept.
     for i in np.argsort(-counts)[: max(0, n - quota.sum())]:
         quota[i] += 1
     chosen = []
     for cls, k in zip(classes, quota):
-        members = np.flatnonzero(split.labels == cls)
+        members = np.flatnonzero(labels == cls)
         chosen.extend(rng.choice(members, size=min(k, len(members)), replace=False))
-    chosen = np.sort(np.asarray(chosen))[:n] if len(chosen) > n else np.sort(np.asarray(chosen))
-    return Split([split.texts[i] for i in chosen], split.labels[chosen])
+    return np.sort(np.asarray(chosen))[:n]
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """n / (k * count_c): each class contributes equally to the loss (sklearn's 'balanced')."""
+    """n / (k * count_c): each class contributes equally to the loss (sklearn's 'balanced').
+    Rows labelled -1 (unlabelled, distillation targets only) are left out."""
+    labels = labels[labels >= 0]
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return len(labels) / (num_classes * np.clip(counts, 1, None))

@@ -33,7 +33,8 @@ from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, reso
 from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_window_logits, pool_windows
 from .checkpoint import CHECKPOINT_DIR, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import balanced_class_weights, load_splits, stratified_subset
+from .data import Split, balanced_class_weights, load_splits, stratified_indices
+from .targets import UNLABELLED, SoftTargets, distillation_loss
 from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard, shutdown
 
 
@@ -224,13 +225,17 @@ def train_model(
     on_step: Callable[[int], None] | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    soft_targets: SoftTargets | None = None,
 ) -> TrainResult:
-    """Fine-tune, keep the best epoch's model folder, and report on the test split (module docstring)."""
+    """Fine-tune, keep the best epoch's model folder, and report on the test split (module docstring).
+
+    With `soft_targets` (from `triage distill`) the loss also pulls the model towards a teacher's
+    probabilities, and the teacher's unlabelled texts join the training rows (targets.py)."""
     with ExitStack() as run_scope:  # process-wide settings made for this run are undone when it ends
-        return _train(config, Path(out_dir), data_dir, resume, on_epoch_end, on_step, log, progress, run_scope)
+        return _train(config, Path(out_dir), data_dir, resume, on_epoch_end, on_step, log, progress, run_scope, soft_targets)
 
 
-def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_end, on_step, log, progress: bool, run_scope: ExitStack) -> TrainResult:
+def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_end, on_step, log, progress: bool, run_scope: ExitStack, soft_targets: SoftTargets | None = None) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -256,9 +261,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
 
     # -- data ----------------------------------------------------------------------------------
     splits, labels = load_splits(data_dir)
-    train = splits["train"]
-    if config.max_train_rows:
-        train = stratified_subset(train, config.max_train_rows, config.seed)
+    train, teacher = training_rows(splits["train"], config, soft_targets)  # teacher: (N, C) log-probs, or None
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -272,7 +275,8 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder, attn_implementation=attention).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
     class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None)
+    class_weight_t = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight_t)
 
     loop = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_batches": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0}
     saved = read_checkpoint(out_dir) if resume else None  # read once: its global batch shapes the schedule
@@ -310,6 +314,7 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
         f"training {len(train_docs)} tickets{_windows_note(config, train_docs)}, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
         f"effective batch {per_device_batch} per device x {ctx.world_size} x {config.grad_accum} accumulation = {effective_batch}; "
         f"lr {lr:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
+        + (f"; distilling (temperature {soft_targets.temperature:g}, alpha {soft_targets.alpha:g}, {len(soft_targets.extra_texts)} unlabelled texts)" if soft_targets else "")
     )
 
     # The loss is summed where it is computed: reading it back every batch would make the host wait
@@ -349,7 +354,11 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
                     logits = model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (W, C)
                 # One row per text (a no-op with one window each): the loss is on the pooled logits.
                 logits = pool_windows(logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool)  # (B, C)
-                loss = loss_fn(logits, targets)
+                if teacher is None:
+                    loss = loss_fn(logits, targets)
+                else:
+                    soft = to_device(torch.as_tensor(teacher[rows]), device)  # (B, C) teacher log-probs
+                    loss = distillation_loss(logits, targets, soft, soft_targets.temperature, soft_targets.alpha, class_weight_t)
                 # Average over the accumulation window, so the step size does not grow with it.
                 scaled = loss / config.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
@@ -426,6 +435,25 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     shutdown(ctx)
     return result
+
+
+def training_rows(train: Split, config: TrainConfig, soft_targets: SoftTargets | None) -> tuple[Split, np.ndarray | None]:
+    """The rows a run trains on, and their teacher log-probabilities when distilling.
+
+    --max-train-rows takes a stratified subset (the teacher's rows with it); a distillation's
+    unlabelled texts follow, labelled -1 so that only the teacher's targets teach them."""
+    teacher = None if soft_targets is None else np.asarray(soft_targets.train, dtype=np.float32)
+    if teacher is not None and len(teacher) != len(train):
+        raise ConfigError(f"the teacher's targets cover {len(teacher)} training rows but the split has {len(train)}: recompute them for this data")
+    if config.max_train_rows:
+        keep = stratified_indices(train.labels, config.max_train_rows, config.seed)
+        train = Split([train.texts[i] for i in keep], train.labels[keep])
+        teacher = teacher[keep] if teacher is not None else None
+    if soft_targets is not None and soft_targets.extra_texts:
+        unlabelled = np.full(len(soft_targets.extra_texts), UNLABELLED, dtype=np.int64)
+        train = Split(train.texts + list(soft_targets.extra_texts), np.concatenate([train.labels, unlabelled]))
+        teacher = np.concatenate([teacher, np.asarray(soft_targets.extra, dtype=np.float32)])
+    return train, teacher
 
 
 def _steps_between_loss_reads(device) -> int:
