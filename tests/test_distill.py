@@ -208,3 +208,21 @@ def test_cli_distill_runs_and_reports(teacher_dir, tiny_model_dir, small_prepare
         main(["distill", "--teacher", str(tmp_path / "missing"), "--data", str(small_prepared), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 1
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_an_earlier_alone_run_is_scored_like_the_student(tmp_path):
+    from ticket_triage.distill import _alone_metrics
+
+    transformer = {"macro_f1": 0.70, "accuracy": 0.75, "recall": {"A": 0.6}}
+    hybrid = {"macro_f1": 0.80, "accuracy": 0.85, "recall": {"A": 0.7}}
+    metrics = {
+        "history": [{"val_macro_f1": 0.72, "val_accuracy": 0.77}],
+        "test": {"macro_f1": 0.80, "accuracy": 0.85, "per_class": {"A": {"recall": 0.7}}},
+        "ensemble": {"scores": {"validation": {"transformer": transformer, "hybrid": hybrid}, "test": {"transformer": transformer, "hybrid": hybrid}}},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    cfg = DistillConfig(teachers=["t"], alone_run=str(tmp_path))
+    assert _alone_metrics(cfg, None, "none")["test"]["macro_f1"] == 0.70  # the student has no hybrid: compare transformers
+    assert _alone_metrics(cfg, None, "tfidf")["test"]["macro_f1"] == 0.80  # both hybrids, as shipped
+    with pytest.raises(ConfigError, match="no metrics.json"):
+        _alone_metrics(DistillConfig(teachers=["t"], alone_run=str(tmp_path / "nope")), None, "none")

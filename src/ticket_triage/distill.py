@@ -311,7 +311,7 @@ def compare(config: DistillConfig, teachers: list[Path], labels: list[str], spli
     rows["student"] = {s: scores(splits[s].labels, student_logp[s].argmax(1)) for s in ("val", "test")}
     rows["student"]["val_kl_to_teacher"] = kl_to_teacher(student_logp["val"], targets["val"])
     rows["student"]["val_agreement_with_teacher"] = float((student_logp["val"].argmax(1) == targets["val"].argmax(1)).mean())
-    alone_metrics = _alone_metrics(config, alone)
+    alone_metrics = _alone_metrics(config, alone, train_config.ensemble)
     if alone_metrics:
         rows["student_alone"] = alone_metrics
     baseline = (student.metrics or {}).get("baseline")
@@ -326,8 +326,10 @@ def compare(config: DistillConfig, teachers: list[Path], labels: list[str], spli
     }
 
 
-def _alone_metrics(config: DistillConfig, alone: TrainResult | None) -> dict[str, Any] | None:
-    """The student trained alone: this run's comparison run, or an earlier one (--alone RUN)."""
+def _alone_metrics(config: DistillConfig, alone: TrainResult | None, student_ensemble: str) -> dict[str, Any] | None:
+    """The student trained alone: this run's comparison run, or an earlier one (--alone RUN).
+    Scored like the distilled student: where the student has no TF-IDF hybrid but that run
+    does, its transformer alone is compared (training scored both)."""
     if alone is not None:
         metrics = alone.metrics
     elif config.alone_run:
@@ -337,9 +339,13 @@ def _alone_metrics(config: DistillConfig, alone: TrainResult | None) -> dict[str
         metrics = json.loads(path.read_text())
     else:
         return None
+    ensemble = metrics.get("ensemble")
+    if ensemble and student_ensemble == "none":
+        scores = ensemble["scores"]
+        return {"val": scores["validation"]["transformer"], "test": scores["test"]["transformer"], "scored": "transformer alone (its TF-IDF hybrid left out, as the student has none)"}
     best = max(metrics["history"], key=lambda r: r["val_macro_f1"])
     test = metrics["test"]
-    return {"val": {"macro_f1": best["val_macro_f1"], "accuracy": best["val_accuracy"]}, "test": {"macro_f1": test["macro_f1"], "accuracy": test["accuracy"], "recall": {k: v["recall"] for k, v in test["per_class"].items()}}}
+    return {"val": {"macro_f1": best["val_macro_f1"], "accuracy": best["val_accuracy"]}, "test": {"macro_f1": test["macro_f1"], "accuracy": test["accuracy"], "recall": {k: v["recall"] for k, v in test["per_class"].items()}}, "scored": "as shipped"}
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:
@@ -371,6 +377,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {names[key]} | {row['val']['macro_f1']:.4f} | {row['test']['macro_f1']:.4f} | {row['test']['accuracy']:.4f} | {f'{low[1]:.3f} ({low[0]})' if low else ''} |")
     if report.get("baseline_test_macro_f1") is not None:
         lines.append(f"| TF-IDF + linear SVM | | {report['baseline_test_macro_f1']:.4f} | | |")
+    alone = report["models"].get("student_alone")
+    if alone and alone.get("scored"):
+        lines += ["", f"Student trained alone: {alone['scored']}."]
     student = report["models"]["student"]
     lines += ["", f"Student vs teacher on validation: KL {student['val_kl_to_teacher']:.4f} nats, same category on {student['val_agreement_with_teacher']:.1%} of texts.", ""]
     return "\n".join(lines)
