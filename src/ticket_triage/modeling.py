@@ -317,6 +317,11 @@ def tiny_mpnet(folder: str | Path, vocab_words: list[str] | None = None, *, laye
     MPNetTokenizer(vocab=vocab, model_max_length=512).save_pretrained(folder)
     torch.manual_seed(seed)
     # 514 positions like the real model: MPNet numbers tokens from padding_idx + 1 = 2, so 512 tokens need 514.
-    config = MPNetConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=514)
+    # Weights 10x the usual init (std 0.2): at 0.02 the <s> output hardly depends on the text and the
+    # relative position bias moves logits by ~1e-6, so a parity check could not tell a graph that lost them.
+    config = MPNetConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2,
+        max_position_embeddings=514, initializer_range=0.2,
+    )
     MPNetModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
