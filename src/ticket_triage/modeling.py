@@ -300,3 +300,29 @@ def tiny_bert(folder: str | Path, vocab_words: list[str] | None = None, *, layer
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512)
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def tiny_mpnet(folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised MPNet with a tokenizer laid out like all-mpnet-base-v2's:
+    for tests of everything MPNet does differently from BERT (special tokens, pad id, positions)."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The real vocabulary's ids: <s>=0, <pad>=1, </s>=2, [UNK]=3 ... <mask> last.
+    words = vocab_words or []
+    pieces = [w.lower() for w in words] + list("abcdefghijklmnopqrstuvwxyz0123456789") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(["<s>", "<pad>", "</s>", "[UNK]", *pieces, "<mask>"]))}
+    # MPNetTokenizer (fast, WordPiece, lowercase) adds <s> ... </s>, as the real one does.
+    MPNetTokenizer(vocab=vocab, model_max_length=512).save_pretrained(folder)
+    torch.manual_seed(seed)
+    # 514 positions like the real model: MPNet numbers tokens from padding_idx + 1 = 2, so 512 tokens need 514.
+    # Weights 10x the usual init (std 0.2): at 0.02 the <s> output hardly depends on the text and the
+    # relative position bias moves logits by ~1e-6, so a parity check could not tell a graph that lost them.
+    config = MPNetConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2,
+        max_position_embeddings=514, initializer_range=0.2,
+    )
+    MPNetModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder

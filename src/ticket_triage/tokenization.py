@@ -66,6 +66,15 @@ def _special_ids(tokenizer) -> tuple[int, int]:
     return first, last
 
 
+def _content_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids, no special tokens added, and none read from the text itself.
+
+    Special-token strings typed in a ticket ("<s>", "</s>", "<pad>", "[SEP]") are tokenized as
+    plain text: read as the real tokens they would start or end a sequence mid-text, and in MPNet
+    a "<pad>" (id 1, its padding_idx) also shifts the position of every token after it."""
+    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False, split_special_tokens=True)["input_ids"]
+
+
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int, truncation: str = "head+tail") -> list[list[int]]:
     """Token ids for each text, with [CLS] ... [SEP], at most `max_length` ids, not padded."""
     _check_max_length(max_length)
@@ -73,7 +82,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int, truncation: s
     budget = max_length - 2
     head, tail = split_budget(budget, truncation)
     cut = [_pre_cut(t, CHARS_PER_TOKEN_BOUND * max_length) for t in texts]
-    pieces = tokenizer(cut, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    pieces = _content_ids(tokenizer, cut)
     out = []
     for ids in pieces:
         if len(ids) > budget:
@@ -126,7 +135,7 @@ def encode_windows(tokenizer, texts: Sequence[str], max_length: int, stride: int
     first, last = _special_ids(tokenizer)
     width = max_length - 2
     cut = [_pre_cut(t, CHARS_PER_TOKEN_BOUND * max_length * max_chunks) for t in texts]
-    pieces = tokenizer(cut, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    pieces = _content_ids(tokenizer, cut)
     windows: list[list[int]] = []
     owners: list[int] = []
     for owner, ids in enumerate(pieces):

@@ -175,7 +175,12 @@ def _quiet_logging():
 
 
 def _optimize(raw: Path, dest: Path, config) -> dict[str, int] | None:
-    """ORT's transformer optimizer for BERT-family graphs; None if it does not apply."""
+    """ORT's transformer optimizer for BERT-family graphs; None if it does not apply.
+
+    MPNet goes through it too, at the same opset and with eager attention (its only kind): its
+    layer norms and GELUs fuse, while its attention (scores plus a relative position bias) and
+    embeddings (positions counted from the pad id) match no BERT pattern and stay as plain ops,
+    which is correct, just slower than fused kernels. Any wrong fusion fails the parity check."""
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 

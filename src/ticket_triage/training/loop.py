@@ -172,7 +172,8 @@ def _layer_depths(model):
         found = layer_re.search(name)
         if found:
             return n_layers - int(found.group(1))
-        if "embeddings" in name:
+        # MPNet's relative position bias is one table shared by every layer, below them all.
+        if "embeddings" in name or "relative_attention_bias" in name:
             return n_layers + 1
         return 0  # classifier, pooler and anything above the encoder
 
