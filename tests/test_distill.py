@@ -226,3 +226,15 @@ def test_an_earlier_alone_run_is_scored_like_the_student(tmp_path):
     assert _alone_metrics(cfg, None, "tfidf")["test"]["macro_f1"] == 0.80  # both hybrids, as shipped
     with pytest.raises(ConfigError, match="no metrics.json"):
         _alone_metrics(DistillConfig(teachers=["t"], alone_run=str(tmp_path / "nope")), None, "none")
+
+
+def test_an_mpnet_teacher_teaches_a_bert_student(tiny_model_dir, small_prepared, cfpb_words, tmp_path):
+    """Teacher and student share only the label set: targets are per text, not per token."""
+    from ticket_triage.modeling import tiny_mpnet
+
+    mpnet = tiny_mpnet(tmp_path / "tiny-mpnet", cfpb_words)
+    teacher = train_model(tiny_config(mpnet, epochs=1), small_prepared, tmp_path / "teacher", log=quiet, progress=False).model_dir
+    result = distill_model(DistillConfig(teachers=[str(teacher)], alpha=0.2), tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "student", log=quiet, progress=False)
+    meta = json.loads((result.student.model_dir / "triage.json").read_text())
+    assert meta["base_model"] == str(tiny_model_dir) and meta["teacher"]["base_models"] == [str(mpnet)]
+    assert result.report["models"]["teacher"]["test"]["macro_f1"] >= 0
