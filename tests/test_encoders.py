@@ -34,6 +34,7 @@ def fake_zip(files: dict[str, bytes] = FILES, top: str = FOLDER) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for name, data in files.items():
             z.writestr(f"{top}/{name}", data)
+        z.writestr(f"{top}/desktop.ini", b"[.ShellClassInfo]")  # the real zip carries one
     return buf.getvalue()
 
 
@@ -96,7 +97,7 @@ def test_assembles_verifies_and_installs(tmp_path, payload, home):
     assert path == home / "encoders" / FOLDER
     for name, data in FILES.items():
         assert (path / name).read_bytes() == data
-    assert json.loads((path / MARKER).read_text())["name"] == "mpnet"
+    assert json.loads((path / MARKER).read_text())["name"] == "mpnet" and not (path / "desktop.ini").exists()
     assert site.pip_calls == [] and leftovers(home) == []
     status = {e.name: e for e in list_encoders(home)}["mpnet"]
     assert status.installed and status.path == path and status.size_bytes >= len(FILES["model.safetensors"])

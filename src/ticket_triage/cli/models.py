@@ -55,7 +55,7 @@ def install_model(
 
     from ..encoders import HOME_ENV, install_encoder, triage_home
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay whole for copying
     path = install_encoder(name, home=home, progress=not quiet, force=force, log=console.print)
     console.print(f"[green]done[/]: {name} in {path}; train with `--model {name}`")
     if home is not None and triage_home(home).resolve() != triage_home().resolve():
