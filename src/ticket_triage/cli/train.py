@@ -20,7 +20,7 @@ def _console():
 def train(
     data: Path = typer.Option(..., "--data", help="Folder from `triage data prepare` (train/val/test.parquet)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write (model/, metrics, plots)."),
-    model: Optional[str] = typer.Option(None, help="Pre-trained encoder: local Hugging Face folder or hub id. Default: the embedded all-MiniLM-L6-v2."),
+    model: Optional[str] = typer.Option(None, help="Pre-trained encoder: minilm or mpnet (see `triage models list`), a local Hugging Face folder or a hub id. Default: minilm, the embedded all-MiniLM-L6-v2."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training settings; options given here override it."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping may end sooner). [default: 3]"),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per device. [default: 16]"),
@@ -129,7 +129,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the prepared data and the run."),
     input: Optional[list[Path]] = typer.Option(None, "--input", help="CFPB-format file, repeatable. Default: both bundled labelled files."),
     full: bool = typer.Option(False, "--full", help="Train as long as accuracy needs (slower) instead of the 20-minute profile."),
-    model: Optional[str] = typer.Option(None, help="Pre-trained encoder (default: the embedded all-MiniLM-L6-v2)."),
+    model: Optional[str] = typer.Option(None, help="Pre-trained encoder: minilm, mpnet (see `triage models list`), a folder or a hub id (default: minilm, the embedded all-MiniLM-L6-v2)."),
 ) -> None:
     """The main job: prepare the bundled data, fine-tune, compare with the baseline, report."""
     from ..demo import run_demo

@@ -30,7 +30,7 @@ def tune(
     seed: int = typer.Option(42, "--sampler-seed", help="Sampler seed (trials keep the training --seed)."),
     # Fixed for every trial (the search space overrides what it names):
     config: Optional[Path] = typer.Option(None, "--config", help="TrainConfig YAML with the fixed settings of every trial."),
-    model: Optional[str] = typer.Option(None, help="Pre-trained encoder: local folder or hub id. Default: the embedded all-MiniLM-L6-v2."),
+    model: Optional[str] = typer.Option(None, help="Pre-trained encoder: minilm or mpnet (see `triage models list`), a local folder or a hub id. Default: minilm, the embedded all-MiniLM-L6-v2."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per trial (unless the space tunes epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (unless tuned)."),
     grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
