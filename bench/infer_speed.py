@@ -6,7 +6,7 @@ One run, one model, the same labelled texts for every contender:
   model's max_length; batches padded to their longest member, in input order, head truncation);
 * `Classifier` with PyTorch fp32 (length-sorted batches, head+tail truncation as trained): the
   reference every other contender's agreement, macro-F1 and log-loss are compared with;
-* `Classifier` with PyTorch under bf16 autocast (`torch-bf16`);
+* `Classifier` with PyTorch in bf16 (`torch-bf16`: bf16 weights and activations);
 * `Classifier` with ONNX Runtime, fp32 and int8 (exported here unless the folder has them);
 * `Classifier` with backend="auto" on a folder holding both the PyTorch weights and the export:
   what `triage predict` and `triage serve` run on this machine.
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "data" / "cfpb_sample.csv.gz"
 SECTION = "infer"
 # backend name -> contender label; "auto" runs on the model and its export side by side.
-CLASSIFIER_BACKENDS = {"torch": "Classifier, torch fp32", "torch-bf16": "Classifier, torch bf16 autocast", "onnx-fp32": "Classifier, ONNX fp32",
+CLASSIFIER_BACKENDS = {"torch": "Classifier, torch fp32", "torch-bf16": "Classifier, torch bf16", "onnx-fp32": "Classifier, ONNX fp32",
                        "onnx-int8": "Classifier, ONNX int8", "auto": "Classifier, auto"}
 
 

@@ -149,21 +149,14 @@ def test_bf16_logits_are_close_to_fp32(model_dir):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
-def test_bf16_backend_computes_what_plain_autocast_does(model_dir):
-    """Its Linear weights are stored in bf16 once instead of cast on every call: same numbers."""
-    import torch
+@pytest.mark.parametrize("fields", [{"pooling": "mean"}, {"max_length": 16, "long_text": "chunks", "max_chunks": 4, "chunk_pool": "attention"}])
+def test_bf16_runs_mean_pooling_and_chunks_models(tmp_path, tiny_model_dir, fields):
+    from ticket_triage import Classifier
 
-    from ticket_triage.inference.backends import TorchBf16Backend
-    from ticket_triage.modeling import load_model_folder
-    from ticket_triage.tokenization import encode_texts, pad_batch
-
-    backend = TorchBf16Backend(model_dir, device="cpu")
-    model, tokenizer, meta = load_model_folder(model_dir)
-    ids, mask = pad_batch(encode_texts(tokenizer, TEXTS, meta.max_length, meta.truncation), tokenizer.pad_token_id or 0)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
-    np.testing.assert_allclose(backend(ids, mask), expected, rtol=0, atol=1e-6)
-    assert next(model.parameters()).dtype == torch.float32, "a model loaded elsewhere is left alone"
+    folder = make_model_folder(tmp_path / "model", tiny_model_dir, **fields)
+    a = Classifier.load(folder, backend="torch-bf16").predict_logits(TEXTS, batch_size=3)
+    b = Classifier.load(folder, backend="torch").predict_logits(TEXTS, batch_size=3)
+    assert a.dtype == np.float32 and np.abs(a - b).max() <= 0.05 * np.abs(b).max()
 
 
 def test_bf16_is_refused_on_a_gpu_without_bf16(model_dir, monkeypatch):

@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         await state.start()
         # The backend (and, for auto, why) is logged: the fastest path depends on the CPU.
         backend = getattr(classifier, "backend_label", "an injected classifier")
-        log.info("serving model %s (backend %s), %d categories, routing %s", state.model_version, backend, len(labels), rules.source)
+        log.info("serving model %s with %s, %d categories, routing %s", state.model_version, backend, len(labels), rules.source)
         try:
             yield
         finally:
