@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                 "",
                 f"Model `{args.model}` ({meta.pooling} pooling, max_length {meta.max_length}, {meta.truncation} truncation); "
                 f"{len(texts)} labelled texts from `{args.data.name}`" + (f" (after skipping {args.skip_rows})" if args.skip_rows else "")
-                + f"; batch {args.batch_size}; {args.threads} threads; texts/s the best of {args.repeat} passes; latency over {len(singles)} single-text calls. CPU: {cpu}.",
+                + f"; batch {args.batch_size}; {args.threads} threads; texts/s: the best of {args.repeat} pass(es); latency over {len(singles)} single-text calls. CPU: {cpu}.",
                 *(["", f"Note: {args.note}"] if args.note else []),
                 "",
                 "| " + " | ".join(columns) + " |",
