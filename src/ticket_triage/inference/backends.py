@@ -1,4 +1,4 @@
-"""Backends that turn padded token ids into raw logits: PyTorch (fp32 or bf16 autocast) and
+"""Backends that turn padded token ids into raw logits: PyTorch (fp32 or bf16) and
 ONNX Runtime (fp32 or int8).
 
 A backend sees only `(input_ids, attention_mask)` for one padded batch and returns logits of

@@ -84,7 +84,7 @@ class Classifier:
         """Load a model folder. backend: "auto" (the fastest path on this machine, see
         `backends.choose_auto`: PyTorch on a CUDA GPU; on a CPU with AMX-BF16 PyTorch in bf16; else
         ONNX Runtime if an export is present, int8 first; else PyTorch, bf16 where the CPU has it),
-        "torch", "torch-bf16" (bf16 autocast), "onnx" (int8 if present, else fp32), "onnx-fp32" or
+        "torch", "torch-bf16" (bf16 weights), "onnx" (int8 if present, else fp32), "onnx-fp32" or
         "onnx-int8". threads: CPU threads for inference (None:
         the backend's default). device: where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda[:N], mps.
         ensemble: None follows triage.json (mix the TF-IDF model only where training enabled it),
