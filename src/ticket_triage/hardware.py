@@ -1,11 +1,10 @@
 """What the CPU can do fast: the instruction-set flags that decide training precision and the
 inference backend, read once from /proc/cpuinfo.
 
-Which path is fastest depends on the chip, not on the software: with AMX-BF16 (Intel Sapphire
-Rapids and later) torch's bf16 matmuls beat ONNX Runtime's int8 ones; with only AVX-512 VNNI the
-int8 graph wins; AVX-512 BF16 without AMX (AMD Zen 4) still makes bf16 autocast faster than fp32.
-Nothing is read at import; tests replace the flags with `set_cpu_info` (or by monkeypatching
-`cpu_info`).
+Which path is fastest depends on the chip, not on the software: with AMX-BF16 (Intel Xeon 4th
+gen and later) torch's bf16 matmuls beat ONNX Runtime's int8 ones; without it the int8 graph wins;
+AVX-512 BF16 without AMX (AMD EPYC) still makes bf16 faster than fp32 in torch. Nothing is read at
+import; tests name the CPU they assume with `set_cpu_info`.
 """
 
 from __future__ import annotations
