@@ -23,16 +23,11 @@ def machine() -> str:
 
 
 def cpu_description() -> str:
-    """' (model; the flags that pick the fastest inference path)', from /proc/cpuinfo where there is one:
-    which kernels torch and ONNX Runtime use depends on AMX, AVX-512 bf16/VNNI and AVX2."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if f in flags]
-    return f" ({model}; {' '.join(wanted) or 'no AVX2'})"
+    """' (model; the flags that pick the fastest inference path)': which kernels torch and ONNX
+    Runtime use depends on AMX, AVX-512 bf16/VNNI and AVX2 (read by ticket_triage.hardware)."""
+    from ticket_triage.hardware import cpu_info, cpu_summary
+
+    return f" ({cpu_summary()})" if cpu_info().model or cpu_info().flags else ""
 
 
 def write_section(name: str, body: str) -> Path:

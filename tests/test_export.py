@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from test_inference import TEXTS, make_model_folder  # noqa: E402
+from _hardware_support import plain_cpu  # noqa: F401,E402  (autouse: auto picks as on a CPU without bf16)
 
 
 def random_texts(n=24, seed=0):

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from _hardware_support import plain_cpu  # noqa: F401  (autouse: auto picks as on a CPU without bf16)
 from ticket_triage.errors import ConfigError, DataError, ModelError
 from ticket_triage.taxonomy import load_taxonomy
 

@@ -21,7 +21,7 @@ def predict(
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the ticket text (default: 'Consumer complaint narrative', else 'text')."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per model call."),
     abstain_below: Optional[float] = typer.Option(None, "--abstain-below", help="Mark predictions with confidence below this as needs_review."),
-    backend: str = typer.Option("auto", "--backend", help="auto | torch | onnx | onnx-fp32 | onnx-int8"),
+    backend: str = typer.Option("auto", "--backend", help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8; auto: the fastest on this machine (torch on a CUDA GPU; torch-bf16 on a CPU with AMX; else the ONNX export, int8 first; else torch, bf16 where the CPU has it)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the backend's choice)."),
     device: str = typer.Option("auto", "--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it."),
     chunk_rows: int = typer.Option(8192, "--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory)."),
@@ -35,9 +35,10 @@ def predict(
         backend=backend, threads=threads, device=device, chunk_rows=chunk_rows, ensemble=ensemble, progress=_out.is_terminal,
     )
     review = f", {report.needs_review} need review" if report.needs_review is not None else ""
+    chosen = f"{report.backend}, auto: {report.auto_reason}" if report.auto_reason else report.backend
     _out.print(
         f"[green]wrote[/] {report.output}: {report.rows} rows ({report.predicted} predicted, {report.errors} errors{review}) "
-        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s [dim]({report.backend}, model {report.model_version})[/]",
+        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s [dim]({chosen}; model {report.model_version})[/]",
         highlight=False,
         soft_wrap=True,
     )

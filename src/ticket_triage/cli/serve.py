@@ -41,7 +41,7 @@ def serve_command(
     no_auth: bool = typer.Option(False, "--no-auth", help="no API keys needed (local use only)"),
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)"),
     max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="auto (fastest in the folder), torch or onnx"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto (the fastest on this machine: torch on a CUDA GPU, torch-bf16 on a CPU with AMX, else the ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8 [env TRIAGE_BACKEND]"),
     device: Optional[str] = typer.Option(None, "--device", help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it"),
     ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),

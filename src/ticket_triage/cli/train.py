@@ -101,7 +101,7 @@ def evaluate(
     batch_size: int = typer.Option(64, help="Texts per inference batch."),
     text_column: Optional[str] = typer.Option(None, help="Text column, if not the CFPB's or `text`."),
     label_column: Optional[str] = typer.Option(None, help="Label column, if not `Product` or `label`."),
-    backend: str = typer.Option("auto", help="auto | torch | onnx | onnx-fp32 | onnx-int8, as for `triage predict`."),
+    backend: str = typer.Option("auto", help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8, as for `triage predict`."),
     device: str = typer.Option("auto", help="Where PyTorch runs: auto | cpu | cuda | cuda:N | mps."),
 ) -> None:
     """Score a trained model on any labelled file, with the same report as training (and by source and year)."""

@@ -28,6 +28,7 @@ class PredictFileReport:
     text_column: str
     backend: str
     model_version: str
+    auto_reason: str = ""  # why backend="auto" chose `backend` ("" when it was named)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +129,7 @@ def predict_file(
         text_column=column,
         backend=f"{clf.backend}-{clf.precision}",
         model_version=clf.model_version,
+        auto_reason=getattr(clf.backend_impl, "auto_reason", ""),
     )
 
 

@@ -1,6 +1,6 @@
 """`Classifier`: the Python API for classifying tickets with a trained model folder.
 
-    clf = Classifier.load("runs/demo/model")           # ONNX Runtime if exported, else PyTorch
+    clf = Classifier.load("runs/demo/model")           # the fastest backend on this machine
     clf.predict(["I was charged twice ..."])[0].category
 
 Texts go through `tokenization.encode_for` with the folder's max_length, truncation and
@@ -81,9 +81,11 @@ class Classifier:
     # -- loading ---------------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto", ensemble: bool | None = None) -> "Classifier":
-        """Load a model folder. backend: "auto" (PyTorch on a CUDA GPU if there is one, else ONNX
-        Runtime if an export is present, int8 first, else PyTorch), "torch", "onnx" (int8 if
-        present, else fp32), "onnx-fp32" or "onnx-int8". threads: CPU threads for inference (None:
+        """Load a model folder. backend: "auto" (the fastest path on this machine, see
+        `backends.choose_auto`: PyTorch on a CUDA GPU; on a CPU with AMX-BF16 PyTorch in bf16; else
+        ONNX Runtime if an export is present, int8 first; else PyTorch, bf16 where the CPU has it),
+        "torch", "torch-bf16" (bf16 weights), "onnx" (int8 if present, else fp32), "onnx-fp32" or
+        "onnx-int8". threads: CPU threads for inference (None:
         the backend's default). device: where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda[:N], mps.
         ensemble: None follows triage.json (mix the TF-IDF model only where training enabled it),
         True mixes it in whatever validation said, False scores with the transformer alone."""
@@ -106,7 +108,8 @@ class Classifier:
         from ..ensemble import TFIDF_WEIGHTS_FILE
 
         weight_files = list(impl.weight_files) + ([folder / TFIDF_WEIGHTS_FILE] if enabled else [])
-        version = f"{file_digest(weight_files)}-{impl.name}" + ("-int8" if impl.precision == "int8" else "") + ("+tfidf" if enabled else "")
+        # Reduced precision changes the scores a little, so it is part of the version too.
+        version = f"{file_digest(weight_files)}-{impl.name}" + (f"-{impl.precision}" if impl.precision != "fp32" else "") + ("+tfidf" if enabled else "")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled)
 
@@ -116,12 +119,18 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        """"torch" or "onnx" (see `precision` for fp32 / int8)."""
+        """"torch" or "onnx" (see `precision` for fp32 / bf16 / int8)."""
         return self.backend_impl.name
 
     @property
     def precision(self) -> str:
         return self.backend_impl.precision
+
+    @property
+    def backend_label(self) -> str:
+        """"torch-fp32", "torch-bf16", "onnx-int8", ... plus why, when backend="auto" chose it."""
+        reason = getattr(self.backend_impl, "auto_reason", "")
+        return f"{self.backend}-{self.precision}" + (f" (auto: {reason})" if reason else "")
 
     @property
     def temperature(self) -> float:

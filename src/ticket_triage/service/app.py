@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await state.start()
-        log.info("serving model %s, %d categories, routing %s", state.model_version, len(labels), rules.source)
+        # The backend (and, for auto, why) is logged: the fastest path depends on the CPU.
+        backend = getattr(classifier, "backend_label", "an injected classifier")
+        log.info("serving model %s with %s, %d categories, routing %s", state.model_version, backend, len(labels), rules.source)
         try:
             yield
         finally:

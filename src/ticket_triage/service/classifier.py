@@ -2,7 +2,7 @@
 
 The service needs only `.labels`, `.model_version` and
 `.predict(texts, batch_size) -> [Prediction(category, confidence, probabilities)]`:
-`ticket_triage.Classifier` provides it (fastest backend in the folder with backend="auto"),
+`ticket_triage.Classifier` provides it (the fastest backend on this machine with backend="auto"),
 and tests inject a small deterministic fake through `create_app(settings, classifier=...)`.
 """
 
@@ -26,9 +26,9 @@ class ClassifierLike(Protocol):
 
 
 def load_classifier(model_dir: str | Path, backend: str = "auto", device: str = "auto", ensemble: bool | None = None) -> ClassifierLike:
-    """`ticket_triage.Classifier.load(model_dir, backend, device=device, ensemble=ensemble)`: PyTorch
-    on a CUDA GPU if there is one, else ONNX int8 / fp32 if exported, else PyTorch on the CPU; the
-    TF-IDF hybrid as the folder says unless `ensemble` forces it on or off."""
+    """`ticket_triage.Classifier.load(model_dir, backend, device=device, ensemble=ensemble)`: with
+    backend "auto" the fastest path on this machine (`inference.backends.choose_auto`); the TF-IDF
+    hybrid as the folder says unless `ensemble` forces it on or off."""
     from ..inference import Classifier
 
     return Classifier.load(model_dir, backend=backend, device=device, ensemble=ensemble)

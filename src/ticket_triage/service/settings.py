@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", protected_namespaces=())
 
     model_dir: Path | None = Field(None, description="model folder written by `triage train` (or `triage export`)")
-    backend: str = Field("auto", description="inference backend: auto (fastest in the folder), torch or onnx")
+    backend: str = Field("auto", description="inference backend: auto (the fastest on this machine), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8")
     device: str = Field("auto", description="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
     ensemble: bool | None = Field(None, description="mix in the folder's TF-IDF model: unset follows its triage.json, false scores with the transformer alone")
     routing_file: Path | None = Field(None, description="routing rules YAML; the shipped CFPB default when unset")

@@ -74,11 +74,9 @@ def pick_precision(precision: str, device) -> Any:
 
 def _cpu_has_native_bf16() -> bool:
     # AVX512-BF16 or AMX: bf16 matmuls run natively and about 1.5x faster than fp32 here.
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from ..hardware import has_native_bf16  # one reader of /proc/cpuinfo, shared with inference
+
+    return has_native_bf16()
 
 
 def autocast_context(device, dtype):
