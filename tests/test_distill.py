@@ -223,7 +223,11 @@ def test_an_earlier_alone_run_is_scored_like_the_student(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     cfg = DistillConfig(teachers=["t"], alone_run=str(tmp_path))
     assert _alone_metrics(cfg, None, "none")["test"]["macro_f1"] == 0.70  # the student has no hybrid: compare transformers
-    assert _alone_metrics(cfg, None, "tfidf")["test"]["macro_f1"] == 0.80  # both hybrids, as shipped
+    shipped = _alone_metrics(cfg, None, "tfidf")  # both hybrids, as shipped
+    assert shipped["test"]["macro_f1"] == 0.80 and shipped["val"]["macro_f1"] == 0.70  # hybrid not enabled: its transformer
+    metrics["ensemble"]["enabled"] = True
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert _alone_metrics(cfg, None, "tfidf")["val"]["macro_f1"] == 0.80
     with pytest.raises(ConfigError, match="no metrics.json"):
         _alone_metrics(DistillConfig(teachers=["t"], alone_run=str(tmp_path / "nope")), None, "none")
 
