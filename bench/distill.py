@@ -73,6 +73,8 @@ def report(run: Path) -> str:
         if alone_t:
             rows.append(("student trained alone: transformer alone", alone_t))
     lines = [
+        "## Distillation (`bench/distill.py`)",
+        "",
         f"Teacher(s) {', '.join(d['teachers'])} distilled into {metrics['config']['model']} ({metrics['config']['max_length']} tokens, {metrics['config']['epochs']} epochs, "
         f"{metrics['train_rows']} training rows of which {d['unlabeled_texts']} unlabelled; temperature {d['temperature']:g}, alpha {d['alpha']:g}).",
         "",
