@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=Path("runs/distill"))
     parser.add_argument("--run", type=Path, help="report on this finished distillation instead of running one")
+    parser.add_argument("--section", default="distill", help="the RESULTS.md section to (re)write, e.g. one per teacher")
     args = parser.parse_args()
     if args.unlabeled is None:
         args.unlabeled = [REPO / "data" / "cfpb_unlabeled.csv.gz"]
@@ -53,7 +54,7 @@ def main() -> None:
         parser.error("give --teacher and --data (or --run for a finished distillation)")
     run = args.run or distill(args)
     body = report(run)
-    write_section("distill", body)
+    write_section(args.section, body)
     print(body)
 
 
