@@ -30,8 +30,10 @@ def distill(args) -> Path:
     from ticket_triage.distill import DistillConfig, distill_model
     from ticket_triage.training import TrainConfig
 
-    config = DistillConfig(teachers=[str(t) for t in args.teacher], temperature=args.temperature, alpha=args.alpha, unlabeled=[str(u) for u in args.unlabeled], alone_run=str(args.alone) if args.alone else None)
-    distill_model(config, TrainConfig(**PROFILES[args.profile]), args.data, args.out, resume=(args.out / "checkpoint").exists())
+    config = DistillConfig(teachers=[str(t) for t in args.teacher], temperature=args.temperature, alpha=args.alpha, unlabeled=[str(u) for u in args.unlabeled],
+                           alone_run=str(args.alone) if args.alone else None, train_alone=args.alone is None, max_unlabeled=args.max_unlabeled)
+    settings = {**PROFILES[args.profile], **{k: v for k, v in (("epochs", args.epochs), ("max_train_rows", args.max_train_rows)) if v}}
+    distill_model(config, TrainConfig(**settings), args.data, args.out, resume=(args.out / "checkpoint").exists())
     return args.out
 
 
@@ -39,12 +41,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, action="append", default=[])
     parser.add_argument("--data", type=Path)
-    parser.add_argument("--alone", type=Path, help="run folder of the student trained alone (e.g. a `triage demo` run)")
+    parser.add_argument("--alone", type=Path, help="run folder of the student trained alone (e.g. a `triage demo` run); without it the student is also trained alone here")
     parser.add_argument("--unlabeled", type=Path, action="append", default=None)
     parser.add_argument("--profile", choices=("quick", "full"), default="quick")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=Path("runs/distill"))
+    parser.add_argument("--epochs", type=int, help="override the profile's epochs (smoke runs)")
+    parser.add_argument("--max-train-rows", type=int, help="override the profile's training rows (smoke runs)")
+    parser.add_argument("--max-unlabeled", type=int, help="use at most this many unlabelled texts")
     parser.add_argument("--run", type=Path, help="report on this finished distillation instead of running one")
     parser.add_argument("--section", default="distill", help="the RESULTS.md section to (re)write, e.g. one per teacher")
     args = parser.parse_args()

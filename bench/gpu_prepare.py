@@ -10,6 +10,16 @@
 
 Then: `echo /.gpu/ >> .git/info/exclude` once, and run `bash bench/gpu_session.sh` through the
 device tool with carry [".gpu", ".whl"].
+
+With `--mpnet` it also packs the all-MPNet teacher (`triage models install mpnet` first) for the
+`mpnet` and `distill` steps: 438 MB of weights, 219 MB in fp16, more than one call carries. They
+go in parts of at most 50 MiB, `.gpu-mpnet/p1` ... `.gpu-mpnet/pN` (p1 also holds the config and
+tokenizer), one part per device call to the same warm machine, since ignored paths already there
+stay between calls (`echo /.gpu-mpnet/ >> .git/info/exclude` once):
+    run(command="true", carry=[".gpu-mpnet/p1"]) ... run(command="true", carry=[".gpu-mpnet/pN"])
+    run(command='STEPS="train mpnet distill" bash bench/gpu_session.sh', carry=[".gpu", ".whl"])
+back to back (the machine goes back after 30 s idle). `ls .gpu-mpnet/p*` there must list them all;
+the session script joins them and checks the sha256 printed here.
 """
 
 from __future__ import annotations
@@ -46,10 +56,45 @@ def pack_model(out: Path) -> None:
     cast_floats(source / "model.safetensors", out / "model.fp16.safetensors", "fp16")
 
 
+PART_BYTES = 50 << 20
+
+
+def pack_mpnet(out: Path) -> str:
+    """The installed MPNet, fp16, cut into `out`/p1..pN (see the module docstring); returns the joined file's sha256."""
+    import hashlib
+    import tempfile
+
+    from ticket_triage.modeling import resolve_model_source
+
+    from _weights import cast_floats
+
+    source = Path(resolve_model_source("mpnet"))
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "p1").mkdir(parents=True)
+    for f in source.iterdir():
+        if f.is_file() and f.name != "model.safetensors" and f.suffix in (".json", ".txt"):
+            shutil.copy(f, out / "p1" / f.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp16 = Path(tmp) / "model.fp16.safetensors"
+        cast_floats(source / "model.safetensors", fp16, "fp16")
+        digest = hashlib.sha256(fp16.read_bytes()).hexdigest()
+        with open(fp16, "rb") as fh:
+            for k, block in enumerate(iter(lambda: fh.read(PART_BYTES), b""), start=1):
+                (out / f"p{k}").mkdir(exist_ok=True)
+                (out / f"p{k}" / "weights.part").write_bytes(block)
+    (out / "p1" / "weights.sha256").write_text(digest + "\n")
+    return digest
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "runs" / "demo" / "data", help="a prepared-data folder")
+    p.add_argument("--mpnet", action="store_true", help="also pack the MPNet teacher into .gpu-mpnet/p1..pN (one device call each)")
     args = p.parse_args()
+    if args.mpnet:
+        digest = pack_mpnet(ROOT / ".gpu-mpnet")
+        parts = sorted(d.name for d in (ROOT / ".gpu-mpnet").iterdir())
+        print(f"packed MPNet (fp16, sha256 {digest[:12]}...) in {len(parts)} parts: carry each in its own call: {', '.join('.gpu-mpnet/' + d for d in parts)}")
     if not (args.data / "train.parquet").is_file():
         raise SystemExit(f"{args.data} has no train.parquet: run `triage data prepare` (or `make run`) first")
     gpu = ROOT / ".gpu"

@@ -10,6 +10,10 @@
 #   4. (only with STEPS=... repro) the quick profile trained twice with one seed, with the
 #      deterministic kernels that are the default since the H100 run of 2026-11-26 (where a tune
 #      trial and its retraining differed), and once with --no-deterministic: same metrics? cost?
+#   6. (only with STEPS=... mpnet; needs .gpu-mpnet, see bench/gpu_prepare.py --mpnet) the MPNet teacher
+#      with the full profile's settings at lr 5e-5 and its TF-IDF hybrid (issue 14: +2 over MiniLM full, +3 over TF-IDF)
+#   7. (only with STEPS=... distill, after mpnet) that teacher distilled into MiniLM with the full profile and
+#      the unlabelled narratives, against MiniLM alone (the `train` step's run when it ran)
 #   5. (only with STEPS=... cv) bench/accuracy_cv.py --profile full: recall per category over
 #      every row of the prepared data (both bundled files since issue 13: about 10,600 rows; the
 #      issue-13 targets: every recall >= 0.80 pooled, and the full profile's test macro-F1 >= 0.85)
@@ -35,8 +39,10 @@ collect() {  # reports, no weights; after each step, so a run cut short still br
 }
 if [ "$SMOKE" = 1 ]; then
   LOAD="--duration 3 --requests 40 --warmup 4"; TRAIN="--epochs 1 --max-train-rows 120"; TUNE="--n-trials 2 --epochs 1 --max-train-rows 120"; TIMEOUT=10; REPRO="--epochs 1 --max-train-rows 120"
+  MPNET="--epochs 1 --max-train-rows 120 --max-length 64"; DISTILL_PROFILE="quick --epochs 1 --max-train-rows 120 --max-unlabeled 50"
 else
   LOAD="--duration 20 --requests 15000"; TRAIN="--epochs 6"; TUNE="--n-trials 60"; TIMEOUT=${TUNE_TIMEOUT:-120}; REPRO="--epochs 3"
+  MPNET="--epochs 6 --max-length 256 --batch-size 16"; DISTILL_PROFILE=full
 fi
 
 step() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -82,6 +88,24 @@ if step cv; then
   echo "== 5. 5-fold cross-validation of the full profile (bench/accuracy_cv.py)"
   $PY bench/accuracy_cv.py --data .gpu/data --profile full --out $W/cv $( [ "$SMOKE" = 1 ] && echo "--folds 2 --max-train-rows 120" )
   cp bench/RESULTS.md "$OUT/RESULTS.md"
+fi
+
+if step mpnet; then
+  echo "== 6. MPNet teacher (all-mpnet-base-v2, carried as .gpu-mpnet/p1..pN), full profile settings, on $DEVICE"
+  $PY bench/gpu_restore.py --parts .gpu-mpnet $W/mpnet || exit 1
+  triage train --data .gpu/data --out $W/mpnet-full --model $W/mpnet --device $DEVICE $MPNET --lr 5e-5 \
+    --truncation head+tail --class-weights balanced --patience 2 --seed 42 --ensemble tfidf
+  $PY bench/accuracy.py --run $W/mpnet-full --label "MPNet teacher, full profile"
+  cp bench/RESULTS.md "$OUT/RESULTS.md"
+  collect
+fi
+
+if step distill; then
+  echo "== 7. distil the MPNet teacher into MiniLM (full profile settings, unlabelled narratives), against MiniLM alone"
+  alone=$( [ -f $W/full/metrics.json ] && echo "--alone $W/full" )
+  $PY bench/distill.py --teacher $W/mpnet-full/model --data .gpu/data --profile $DISTILL_PROFILE $alone --out $W/distill --section distill-gpu
+  cp bench/RESULTS.md "$OUT/RESULTS.md"
+  collect
 fi
 
 echo "== collecting"
