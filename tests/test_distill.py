@@ -204,6 +204,15 @@ def test_cli_distill_runs_and_reports(teacher_dir, tiny_model_dir, small_prepare
     assert (out / "model" / "model.safetensors").is_file() and (out / "distillation.md").is_file()
     saved = yaml.safe_load((out / "distill_config.yaml").read_text())
     assert saved["temperature"] == 3 and saved["alpha"] == 0.3
+    # an ordinary model folder for the other commands
+    for argv in (["calibrate", "--model", str(out / "model"), "--data", str(small_prepared / "val.parquet"), "--out", str(tmp_path / "cal")],
+                 ["export", "--model", str(out / "model"), "--out", str(tmp_path / "onnx"), "--quantize", "int8"],
+                 ["evaluate", "--model", str(tmp_path / "onnx"), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "eval")]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0, argv
+    assert (tmp_path / "onnx" / "model.int8.onnx").is_file() and json.loads((tmp_path / "onnx" / "triage.json").read_text())["teacher"]["temperature"] == 3
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 60
     with pytest.raises(SystemExit) as exit_info:
         main(["distill", "--teacher", str(tmp_path / "missing"), "--data", str(small_prepared), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 1
