@@ -46,6 +46,14 @@ def main() -> None:
     print(body)
 
 
+def _encoder_name(model: str) -> str:
+    """The encoder a run fine-tuned, as `triage models` names it where it is one of those."""
+    from ticket_triage.modeling import EMBEDDED_MODEL
+
+    known = {EMBEDDED_MODEL: "all-MiniLM-L6-v2 (embedded)", "minilm": "all-MiniLM-L6-v2 (embedded)", "mpnet": "all-mpnet-base-v2"}
+    return known.get(model, model)
+
+
 def report(metrics: dict, what: str, profile: str | None) -> str:
     """The RESULTS section: the transformer alone against the baseline, the hybrid beside them."""
     test, baseline, config = metrics["test"], metrics["baseline"], metrics["config"]
@@ -65,7 +73,7 @@ def report(metrics: dict, what: str, profile: str | None) -> str:
     lines = [
         f"## Accuracy on the bundled data, {what} (`bench/accuracy.py`)",
         "",
-        f"Embedded all-MiniLM-L6-v2, full fine-tuning; settings: {settings}; best epoch {metrics['best_epoch']} of {len(metrics['history'])}; "
+        f"Encoder {_encoder_name(config['model'])}, full fine-tuning; settings: {settings}; best epoch {metrics['best_epoch']} of {len(metrics['history'])}; "
         f"{metrics['train_rows']} training rows, {test['n']} test rows; {metrics['precision']} on {metrics['device']}, {metrics['train_samples_per_s']} train samples/s, "
         f"{metrics['wall_time_s'] / 60:.1f} min training.",
         "",
