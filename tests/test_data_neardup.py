@@ -140,3 +140,13 @@ def test_shingles_and_lsh_parameters():
     assert again[1] == sh[0]  # the same 3 words give the same shingle wherever they are
     bands, rows = lsh_params(0.7)
     assert bands * rows <= 128 and 0.7 <= (1 / bands) ** (1 / rows) <= 0.8
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.5, (25, 5)), (0.7, (14, 9)), (0.8, (9, 13)), (0.9, (5, 25))])
+def test_lsh_bands_and_rows_are_the_optimum_for_the_threshold(threshold, expected):
+    # the values datasketch's MinHashLSH picks for 128 permutations (checked against it once)
+    assert lsh_params(threshold) == expected
+    bands, rows = expected
+    # the S-curve passes near the threshold: pairs well above it are found, pairs well below are not
+    found = lambda j: 1 - (1 - j**rows) ** bands  # noqa: E731
+    assert found(min(threshold + 0.15, 1.0)) > 0.9 and found(threshold - 0.2) < 0.15

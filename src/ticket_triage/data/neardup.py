@@ -34,6 +34,7 @@ band's edges plus each node's current root). No Python object per row.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,26 @@ def word_hashes_sql(column: str) -> str:
     return _WORDS_SQL.format(col=column)
 
 
-def lsh_params(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
-    """(bands, rows per band) that datasketch's MinHashLSH would use for this threshold."""
-    from datasketch.lsh import _optimal_param
+@functools.lru_cache(maxsize=None)
+def lsh_params(threshold: float, num_perm: int = NUM_PERM, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows per band) for `num_perm` permutations that minimise the weighted areas of
+    false positives (Jaccard below the threshold, still a candidate) and false negatives
+    (above it, missed) under the LSH S-curve 1 - (1 - J^r)^b: the choice datasketch's
+    MinHashLSH makes (the same integrals, here without reaching into its private helper)."""
+    from scipy.integrate import quad
 
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    def candidate(j: float, b: int, r: int) -> float:
+        return 1.0 - (1.0 - j**r) ** b
+
+    best, params = float("inf"), (1, 1)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            false_pos = quad(candidate, 0.0, threshold, args=(b, r))[0]
+            false_neg = quad(lambda j: 1.0 - candidate(j, b, r), threshold, 1.0)[0]
+            err = fp_weight * false_pos + fn_weight * false_neg
+            if err < best:
+                best, params = err, (b, r)
+    return params
 
 
 def shingle_hashes(words: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
