@@ -234,3 +234,31 @@ def test_predict_and_serve_can_switch_an_enabled_hybrid_off(ensemble_run, tmp_pa
     with pytest.raises(RuntimeError, match="recorded"):
         service_app.create_app(Settings(model_dir=on))
     assert seen[0][-1] is False
+
+
+def test_calibrate_chooses_the_hybrid_weight_again_at_the_new_temperature(ensemble_run, small_prepared, tmp_path):
+    from ticket_triage import Classifier
+    from ticket_triage.calibration import calibrate_model
+
+    folder = _with_ensemble(ensemble_run / "model", tmp_path / "m", False, weight=0.95)  # a stale weight, switched off
+    report = calibrate_model(folder, small_prepared / "val.parquet", tmp_path / "cal")
+    splits, labels = load_splits(small_prepared)
+    clf = Classifier.load(folder, backend="torch", ensemble=False)
+    p_t = softmax(clf.predict_logits(splits["val"].texts), report.temperature)
+    p_f = ens.TfidfModel.load(folder).predict_proba(splits["val"].texts)
+    expected, _ = ens.choose_weight(p_t, p_f, splits["val"].labels, len(labels))
+    meta = json.loads((folder / "triage.json").read_text())
+    assert report.ensemble["previous_weight"] == 0.95 and report.ensemble["weight"] == pytest.approx(expected)
+    assert meta["ensemble"]["weight"] == pytest.approx(expected) and meta["temperature"] == pytest.approx(report.temperature)
+    assert meta["ensemble"]["enabled"] == ens.should_enable(report.ensemble["val_macro_f1"])
+    assert meta["ensemble"]["C"] == json.loads((ensemble_run / "model" / "triage.json").read_text())["ensemble"]["C"]  # the fit's facts kept
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["ensemble"]["weight"] == pytest.approx(expected)
+
+
+def test_calibrate_leaves_a_folder_without_a_hybrid_alone(tiny_model_dir, small_prepared, tmp_path):
+    from ticket_triage.calibration import calibrate_model
+
+    config = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16, max_length=32, lr=1e-3, seed=7, precision="fp32", threads=1, baseline=False, calibrate=False)
+    run = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
+    report = calibrate_model(run.model_dir, small_prepared / "val.parquet")
+    assert report.ensemble is None and json.loads((run.model_dir / "triage.json").read_text())["ensemble"] is None

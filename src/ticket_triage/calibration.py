@@ -188,6 +188,7 @@ class CalibrationReport:
     nll_after: float
     coverage: list[dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)
+    ensemble: dict[str, Any] | None = None  # the TF-IDF hybrid's weight, chosen again at the new temperature
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,7 +198,10 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
     """Fit the temperature on a labelled validation file and store it in the model's triage.json.
 
     "Before" is the model with T = 1 (raw logits). Writes calibration.json,
-    reliability_diagram.png and coverage.png into `out_dir` (default: the model folder)."""
+    reliability_diagram.png and coverage.png into `out_dir` (default: the model folder).
+    A folder with a TF-IDF hybrid (`--ensemble tfidf`) also gets its mixing weight, and whether the
+    mix is on, chosen again on the same data at the new temperature: the old weight was fitted to
+    the old probabilities."""
     from .inference import Classifier
     from .inference.backends import torch_weight_files
     from .inference.classifier import softmax
@@ -215,6 +219,7 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
     meta = ModelMeta.load(model_dir)
     previous = float(meta.temperature)
     meta.temperature = temperature
+    hybrid = _refit_ensemble(model_dir, meta, texts, y, after) if meta.ensemble else None
     meta.save(model_dir)
 
     out = Path(out_dir) if out_dir is not None else model_dir
@@ -230,6 +235,7 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
         nll_before=nll(logits, y, 1.0),
         nll_after=nll(logits, y, temperature),
         coverage=coverage_curve(after, y),
+        ensemble=hybrid,
     )
     fig = reliability_diagram(after, y, title=f"T={temperature:.2f}")
     fig.savefig(out / RELIABILITY_PNG, dpi=100, bbox_inches="tight")
@@ -237,3 +243,21 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
     report.files = {"calibration": str(out / CALIBRATION_FILE), "reliability_diagram": str(out / RELIABILITY_PNG), "coverage": str(out / COVERAGE_PNG), "triage.json": str(model_dir / "triage.json")}
     (out / CALIBRATION_FILE).write_text(json.dumps({**report.to_dict(), "val_data": str(val_data), "reliability_bins": _bins(after, y, 15)}, indent=2))
     return report
+
+
+def _refit_ensemble(model_dir: Path, meta, texts, y: np.ndarray, p_transformer: np.ndarray) -> dict[str, Any] | None:
+    """Choose the hybrid's weight again (validation macro-F1, as training does) and update
+    `meta.ensemble`; returns {previous_weight, weight, enabled, val_macro_f1}."""
+    from . import ensemble as ens
+
+    if meta.ensemble.get("kind") != ens.KIND or not (Path(model_dir) / ens.TFIDF_FILE).is_file():
+        return None  # an unknown kind or a folder without its TF-IDF files: left as it is
+    tfidf = ens.TfidfModel.load(model_dir)
+    p_tfidf = tfidf.predict_proba(texts)
+    weight, _ = ens.choose_weight(p_transformer, p_tfidf, y, len(meta.labels))
+    probs = {"transformer": p_transformer, "tfidf": p_tfidf, "hybrid": ens.mix(p_transformer, p_tfidf, weight)}
+    f1 = {name: row["macro_f1"] for name, row in ens.compare_models(y, probs, meta.labels).items()}
+    previous = float(meta.ensemble.get("weight", 0.0))
+    kept = {k: v for k, v in meta.ensemble.items() if k not in ("kind", "weight", "enabled", "file", "weights_file", "val_macro_f1")}
+    meta.ensemble = ens.ensemble_meta(weight, f1, kept)
+    return {"previous_weight": previous, "weight": float(weight), "enabled": meta.ensemble["enabled"], "val_macro_f1": f1}

@@ -62,6 +62,10 @@ def calibrate(
         highlight=False,
         soft_wrap=True,
     )
+    if report.ensemble:
+        e = report.ensemble
+        _out.print(f"TF-IDF hybrid: weight {e['weight']:.2f} (was {e['previous_weight']:.2f}), {'on' if e['enabled'] else 'off'}; macro-F1 here: "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in e["val_macro_f1"].items()), highlight=False, soft_wrap=True)
     for row in report.coverage:
         if row["threshold"] in (0.5, 0.8, 0.9, 0.95):
             acc = f"{row['accuracy_on_routed']:.3f}" if row["accuracy_on_routed"] is not None else "-"
