@@ -253,11 +253,7 @@ def _refit_ensemble(model_dir: Path, meta, texts, y: np.ndarray, p_transformer: 
     if meta.ensemble.get("kind") != ens.KIND or not (Path(model_dir) / ens.TFIDF_FILE).is_file():
         return None  # an unknown kind or a folder without its TF-IDF files: left as it is
     tfidf = ens.TfidfModel.load(model_dir)
-    p_tfidf = tfidf.predict_proba(texts)
-    weight, _ = ens.choose_weight(p_transformer, p_tfidf, y, len(meta.labels))
-    probs = {"transformer": p_transformer, "tfidf": p_tfidf, "hybrid": ens.mix(p_transformer, p_tfidf, weight)}
-    f1 = {name: row["macro_f1"] for name, row in ens.compare_models(y, probs, meta.labels).items()}
     previous = float(meta.ensemble.get("weight", 0.0))
     kept = {k: v for k, v in meta.ensemble.items() if k not in ("kind", "weight", "enabled", "file", "weights_file", "val_macro_f1")}
-    meta.ensemble = ens.ensemble_meta(weight, f1, kept)
-    return {"previous_weight": previous, "weight": float(weight), "enabled": meta.ensemble["enabled"], "val_macro_f1": f1}
+    meta.ensemble, _, _ = ens.fit_weight(p_transformer, tfidf.predict_proba(texts), y, meta.labels, kept)
+    return {"previous_weight": previous, "weight": meta.ensemble["weight"], "enabled": meta.ensemble["enabled"], "val_macro_f1": meta.ensemble["val_macro_f1"]}

@@ -188,6 +188,14 @@ def choose_weight(p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray,
     return best["weight"], rows
 
 
+def fit_weight(p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray, labels: Sequence[str], extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, float]]]:
+    """Choose the mix on labelled (validation) probabilities, as training and `triage calibrate` do:
+    (the triage.json `ensemble` entry, transformer / TF-IDF / hybrid scores there, the weight grid)."""
+    weight, grid = choose_weight(p_transformer, p_tfidf, y, len(labels))
+    scores = compare_models(y, {"transformer": p_transformer, "tfidf": p_tfidf, "hybrid": mix(p_transformer, p_tfidf, weight)}, labels)
+    return ensemble_meta(weight, {k: v["macro_f1"] for k, v in scores.items()}, extra), scores, grid
+
+
 def should_enable(val_macro_f1: dict[str, float]) -> bool:
     """Ship the mix only where it beats both models alone on validation (strictly)."""
     return val_macro_f1["hybrid"] > val_macro_f1["transformer"] and val_macro_f1["hybrid"] > val_macro_f1["tfidf"]

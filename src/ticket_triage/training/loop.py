@@ -628,11 +628,10 @@ def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, labels, test_log
     tfidf, fit_report = ens.fit_tfidf(train.texts, train.labels, val.texts, val.labels, labels, seed=config.seed, class_weight="balanced" if config.class_weights == "balanced" else None)
     fit_report["train_rows"] = len(train)
     p_val["tfidf"], p_test["tfidf"] = tfidf.predict_proba(val.texts), tfidf.predict_proba(splits["test"].texts)
-    weight, grid = ens.choose_weight(p_val["transformer"], p_val["tfidf"], val.labels, len(labels))
-    for p in (p_val, p_test):
-        p["hybrid"] = ens.mix(p["transformer"], p["tfidf"], weight)
-    scores = {"validation": ens.compare_models(val.labels, p_val, labels), "test": ens.compare_models(splits["test"].labels, p_test, labels)}
-    spec = ens.ensemble_meta(weight, {k: v["macro_f1"] for k, v in scores["validation"].items()}, {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]})
+    spec, val_scores, grid = ens.fit_weight(p_val["transformer"], p_val["tfidf"], val.labels, labels, {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]})
+    weight = spec["weight"]
+    p_test["hybrid"] = ens.mix(p_test["transformer"], p_test["tfidf"], weight)
+    scores = {"validation": val_scores, "test": ens.compare_models(splits["test"].labels, p_test, labels)}
 
     tfidf.save(model_dir)
     meta = ModelMeta.load(model_dir)
