@@ -52,7 +52,7 @@ def main() -> int:
     from ticket_triage.demo import PROFILES
     from ticket_triage.evaluation.baseline import fit_baseline
     from ticket_triage.training import TrainConfig, train_model
-    from ticket_triage.training.data import read_labels
+    from ticket_triage.data.io import read_manifest
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a prepared folder (train/val/test.parquet)")
@@ -66,7 +66,7 @@ def main() -> int:
     args = p.parse_args()
 
     rows = pd.concat([pd.read_parquet(args.data / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
-    labels = read_labels(args.data) or sorted(rows["label"].unique())  # the manifest's order, as training uses
+    labels = read_manifest(args.data)["labels"]  # the manifest's order, as training uses
     y = rows["label"].map({name: i for i, name in enumerate(labels)}).to_numpy()
     oof = np.full(len(rows), -1)  # out-of-fold predictions: transformer
     oof_base = np.full(len(rows), -1)  # and baseline

@@ -55,7 +55,8 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     from ticket_triage.modeling import embedded_model_path, quiet_transformers
-    from ticket_triage.training.data import load_splits, stratified_subset
+    from ticket_triage.data.io import load_splits
+    from ticket_triage.training.data import stratified_subset
     from ticket_triage.training.loop import _cpu_has_native_bf16
 
     quiet_transformers()

@@ -52,6 +52,7 @@ def write_prepared(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> Pa
 
     import pandas as pd
 
+    from ticket_triage.data.io import FORMAT_VERSION
     from ticket_triage.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy("cfpb-6")
@@ -67,7 +68,7 @@ def write_prepared(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> Pa
     frame.iloc[:n_train].to_parquet(folder / "train.parquet")
     frame.iloc[n_train : n_train + n_eval].to_parquet(folder / "val.parquet")
     frame.iloc[n_train + n_eval : n_train + 2 * n_eval].to_parquet(folder / "test.parquet")
-    (folder / "manifest.json").write_text(json.dumps({"labels": list(taxonomy.categories)}))
+    (folder / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "labels": list(taxonomy.categories)}))
     taxonomy.save(folder / "taxonomy.yaml")
     return folder
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _hardware_support import AMX, BF16_NO_AMX, PLAIN, assume_cpu
-from test_inference import TEXTS, make_model_folder
+from _model_support import TEXTS, make_model_folder
 from ticket_triage import hardware
 from ticket_triage.errors import ModelError
 from ticket_triage.hardware import CpuInfo
@@ -183,7 +183,7 @@ def test_unknown_backend_error_is_unchanged(model_dir):
 def test_cli_predict_takes_torch_bf16_and_says_what_auto_chose(tmp_path, model_dir, capsys):
     import pandas as pd
 
-    from test_inference_files import _cli_error, cli_ok
+    from _model_support import cli_error, cli_ok
 
     src = tmp_path / "in.csv"
     pd.DataFrame({"text": TEXTS}).to_csv(src, index=False)
@@ -194,7 +194,7 @@ def test_cli_predict_takes_torch_bf16_and_says_what_auto_chose(tmp_path, model_d
     with assume_cpu(AMX):
         cli_ok(["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "b.csv")])
     assert "torch-bf16, auto: CPU has AMX-BF16" in capsys.readouterr().out
-    assert "unknown backend 'tensorrt'" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "c.csv"), "--backend", "tensorrt"])
+    assert "unknown backend 'tensorrt'" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "c.csv"), "--backend", "tensorrt"])
 
 
 def test_service_loads_the_bf16_backend(model_dir):

@@ -14,7 +14,7 @@ from ticket_triage import distill as distill_mod
 from ticket_triage.distill import DistillConfig, distill_model, read_unlabeled, teacher_targets
 from ticket_triage.errors import ConfigError, ModelError
 from ticket_triage.training import TrainConfig, train_model
-from ticket_triage.training.data import load_splits
+from ticket_triage.data.io import load_splits
 from ticket_triage.training.targets import SoftTargets, distillation_loss, kl_to_teacher
 
 
@@ -140,7 +140,8 @@ def test_distillation_pulls_the_student_towards_its_teacher(teacher_dir, tiny_mo
 
 def test_distill_kl_falls_below_the_untrained_students(teacher_dir, tiny_model_dir, small_prepared, tmp_path):
     from ticket_triage.modeling import build_model, load_tokenizer
-    from ticket_triage.training.loop import score_texts, seed_everything
+    from ticket_triage.inference import Classifier
+    from ticket_triage.training.loop import model_meta, seed_everything
 
     splits, labels = load_splits(small_prepared)
     cfg = DistillConfig(teachers=[str(teacher_dir)], temperature=1.0, alpha=0.0)
@@ -149,10 +150,9 @@ def test_distill_kl_falls_below_the_untrained_students(teacher_dir, tiny_model_d
     student_cfg = tiny_config(tiny_model_dir, epochs=2, seed=11)
     seed_everything(student_cfg.seed)
     fresh = build_model(str(tiny_model_dir), labels)
-    before = score_texts(fresh, load_tokenizer(str(tiny_model_dir)), student_cfg, splits["train"].texts, torch.device("cpu"))
+    scorer = Classifier.from_model(fresh, load_tokenizer(str(tiny_model_dir)), model_meta(student_cfg, labels), device="cpu")
+    before = scorer.predict_logits(splits["train"].texts)
     result = train_model(student_cfg, small_prepared, tmp_path / "run", log=quiet, progress=False, soft_targets=SoftTargets(targets["train"], 1.0, 0.0))
-    from ticket_triage.inference import Classifier
-
     after = Classifier.load(result.model_dir, backend="torch").predict_logits(splits["train"].texts)
     assert kl_to_teacher(after, targets["train"]) < 0.5 * kl_to_teacher(before, targets["train"])
 

@@ -13,7 +13,7 @@ from ticket_triage import ensemble as ens
 from ticket_triage.errors import ModelError
 from ticket_triage.inference.classifier import softmax
 from ticket_triage.training import TrainConfig, train_model
-from ticket_triage.training.data import load_splits
+from ticket_triage.data.io import load_splits
 
 TEXTS = ["my credit report shows a debt i do not owe", "the debt collector called about my mortgage payment", "bank charge on checking", "student loan interest", "card late fee"]
 
@@ -189,7 +189,7 @@ def test_onnx_export_carries_the_tfidf_model(ensemble_run, tmp_path):
 
 def test_ensemble_true_on_a_folder_without_one_is_an_error(tmp_path, tiny_model_dir):
     from ticket_triage import Classifier
-    from test_inference import make_model_folder
+    from _model_support import make_model_folder
 
     folder = make_model_folder(tmp_path / "plain", tiny_model_dir)
     with pytest.raises(ModelError, match="without --ensemble tfidf"):
@@ -201,7 +201,7 @@ def test_predict_and_serve_can_switch_an_enabled_hybrid_off(ensemble_run, tmp_pa
     """`triage predict --no-ensemble` / `triage serve --no-ensemble` (TRIAGE_ENSEMBLE=false): the transformer alone."""
     import pandas as pd
 
-    from test_inference_files import cli_ok
+    from _model_support import cli_ok
     from ticket_triage import Classifier
     from ticket_triage.service import app as service_app
     from ticket_triage.service.classifier import load_classifier
@@ -262,3 +262,20 @@ def test_calibrate_leaves_a_folder_without_a_hybrid_alone(tiny_model_dir, small_
     run = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
     report = calibrate_model(run.model_dir, small_prepared / "val.parquet")
     assert report.ensemble is None and json.loads((run.model_dir / "triage.json").read_text())["ensemble"] is None
+
+
+def test_the_end_of_a_hybrid_run_scores_each_split_once(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+    """Calibration and the hybrid's fit read the same validation logits: the shipped folder is
+    loaded once and scores validation and test once each (it used to score validation twice)."""
+    from ticket_triage import Classifier
+
+    loads, scored = [], []
+    real_load, real_logits = Classifier.load.__func__, Classifier.predict_logits
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, *a, **k: loads.append(a[0]) or real_load(cls, *a, **k)))
+    monkeypatch.setattr(Classifier, "predict_logits", lambda self, texts, *a, **k: scored.append((self.folder, len(texts))) or real_logits(self, texts, *a, **k))
+    config = TrainConfig(model=str(tiny_model_dir), epochs=1, max_length=32, lr=1e-3, seed=7, precision="fp32", threads=1, baseline=False, ensemble="tfidf")
+    result = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
+    assert loads == [result.model_dir]
+    assert [n for folder, n in scored if folder is not None] == [60, 60], "validation and test, once each"
+    assert [n for folder, n in scored if folder is None] == [60], "the epoch's validation, on the model in memory"
+    assert json.loads((tmp_path / "run" / "calibration.json").read_text())["n"] == 60

@@ -130,3 +130,20 @@ def test_evaluate_split_with_a_source_column(trained_run, small_prepared, tmp_pa
     metrics = evaluate_model(trained_run / "model", tmp_path / "test.parquet", tmp_path / "eval")
     assert {k: v["n"] for k, v in metrics["by_source"].items()} == {"a.csv": 40, "b.json": 20}
     assert list(metrics["by_year"]) == ["2022"]
+
+
+def test_evaluate_an_exported_onnx_folder(trained_run, small_prepared, tmp_path, capsys):
+    """`triage evaluate` scores through Classifier, so an ONNX export (no PyTorch weights) evaluates like its source."""
+    pytest.importorskip("onnxruntime")
+    from ticket_triage.export import export_onnx
+
+    onnx_dir = tmp_path / "onnx"
+    export_onnx(trained_run / "model", onnx_dir)
+    assert not (onnx_dir / "model.safetensors").exists()
+    code, out = run_cli(["evaluate", "--model", str(onnx_dir), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "ev")], capsys)
+    assert code == 0, out
+    onnx_metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert onnx_metrics["model"]["backend"] == "onnx" and onnx_metrics["n"] == 60
+    code, _ = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "ev-torch"), "--backend", "torch"], capsys)
+    torch_metrics = json.loads((tmp_path / "ev-torch" / "metrics.json").read_text())
+    assert onnx_metrics["confusion_matrix"] == torch_metrics["confusion_matrix"]

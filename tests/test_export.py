@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from test_inference import TEXTS, make_model_folder  # noqa: E402
+from _model_support import TEXTS, make_model_folder  # noqa: E402
 from _hardware_support import plain_cpu  # noqa: F401,E402  (autouse: auto picks as on a CPU without bf16)
 
 
@@ -79,7 +79,7 @@ def test_int8_export_loads_and_predicts(tmp_path, tiny_model_dir):
 
 
 def test_cli_export(tmp_path, tiny_model_dir, capsys):
-    from test_inference_files import _cli_error, cli_ok
+    from _model_support import cli_error, cli_ok
 
     model_dir = make_model_folder(tmp_path / "model", tiny_model_dir)
     cli_ok(["export", "--model", str(model_dir), "--format", "onnx", "--out", str(tmp_path / "onnx")])
@@ -91,9 +91,9 @@ def test_cli_export(tmp_path, tiny_model_dir, capsys):
     cli_ok(["predict", "--model", str(tmp_path / "onnx"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
     assert "onnx-fp32" in capsys.readouterr().out
 
-    assert "only onnx" in _cli_error(capsys, ["export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x")])
-    assert "int8" in _cli_error(capsys, ["export", "--model", str(model_dir), "--quantize", "int4", "--out", str(tmp_path / "x")])
-    assert "does not exist" in _cli_error(capsys, ["export", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    assert "only onnx" in cli_error(capsys, ["export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x")])
+    assert "int8" in cli_error(capsys, ["export", "--model", str(model_dir), "--quantize", "int4", "--out", str(tmp_path / "x")])
+    assert "does not exist" in cli_error(capsys, ["export", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])

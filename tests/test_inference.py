@@ -9,34 +9,8 @@ import pytest
 
 from _hardware_support import plain_cpu  # noqa: F401  (autouse: auto picks as on a CPU without bf16)
 from ticket_triage.errors import ConfigError, DataError, ModelError
+from _model_support import TEXTS, make_model_folder
 from ticket_triage.taxonomy import load_taxonomy
-
-TEXTS = [
-    "my credit report shows a debt i do not owe",
-    "loan",
-    "the debt collector called about my mortgage payment and the late fee on my escrow account " * 3,
-    "bank charge on checking",
-    "student loan interest",
-    "i was charged a fee for a money transfer to my savings account that was not mine",
-    "card",
-]
-
-
-def make_model_folder(dest, tiny_model_dir, pooling="cls", temperature=1.0, max_length=48, **meta_fields):
-    from ticket_triage.modeling import ModelMeta, build_model, load_tokenizer, save_model_folder
-
-    taxonomy = load_taxonomy("cfpb-6")
-    labels = list(taxonomy.categories)
-    import torch
-
-    torch.manual_seed(1)
-    model = build_model(str(tiny_model_dir), labels, pooling=pooling)
-    with torch.no_grad():  # spread the random head's logits so the classes differ
-        head = model.classifier if pooling == "mean" else model.classifier
-        head.weight.mul_(40)
-    meta = ModelMeta(labels=labels, max_length=max_length, pooling=pooling, temperature=temperature, **meta_fields)
-    return save_model_folder(model, load_tokenizer(str(tiny_model_dir)), dest, meta, taxonomy)
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_model_dir):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ticket_triage.errors import DataError
-from test_inference import TEXTS, make_model_folder
+from _model_support import TEXTS, cli_error, cli_ok, make_model_folder
 
 
 @pytest.fixture(scope="module")
@@ -140,27 +140,6 @@ def test_bad_files_raise_data_errors(tmp_path, clf):
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.csv.partial").exists()
 
 
-def cli_ok(argv):
-    """Run the CLI; Typer's standalone mode ends a successful command with SystemExit(0)."""
-    from ticket_triage.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as exc:
-        assert exc.code in (0, None), f"exit {exc.code}"
-
-
-def _cli_error(capsys, argv):
-    from ticket_triage.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 1
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
-
-
 def test_cli_predict(tmp_path, model_dir, capsys):
     src = tmp_path / "in.csv"
     frame(40, empty=(1,)).to_csv(src, index=False)
@@ -168,11 +147,11 @@ def test_cli_predict(tmp_path, model_dir, capsys):
     assert "40 rows" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "o.parquet")) == 40
 
-    assert "does not exist" in _cli_error(capsys, ["predict", "--model", str(tmp_path / "nope"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
-    assert "no column 'body'" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--text-column", "body"])
+    assert "does not exist" in cli_error(capsys, ["predict", "--model", str(tmp_path / "nope"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
+    assert "no column 'body'" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--text-column", "body"])
     (tmp_path / "in.docx").write_text("x")
-    assert "unsupported input file type" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")])
-    assert "abstain_below" in _cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--abstain-below", "2"])
+    assert "unsupported input file type" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")])
+    assert "abstain_below" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--abstain-below", "2"])
 
 
 def test_read_labelled_maps_products_and_stops_at_max_rows(tmp_path):

@@ -218,7 +218,9 @@ def test_training_under_deterministic_kernels_builds_eager_attention_and_restore
     import torch
 
     from ticket_triage.training import loop
-    from ticket_triage.training.loop import StopTraining
+
+    class StopTraining(Exception):
+        """What a pruner's callback raises to end a run."""
 
     real = loop.deterministic_kernels
     monkeypatch.setattr(loop, "deterministic_kernels", lambda device, enabled: real(torch.device("cuda"), enabled))
@@ -302,11 +304,10 @@ def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir,
 
     from ticket_triage import Classifier
     from ticket_triage.calibration import nll
-    from ticket_triage.training import loop
 
-    scored = []  # every (N, C) the loop's scorer returns: validation, then test
-    real = loop.predict_logits
-    monkeypatch.setattr(loop, "predict_logits", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
+    scored = []  # every (N, C) a Classifier returns: validation in the loop, then validation and test at the end
+    real = Classifier.predict_logits
+    monkeypatch.setattr(Classifier, "predict_logits", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
     lines = []
     config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", chunk_overlap=0.5, max_chunks=3, chunk_pool="max")
     result = train_model(config, small_prepared, tmp_path / "run", log=lines.append)
@@ -318,9 +319,11 @@ def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir,
     assert {k: meta[k] for k in ("long_text", "chunk_overlap", "max_chunks", "chunk_pool", "max_length")} == {
         "long_text": "chunks", "chunk_overlap": 0.5, "max_chunks": 3, "chunk_pool": "max", "max_length": 24,
     }
+    monkeypatch.undo()
     clf = Classifier.load(tmp_path / "run" / "model", backend="torch", device="cpu")
     val, test = (pd.read_parquet(small_prepared / f"{name}.parquet") for name in ("val", "test"))
-    assert len(scored) == 2 and scored[0].shape == scored[1].shape == (60, 6)
+    assert len(scored) == 3 and all(s.shape == (60, 6) for s in scored)
+    scored = [scored[0], scored[2]]
     val_logits = clf.predict_logits(val["text"].tolist())
     # A random tiny model's logits are small (~0.05): compare them tightly, and make sure the
     # pooling choice moves them far more than that, so a scorer pooling otherwise would fail here.
@@ -343,7 +346,7 @@ def test_chunks_training_resumes_like_an_uninterrupted_run(tiny_model_dir, small
 
 
 def test_cli_long_text_options_reach_the_config(small_prepared, tmp_path, capsys, monkeypatch):
-    from test_inference_files import _cli_error, cli_ok
+    from _model_support import cli_error, cli_ok
 
     import ticket_triage.training as training
     from ticket_triage.training import TrainResult
@@ -361,4 +364,41 @@ def test_cli_long_text_options_reach_the_config(small_prepared, tmp_path, capsys
     cli_ok(base)
     assert (seen[1].long_text, seen[1].max_chunks) == ("truncate", 8)
     capsys.readouterr()  # the two runs' "done" lines
-    assert "long_text must be one of truncate, chunks" in _cli_error(capsys, base + ["--long-text", "sliding"])
+    assert "long_text must be one of truncate, chunks" in cli_error(capsys, base + ["--long-text", "sliding"])
+
+
+def test_the_training_loop_imports_no_evaluation_module():
+    """loop.py only trains: reports, plots and metrics tables belong to the run's finish (finish.py)."""
+    import subprocess
+    import sys
+
+    code = "import sys, ticket_triage.training.loop; print(sorted(m for m in sys.modules if m.startswith('ticket_triage.evaluation')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"format_version": 99, "labels": ["a"]}, "format version 99.*reads version 1.*triage data prepare"),
+    ({"labels": ["a"]}, "format version None"),
+])
+def test_a_prepared_folder_of_another_format_version_is_refused(small_prepared, tmp_path, manifest, message):
+    """One reader (data/io.py) checks the manifest's version; labels never fall back to a sorted guess."""
+    import shutil
+
+    from ticket_triage.data.io import load_splits
+    from ticket_triage.errors import DataError
+
+    folder = tmp_path / "data"
+    shutil.copytree(small_prepared, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=message):
+        load_splits(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(DataError, match="no manifest.json"):
+        load_splits(folder)
+
+
+def test_prepare_writes_the_format_version_the_reader_reads():
+    from ticket_triage.data import io, prepare
+
+    assert prepare.FORMAT_VERSION == io.FORMAT_VERSION and prepare.SPLITS == io.SPLITS

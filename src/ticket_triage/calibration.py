@@ -204,15 +204,23 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
     the old probabilities."""
     from .inference import Classifier
     from .inference.backends import torch_weight_files
-    from .inference.classifier import softmax
     from .inference.files import read_labelled
-    from .modeling import ModelMeta
 
     model_dir = Path(model_dir)
     backend = "torch" if model_dir.is_dir() and torch_weight_files(model_dir) else "auto"
     clf = Classifier.load(model_dir, backend=backend)
     texts, y, skipped = read_labelled(val_data, clf.labels, clf.taxonomy, text_column=text_column, max_rows=max_rows)
     logits = clf.predict_logits(texts, batch_size)
+    return calibrate_scored(model_dir, texts, y, logits, out_dir, val_data=val_data, skipped=skipped)
+
+
+def calibrate_scored(model_dir: str | Path, texts: list[str], y: np.ndarray, logits: np.ndarray, out_dir: str | Path | None = None, *, val_data: str | Path = "", skipped: int = 0) -> CalibrationReport:
+    """`calibrate_model` on texts already scored (raw logits, T = 1): what the end of a training run
+    calls with the validation logits it has, so the split is scored once."""
+    from .inference.classifier import softmax
+    from .modeling import ModelMeta
+
+    model_dir = Path(model_dir)
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits, 1.0), softmax(logits, temperature)
 

@@ -92,7 +92,7 @@ class DistillResult:
 # ---------------------------------------------------------------------------------------------
 def distill_model(config: DistillConfig, train_config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print, progress: bool = True) -> DistillResult:
     """Score the teacher(s) once (cached), train the student on their targets, and compare."""
-    from .training.data import load_splits
+    from .data.io import load_splits
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     teachers = [_check_teacher(Path(t).expanduser()) for t in config.teachers]

@@ -5,7 +5,8 @@ Public API::
 
     prepare_dataset(DataConfig(input=..., out_dir=...)) -> PrepareResult(.out_dir, .manifest)
     load_split(data_dir, "train") -> DataFrame[text, label, complaint_id, product, date_received]
-    read_manifest(data_dir) -> dict (key "labels": category names in taxonomy order)
+    load_splits(data_dir) -> ({"train": Split(texts, label ids), ...}, labels)
+    read_manifest(data_dir) -> dict (key "labels": category names in taxonomy order; format_version checked)
     read_labelled_file(path, taxonomy) -> (DataFrame[text, label, date_received(, source)], report)
     fetch_cfpb(url=..., out=...) -> Path
 """
@@ -18,12 +19,12 @@ from .config import CLEAN_STEPS, DataConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fetch import CFPB_URL, fetch_cfpb
-    from .io import load_split, read_labelled_file, read_manifest
-    from .prepare import SPLITS, PrepareResult, prepare_dataset
+    from .io import SPLITS, Split, load_split, load_splits, read_labelled_file, read_manifest
+    from .prepare import PrepareResult, prepare_dataset
 
 _LAZY = {
-    "prepare_dataset": "prepare", "PrepareResult": "prepare", "SPLITS": "prepare",
-    "load_split": "io", "read_manifest": "io", "read_labelled_file": "io",
+    "prepare_dataset": "prepare", "PrepareResult": "prepare", "SPLITS": "io",
+    "load_split": "io", "load_splits": "io", "Split": "io", "read_manifest": "io", "read_labelled_file": "io",
     "fetch_cfpb": "fetch", "CFPB_URL": "fetch",
     "clean_texts": "cleaning", "render_report": "report", "plot_class_distribution": "report",
 }

@@ -1,29 +1,60 @@
-"""Reading prepared data folders and raw labelled files (for evaluation)."""
+"""The one reader of prepared data folders (train/val/test.parquet + manifest.json), and raw
+labelled files (for evaluation).
+
+A prepared folder's manifest carries `format_version`; every read checks it, so a folder from an
+incompatible version stops with what to do instead of being read wrongly.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import DataError
 from ..taxonomy import Taxonomy, load_taxonomy
 
 SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1  # of a prepared folder; written by prepare.py into manifest.json
+
+
+@dataclass
+class Split:
+    """One split for training: texts and integer labels in the manifest's label order."""
+
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64 ids into the label list
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    """The manifest.json of a prepared data folder."""
+    """The manifest.json of a prepared data folder, after checking its format version."""
     path = Path(data_dir) / "manifest.json"
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data folder {data_dir} does not exist: create it with `triage data prepare --input FILE --out {data_dir}`")
     if not path.is_file():
         raise DataError(f"{data_dir} has no manifest.json; prepare it with `triage data prepare --input FILE --out {data_dir}`")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); prepare the folder again") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{data_dir} is a prepared folder of format version {version!r}, and this version of ticket-triage reads "
+            f"version {FORMAT_VERSION}: prepare it again with `triage data prepare --input FILE --out {data_dir}`"
+        )
+    if not manifest.get("labels"):
+        raise DataError(f"{path} lists no labels; prepare the folder again")
+    return manifest
 
 
-def load_split(data_dir: str | Path, split: str):
+def load_split(data_dir: str | Path, split: str, columns: list[str] | None = None):
     """One split of a prepared folder as a DataFrame: text, label, complaint_id, product, date_received."""
     import pandas as pd
 
@@ -32,7 +63,24 @@ def load_split(data_dir: str | Path, split: str):
     path = Path(data_dir) / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{data_dir} has no {split}.parquet; prepare it with `triage data prepare --input FILE --out {data_dir}`")
-    return pd.read_parquet(path)
+    read_manifest(data_dir)
+    return pd.read_parquet(path, columns=columns)
+
+
+def load_splits(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict[str, Split], list[str]]:
+    """The prepared splits in `data_dir` as texts and label ids, and the label names (the manifest's order)."""
+    labels = list(read_manifest(data_dir)["labels"])
+    index = {name: i for i, name in enumerate(labels)}
+    out = {}
+    for name in splits:
+        frame = load_split(data_dir, name, columns=["text", "label"])
+        if frame.empty:
+            raise DataError(f"{Path(data_dir) / name}.parquet has no rows: prepare more data or lower --min-words")
+        unknown = sorted(set(frame["label"]) - set(index))
+        if unknown:
+            raise DataError(f"{name} split has labels the manifest does not list: {unknown}")
+        out[name] = Split(frame["text"].astype(str).tolist(), frame["label"].map(index).to_numpy(dtype=np.int64))
+    return out, labels
 
 
 def read_labelled_file(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("train", "val", "test")
+from .io import SPLITS
 
 
 def plot_class_distribution(manifest: dict[str, Any], path: str | Path) -> Path:

@@ -12,22 +12,12 @@ from .metrics import classification_metrics
 from .report import write_json, write_report
 
 
-def read_labelled(path: str | Path, taxonomy, text_column: str | None = None, label_column: str | None = None):
-    """(frame[text, label, date_received(, source)], report) from a prepared split or a raw CFPB-format file.
-
-    Raw `Product` values are mapped with `taxonomy` (the one stored in the model folder);
-    rows whose product is unknown or dropped are counted in the returned report.
-    """
-    from ..data import read_labelled_file
-
-    return read_labelled_file(path, taxonomy, text_column=text_column, label_column=label_column)
-
-
 def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | Path, *, batch_size: int = 64, text_column: str | None = None, label_column: str | None = None, device: str = "auto", backend: str = "auto") -> dict[str, Any]:
     """Score a trained model folder on a labelled file; writes metrics.json, report and confusion matrix.
 
     Scores through `Classifier`, so the folder is judged as it predicts (backend, temperature,
     ensemble); with a TF-IDF ensemble the transformer, TF-IDF and hybrid are reported side by side."""
+    from ..data.io import read_labelled_file
     from ..ensemble import compare_models
     from ..inference import Classifier
     from ..taxonomy import Taxonomy
@@ -35,7 +25,7 @@ def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | 
 
     clf = Classifier.load(model_dir, backend=backend, device=device)
     taxonomy = clf.taxonomy or Taxonomy(name="model-labels", categories=tuple(clf.labels))
-    frame, read_report = read_labelled(data_file, taxonomy, text_column, label_column)
+    frame, read_report = read_labelled_file(data_file, taxonomy, text_column=text_column, label_column=label_column)
     if frame.empty:
         raise DataError(f"{data_file} has no rows with a text and a known label to evaluate on")
     names = frame["label"].astype(str).tolist()
@@ -69,7 +59,7 @@ def evaluate_model(model_dir: str | Path, data_file: str | Path, out_dir: str | 
 
 def baseline_on_splits(data_dir: str | Path, out_dir: str | Path, seed: int = 42) -> dict[str, Any]:
     """TF-IDF (word 1-2 grams) + linear SVM trained on train, scored on test, same report."""
-    from ..training.data import load_splits
+    from ..data.io import load_splits
     from .baseline import run_baseline
 
     splits, labels = load_splits(data_dir)

@@ -37,12 +37,39 @@ def torch_weight_files(folder: Path) -> list[Path]:
     return [folder / name for name in TORCH_WEIGHT_FILES if (folder / name).is_file()]
 
 
-class TorchBackend:
-    """The PyTorch model from the folder, run under `torch.inference_mode()` on `device`
-    ("auto": a CUDA GPU if one is visible, else Apple MPS, else the CPU)."""
+class ModuleBackend:
+    """A PyTorch model already in memory (training's validation and test), on `device`, under
+    autocast to `dtype` when given (bf16/fp16 training scores in the precision it trains in)."""
 
     name = "torch"
     precision = "fp32"
+
+    def __init__(self, model, device, dtype=None):
+        import torch
+
+        self._torch = torch
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = dtype
+        if dtype is not None:
+            self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+        self.weight_files: list[Path] = []
+
+    def __call__(self, input_ids, attention_mask) -> np.ndarray:
+        from contextlib import nullcontext
+
+        torch = self._torch
+        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        self.model.eval()
+        with torch.inference_mode(), autocast:
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        return logits.float().cpu().numpy()
+
+
+class TorchBackend(ModuleBackend):
+    """The PyTorch model from the folder, run under `torch.inference_mode()` on `device`
+    ("auto": a CUDA GPU if one is visible, else Apple MPS, else the CPU)."""
 
     def __init__(self, folder: Path, threads: int | None = None, device: str = "auto"):
         import torch
@@ -56,16 +83,10 @@ class TorchBackend:
             )
         if threads:
             torch.set_num_threads(int(threads))  # process-wide: torch has no per-model thread pool
-        self._torch = torch
-        self.device = pick_device(device)
-        self.model, _, _ = load_model_folder(folder, device=str(self.device))
+        chosen = pick_device(device)
+        model, _, _ = load_model_folder(folder, device=str(chosen))
+        super().__init__(model, chosen)
         self.weight_files = torch_weight_files(folder)
-
-    def __call__(self, input_ids, attention_mask) -> np.ndarray:
-        with self._torch.inference_mode():
-            out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits.float().cpu().numpy()
 
 
 class TorchBf16Backend(TorchBackend):

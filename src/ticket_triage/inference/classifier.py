@@ -68,7 +68,7 @@ def check_threshold(abstain_below: float | None) -> None:
 class Classifier:
     """A loaded model folder: tokenizer, backend, labels, temperature and taxonomy."""
 
-    folder: Path
+    folder: Path | None  # None for a model in memory (`from_model`)
     meta: Any  # ModelMeta
     tokenizer: Any
     backend_impl: Any
@@ -112,6 +112,15 @@ class Classifier:
         version = f"{file_digest(weight_files)}-{impl.name}" + (f"-{impl.precision}" if impl.precision != "fp32" else "") + ("+tfidf" if enabled else "")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, meta, *, device, dtype=None) -> "Classifier":
+        """A model still in memory (training's validation), scored exactly as a loaded folder would be:
+        same tokenization, windows and pooling. No temperature file, ensemble or taxonomy."""
+        from .backends import ModuleBackend
+
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(None, meta, tokenizer, ModuleBackend(model, device, dtype), None, "in-memory", pad_id)
 
     @property
     def labels(self) -> list[str]:

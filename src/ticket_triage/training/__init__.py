@@ -1,6 +1,26 @@
-"""Fine-tuning: the training loop, its config, checkpoints."""
+"""Fine-tuning: the training loop (loop.py), its finish (finish.py: test report, calibration),
+a whole run (run.py: train_model), its config and checkpoints.
 
-from .config import TrainConfig
-from .loop import StopTraining, TrainResult, train_model
+Names are imported on first use, so `import ticket_triage.training.loop` loads the loop alone,
+without the evaluation stage that only the finish needs."""
 
-__all__ = ["StopTraining", "TrainConfig", "TrainResult", "train_model"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig
+    from .finish import TrainResult
+    from .run import train_model
+
+_LAZY = {"TrainConfig": "config", "TrainResult": "finish", "train_model": "run"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

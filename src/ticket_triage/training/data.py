@@ -1,59 +1,10 @@
-"""Reading prepared splits for training: texts and integer labels, in the taxonomy's order."""
+"""Choosing training rows and loss weights (prepared splits are read by data/io.py)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from ..errors import DataError
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Split:
-    texts: list[str]
-    labels: np.ndarray  # (N,) int64 ids into the label list
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-def read_labels(data_dir: Path) -> list[str] | None:
-    manifest = data_dir / "manifest.json"
-    if manifest.is_file():
-        return list(json.loads(manifest.read_text())["labels"])
-    return None
-
-
-def load_splits(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict[str, Split], list[str]]:
-    """The prepared parquet splits in `data_dir` (from `triage data prepare`) and the label names."""
-    import pandas as pd
-
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"data folder {data_dir} does not exist: create it with `triage data prepare --input FILE --out {data_dir}`")
-    frames = {}
-    for name in splits:
-        path = data_dir / f"{name}.parquet"
-        if not path.is_file():
-            raise DataError(f"{path} is missing: {data_dir} must hold train/val/test.parquet from `triage data prepare`")
-        frame = pd.read_parquet(path, columns=["text", "label"])
-        if frame.empty:
-            raise DataError(f"{path} has no rows: prepare more data or lower --min-words")
-        frames[name] = frame
-    labels = read_labels(data_dir) or sorted(set().union(*(f["label"].unique() for f in frames.values())))
-    index = {name: i for i, name in enumerate(labels)}
-    out = {}
-    for name, frame in frames.items():
-        unknown = sorted(set(frame["label"]) - set(index))
-        if unknown:
-            raise DataError(f"{name} split has labels the manifest does not list: {unknown}")
-        out[name] = Split(frame["text"].astype(str).tolist(), frame["label"].map(index).to_numpy(dtype=np.int64))
-    return out, labels
+from ..data.io import Split
 
 
 def stratified_subset(split: Split, n: int, seed: int) -> Split:

@@ -1,14 +1,15 @@
-"""Fine-tuning a transformer classifier, top to bottom.
+"""Fine-tuning a transformer classifier, top to bottom: this module only trains.
 
     setup -> data -> model & optimizer -> (resume) -> epochs of [train steps, validation,
-    keep best, early stop, checkpoint] -> test report
+    keep best, early stop, checkpoint]
 
-The run folder it writes:
-    model/                   best checkpoint as a self-contained model folder (see modeling.py)
-    checkpoint/              latest resumable state (removed when the run completes)
+What it writes into the run folder:
+    model/                   best epoch as a self-contained model folder (see modeling.py)
+    checkpoint/              latest resumable state (removed when the run completes, by run.py)
     train_config.yaml        the full TrainConfig
-    metrics.json             per-epoch history, test metrics, baseline, timings
-    classification_report.md, confusion_matrix.png, loss_curves.png
+
+Validation scores through `inference.Classifier` (the model in memory), as every other scorer
+does. The test report, calibration and the hybrid are `finish.py`'s; `run.train_model` does both.
 """
 
 from __future__ import annotations
@@ -26,30 +27,81 @@ from typing import Any, Callable
 import numpy as np
 
 from ..calibration import nll
+from ..data.io import Split, load_splits
 from ..errors import ConfigError
-from ..evaluation.metrics import classification_metrics
-from ..evaluation.report import save_loss_curves, write_json, write_report
+from ..inference.classifier import Classifier
 from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, resolve_model_source, save_model_folder
-from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_window_logits, pool_windows
-from .checkpoint import CHECKPOINT_DIR, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
+from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_windows
+from .checkpoint import CHECKPOINT_DIR, LoopState, check_resume_config, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import Split, balanced_class_weights, load_splits, stratified_indices
+from .data import balanced_class_weights, stratified_indices
 from .targets import UNLABELLED, SoftTargets, distillation_loss
-from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard, shutdown
+from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard
 
 
 @dataclass
-class TrainResult:
+class TrainedRun:
+    """What the loop hands on to `finish.finish_run`: where the best epoch is and how training went."""
+
+    config: TrainConfig
     out_dir: Path
-    model_dir: Path
-    history: list[dict[str, Any]]
-    test: dict[str, Any]
-    best_epoch: int
-    metrics: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path
+    splits: dict[str, Split]
+    labels: list[str]
+    train_rows: int
+    state: LoopState
+    device: Any  # torch.device
+    amp_dtype: Any  # torch dtype of autocast, or None for fp32
+    stopped_early: bool
+    run_info: dict[str, Any]
+    ctx: DistContext
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out_dir / "model"
 
 
-class StopTraining(Exception):
-    """Raised by an `on_epoch_end` callback (e.g. an Optuna pruner) to end a run early."""
+@dataclass
+class _Hooks:
+    """The caller's callbacks: `on_epoch_end(record)` may raise to end the run (the tuner's pruner
+    raises optuna.TrialPruned); `on_step(step)` sees every optimizer step."""
+
+    on_epoch_end: Callable[[dict[str, Any]], None] | None
+    on_step: Callable[[int], None] | None
+    log: Callable[[str], None]
+    progress: bool
+
+
+@dataclass
+class _Run:
+    """Everything the epochs share: built once in `train_loop`, read by the short steps below."""
+
+    config: TrainConfig
+    out_dir: Path
+    data_dir: Path
+    ctx: DistContext
+    device: Any
+    amp_dtype: Any
+    scaler: Any
+    model: Any  # DDP-wrapped under torchrun
+    raw_model: Any  # the plain module: what is saved and validated
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    loss_fn: Any
+    class_weights: np.ndarray | None
+    class_weight_t: Any
+    train: Split
+    teacher: np.ndarray | None
+    train_docs: list[list[list[int]]]
+    train_lengths: list[int]
+    pad_id: int
+    global_batch: int
+    labels: list[str]
+    splits: dict[str, Split]
+    soft_targets: SoftTargets | None
+    state: LoopState
+    run_info: dict[str, Any] = field(default_factory=dict)  # facts saved beside the config: world size, effective batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,76 +231,56 @@ def _layer_depths(model):
 
 
 # ---------------------------------------------------------------------------------------------
-# Inference over an encoded split (validation, test, evaluate)
-# ---------------------------------------------------------------------------------------------
-def predict_logits(model, encoded: list[list[int]], pad_id: int, device, dtype=None, batch_size: int = 64, progress: str | None = None, owners: list[int] | None = None, pool: str = "mean") -> np.ndarray:
-    """Logits (N, C) for token-id lists, batched by length so padding stays small.
-
-    With `owners` (the text of each window, from `encode_for`) the lists are windows: their
-    logits are pooled (`pool`: mean | max | attention) into one row per text."""
-    import torch
-    from tqdm.auto import tqdm
-
-    order = np.argsort([-len(ids) for ids in encoded], kind="stable")
-    logits = np.zeros((len(encoded), model.config.num_labels), dtype=np.float32)
-    model.eval()
-    starts = range(0, len(order), batch_size)
-    with torch.inference_mode(), autocast_context(device, dtype):
-        for start in tqdm(starts, desc=progress, leave=False, disable=progress is None):
-            rows = order[start : start + batch_size]
-            input_ids, attention_mask = pad_batch([encoded[i] for i in rows], pad_id)
-            out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-            logits[rows] = out.logits.float().cpu().numpy()
-    if owners is None:
-        return logits
-    return pool_window_logits(logits, owners, owners[-1] + 1 if owners else 0, pool)
-
-
-def score_texts(model, tokenizer, settings, texts: list[str], device, dtype=None, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-    """Logits (N, C) for texts, read as `settings` (a ModelMeta or TrainConfig) says: truncated or in pooled windows."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    windows, owners = encode_for(tokenizer, texts, settings)
-    return predict_logits(model, windows, pad_id, device, dtype, batch_size, progress, owners=owners, pool=settings.chunk_pool)
-
-
-# ---------------------------------------------------------------------------------------------
 # The training run
 # ---------------------------------------------------------------------------------------------
-def train_model(
+def train_loop(
     config: TrainConfig,
     data_dir: str | Path,
     out_dir: str | Path,
     *,
+    run_scope: ExitStack,
     resume: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
     soft_targets: SoftTargets | None = None,
-) -> TrainResult:
-    """Fine-tune, keep the best epoch's model folder, and report on the test split (module docstring).
+) -> TrainedRun:
+    """Train, keeping the best epoch's model folder in `out_dir/model`. Process-wide settings made
+    for the run are entered on `run_scope`, which the caller closes when the run is over.
 
     With `soft_targets` (from `triage distill`) the loss also pulls the model towards a teacher's
     probabilities, and the teacher's unlabelled texts join the training rows (targets.py)."""
-    with ExitStack() as run_scope:  # process-wide settings made for this run are undone when it ends
-        return _train(config, Path(out_dir), data_dir, resume, on_epoch_end, on_step, log, progress, run_scope, soft_targets)
-
-
-def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_end, on_step, log, progress: bool, run_scope: ExitStack, soft_targets: SoftTargets | None = None) -> TrainResult:
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    model_dir = out_dir / "model"
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
     if not resume and (out_dir / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{out_dir} holds an unfinished run: pass --resume to continue it, or choose another --out")
-
-    # -- setup: processes, device, precision ---------------------------------------------------
     ctx = init_distributed(config.device)  # one process unless started by torchrun
-    if not ctx.is_main:
-        log = _silent  # one voice: rank 0 prints, writes files and reports
-    else:
+    hooks = _Hooks(on_epoch_end, on_step, log if ctx.is_main else _silent, progress)  # one voice: rank 0
+    if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+    run = _build_run(config, data_dir, out_dir, ctx, run_scope, resume, soft_targets, hooks)
+    stopped_early = run.state.bad_epochs >= config.patience  # resumed after its early stop, before its report
+    val_clf = Classifier.from_model(run.raw_model, run.tokenizer, model_meta(config, run.labels), device=run.device, dtype=run.amp_dtype)
+    while not stopped_early and run.state.epoch < config.epochs:
+        _train_epoch(run, hooks)
+        record = _validate(run, val_clf, hooks)
+        if hooks.on_epoch_end:
+            hooks.on_epoch_end(record)
+        if run.state.bad_epochs >= config.patience:
+            hooks.log(f"early stop: no better validation macro-F1 for {config.patience} epoch(s)")
+            stopped_early = True
+    barrier(ctx)
+    return TrainedRun(
+        config=config, out_dir=out_dir, data_dir=data_dir, splits=run.splits, labels=run.labels, train_rows=len(run.train),
+        state=run.state, device=run.device, amp_dtype=run.amp_dtype, stopped_early=stopped_early, run_info=run.run_info, ctx=ctx,
+    )
+
+
+def _build_run(config: TrainConfig, data_dir: Path, out_dir: Path, ctx: DistContext, run_scope: ExitStack, resume: bool, soft_targets, hooks: _Hooks) -> _Run:
+    """Setup, data, model, optimizer and schedule; the checkpoint's state put back on resume."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -258,182 +290,204 @@ def _train(config: TrainConfig, out_dir: Path, data_dir, resume: bool, on_epoch_
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
-    # -- data ----------------------------------------------------------------------------------
     splits, labels = load_splits(data_dir)
     train, teacher = training_rows(splits["train"], config, soft_targets)  # teacher: (N, C) log-probs, or None
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Each text's windows: one when truncating, up to max_chunks with --long-text chunks.
     train_docs = group_windows(*encode_for(tokenizer, train.texts, config))
-    val_windows = encode_for(tokenizer, splits["val"].texts, config)
-    # Tokens per text: sorting by it groups texts by window count too, so batches pad little.
-    train_lengths = [sum(len(ids) for ids in doc) for doc in train_docs]
 
-    # -- model, loss, optimizer, schedule ------------------------------------------------------
     model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder, attn_implementation=attention).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
     class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
     class_weight_t = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight_t)
 
-    loop = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_batches": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0}
     saved = read_checkpoint(out_dir) if resume else None  # read once: its global batch shapes the schedule
-    per_device_batch = _per_device_batch(config, ctx, saved["loop"].get("global_batch") if saved else None, log)
+    if saved is not None:
+        check_resume_config(saved["config"], config, out_dir)
+    per_device_batch = _per_device_batch(config, ctx, saved["loop"].global_batch if saved else None, hooks.log)
     global_batch = per_device_batch * ctx.world_size  # one optimizer micro-step sees this many rows
     lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
     # On CUDA one fused kernel updates every parameter, instead of a few launches per tensor.
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, lr, config.layer_lr_decay), lr=lr, fused=device.type == "cuda")
-    batches_per_epoch = math.ceil(len(train_docs) / global_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = math.ceil(math.ceil(len(train_docs) / global_batch) / config.grad_accum) * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
-    # Where the loop is: everything needed to continue after a kill, saved in each checkpoint.
-    if resume:
-        if saved is None:
-            log(f"no checkpoint in {out_dir}: starting from the beginning")
-        else:
-            loop = restore_checkpoint(out_dir, saved, model, optimizer, scheduler, scaler)
-            if ctx.rank:  # the checkpoint holds rank 0's RNG; other ranks need streams of their own
-                torch.manual_seed(config.seed + ctx.rank + 7919 * loop["step"])
-            log(f"resuming at epoch {loop['epoch'] + 1}, batch {loop['batch']} (optimizer step {loop['step']})")
-    loop["global_batch"] = global_batch
-    raw_model = model  # the plain module: what is saved, evaluated and exported
+    state = LoopState()
+    if resume and saved is None:
+        hooks.log(f"no checkpoint in {out_dir}: starting from the beginning")
+    elif saved is not None:
+        state = restore_checkpoint(out_dir, saved, model, optimizer, scheduler, scaler)
+        if ctx.rank:  # the checkpoint holds rank 0's RNG; other ranks need streams of their own
+            torch.manual_seed(config.seed + ctx.rank + 7919 * state.step)
+        hooks.log(f"resuming at epoch {state.epoch + 1}, batch {state.batch} (optimizer step {state.step})")
+    state.global_batch = global_batch
+    wrapped = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    effective_batch = global_batch * config.grad_accum
-    run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": effective_batch, "lr_scaling": config.lr_scaling, "effective_lr": lr, "deterministic_kernels": attention is not None}
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    run = _Run(
+        config=config, out_dir=out_dir, data_dir=data_dir, ctx=ctx, device=device, amp_dtype=amp_dtype, scaler=scaler,
+        model=wrapped, raw_model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+        loss_fn=torch.nn.CrossEntropyLoss(weight=class_weight_t), class_weights=class_weights, class_weight_t=class_weight_t,
+        train=train, teacher=teacher, train_docs=train_docs, train_lengths=[sum(len(ids) for ids in doc) for doc in train_docs],
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, global_batch=global_batch,
+        labels=labels, splits=splits, soft_targets=soft_targets, state=state,
+    )
+    run.run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": global_batch * config.grad_accum, "lr_scaling": config.lr_scaling, "effective_lr": lr, "deterministic_kernels": attention is not None}
     if ctx.is_main:
-        config.save(out_dir / "train_config.yaml", run=run_info)
-    log(
-        f"training {len(train_docs)} tickets{_windows_note(config, train_docs)}, {len(labels)} categories, on {device} ({_precision_name(amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
-        f"effective batch {per_device_batch} per device x {ctx.world_size} x {config.grad_accum} accumulation = {effective_batch}; "
-        f"lr {lr:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
-        + (f"; distilling (temperature {soft_targets.temperature:g}, alpha {soft_targets.alpha:g}, {len(soft_targets.extra_texts)} unlabelled texts)" if soft_targets else "")
+        config.save(out_dir / "train_config.yaml", run=run.run_info)
+    hooks.log(_start_line(run, total_steps, attention))
+    return run
+
+
+def _start_line(run: _Run, total_steps: int, attention) -> str:
+    config, ctx, info = run.config, run.ctx, run.run_info
+    soft = run.soft_targets
+    return (
+        f"training {len(run.train_docs)} tickets{_windows_note(config, run.train_docs)}, {len(run.labels)} categories, on {run.device} ({_precision_name(run.amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
+        f"effective batch {info['per_device_batch']} per device x {ctx.world_size} x {config.grad_accum} accumulation = {info['effective_batch_size']}; "
+        f"lr {info['effective_lr']:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
+        + (f"; distilling (temperature {soft.temperature:g}, alpha {soft.alpha:g}, {len(soft.extra_texts)} unlabelled texts)" if soft else "")
     )
 
+
+def _train_epoch(run: _Run, hooks: _Hooks) -> None:
+    """One epoch of optimizer steps from where the state says, with checkpoints every `checkpoint_every` steps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    config, ctx, state = run.config, run.ctx, run.state
+    batches = epoch_batches(run.train_lengths, run.global_batch, config, state.epoch, ctx)
     # The loss is summed where it is computed: reading it back every batch would make the host wait
     # for a GPU instead of queueing the next batch's kernels. It is read for the progress bar every
     # `postfix_every` steps, and at checkpoints and epoch ends.
-    running_loss = torch.zeros((), device=device)
-    postfix_every = _steps_between_loss_reads(device)
+    running_loss = torch.zeros((), device=run.device)
+    postfix_every = _steps_between_loss_reads(run.device)
+    run.model.train()
+    bar = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not (hooks.progress and ctx.is_main))
+    tick = time.perf_counter()
+    for b in range(state.batch, len(batches)):
+        last_of_epoch = b + 1 == len(batches)
+        steps_now = (b + 1) % config.grad_accum == 0 or last_of_epoch
+        running_loss += _forward_backward(run, batches[b], steps_now)
+        state.loss_batches += 1
+        state.train_samples += len(batches[b]) * ctx.world_size
+        state.batch = b + 1
+        if steps_now:
+            _optimizer_step(run)
+            now = time.perf_counter()
+            state.train_seconds += now - tick
+            tick = now
+            if state.step % postfix_every == 0:
+                _settle_loss(state, running_loss)
+                bar.set_postfix(loss=f"{state.loss_sum / state.loss_batches:.4f}", samples_s=f"{state.train_samples / max(state.train_seconds, 1e-9):.1f}")
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and not last_of_epoch:
+                _settle_loss(state, running_loss)
+                _checkpoint(run)
+            if hooks.on_step:
+                hooks.on_step(state.step)
+        bar.update(1)
+    bar.close()
+    _settle_loss(state, running_loss)  # also waits for the GPU, so the epoch's queued work counts as training time
+    state.train_seconds += time.perf_counter() - tick
 
-    def settle_loss() -> None:
-        loop["loss_sum"] += float(running_loss)
-        running_loss.zero_()
 
-    def checkpoint() -> None:
-        settle_loss()
-        if ctx.is_main:
-            save_checkpoint(out_dir, raw_model, optimizer, scheduler, loop, scaler)
+def _forward_backward(run: _Run, rows: list[int], steps_now: bool):
+    """Loss of one micro-batch (detached, on the device), its gradients accumulated."""
+    import torch
 
-    # -- epochs --------------------------------------------------------------------------------
-    stopped_early = loop["bad_epochs"] >= config.patience  # resumed after its early stop, before its report
-    while not stopped_early and loop["epoch"] < config.epochs:
-        epoch = loop["epoch"]
-        batches = epoch_batches(train_lengths, global_batch, config, epoch, ctx)
-
-        model.train()
-        bar = tqdm(total=len(batches), initial=loop["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not (progress and ctx.is_main))
-        tick = time.perf_counter()
-        for b in range(loop["batch"], len(batches)):
-            rows = batches[b]
-            last_of_epoch = b + 1 == len(batches)
-            steps_now = (b + 1) % config.grad_accum == 0 or last_of_epoch
-            windows, owners = _batch_windows(train_docs, rows)  # B texts -> W >= B windows
-            input_ids, attention_mask = pad_batch(windows, pad_id)  # (W, T) each
-            targets = to_device(torch.as_tensor(train.labels[rows]), device)
-            # Under DDP, gradients are all-reduced only on the micro-batch that steps the optimizer.
-            with (model.no_sync() if ctx.enabled and not steps_now else nullcontext()):
-                with autocast_context(device, amp_dtype):
-                    logits = model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (W, C)
-                # One row per text (a no-op with one window each): the loss is on the pooled logits.
-                logits = pool_windows(logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool)  # (B, C)
-                if teacher is None:
-                    loss = loss_fn(logits, targets)
-                else:
-                    soft = to_device(torch.as_tensor(teacher[rows]), device)  # (B, C) teacher log-probs
-                    loss = distillation_loss(logits, targets, soft, soft_targets.temperature, soft_targets.alpha, class_weight_t)
-                # Average over the accumulation window, so the step size does not grow with it.
-                scaled = loss / config.grad_accum
-                (scaler.scale(scaled) if scaler else scaled).backward()
-            running_loss += loss.detach()
-            loop["loss_batches"] += 1
-            loop["train_samples"] += len(rows) * ctx.world_size
-            loop["batch"] = b + 1
-
-            if steps_now:
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loop["step"] += 1
-                now = time.perf_counter()
-                loop["train_seconds"] += now - tick
-                tick = now
-                if loop["step"] % postfix_every == 0:
-                    settle_loss()
-                    bar.set_postfix(loss=f"{loop['loss_sum'] / loop['loss_batches']:.4f}", samples_s=f"{loop['train_samples'] / max(loop['train_seconds'], 1e-9):.1f}")
-                if config.checkpoint_every and loop["step"] % config.checkpoint_every == 0 and not last_of_epoch:
-                    checkpoint()
-                if on_step:
-                    on_step(loop["step"])
-            bar.update(1)
-        bar.close()
-        settle_loss()  # also waits for the GPU, so the epoch's queued work counts as training time
-        loop["train_seconds"] += time.perf_counter() - tick
-
-        # -- validation over the whole split, best model, early stopping ---------------------
-        val_logits = predict_logits_sharded(raw_model, val_windows, config.chunk_pool, pad_id, device, amp_dtype, config.eval_batch_size, ctx)
-        val = classification_metrics(splits["val"].labels, val_logits.argmax(1), labels)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": mean_across(ctx, loop["loss_sum"] / max(loop["loss_batches"], 1)),
-            "val_loss": nll(val_logits, splits["val"].labels, weights=class_weights),
-            "val_accuracy": val["accuracy"],
-            "val_macro_f1": val["macro_f1"],
-            "lr": scheduler.get_last_lr()[0],
-        }
-        loop["history"].append(record)
-        improved = record["val_macro_f1"] > loop["best_f1"]
-        if improved:
-            loop.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1, bad_epochs=0)
-            if ctx.is_main:
-                _save_best(raw_model, tokenizer, model_dir, labels, config, data_dir)
+    config, device = run.config, run.device
+    windows, owners = _batch_windows(run.train_docs, rows)  # B texts -> W >= B windows
+    input_ids, attention_mask = pad_batch(windows, run.pad_id)  # (W, T) each
+    targets = to_device(torch.as_tensor(run.train.labels[rows]), device)
+    # Under DDP, gradients are all-reduced only on the micro-batch that steps the optimizer.
+    with (run.model.no_sync() if run.ctx.enabled and not steps_now else nullcontext()):
+        with autocast_context(device, run.amp_dtype):
+            logits = run.model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (W, C)
+        # One row per text (a no-op with one window each): the loss is on the pooled logits.
+        logits = pool_windows(logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool)  # (B, C)
+        if run.teacher is None:
+            loss = run.loss_fn(logits, targets)
         else:
-            loop["bad_epochs"] += 1
-        log(
-            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-            f"val acc {record['val_accuracy']:.4f}, val macro-F1 {record['val_macro_f1']:.4f}{'  (best)' if improved else ''}"
-        )
-        loop.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_batches=0)
-        checkpoint()
-        if on_epoch_end:
-            on_epoch_end(record)  # may raise StopTraining (a pruner)
-        if loop["bad_epochs"] >= config.patience:
-            log(f"early stop: no better validation macro-F1 for {config.patience} epoch(s)")
-            stopped_early = True
-            break
+            soft = to_device(torch.as_tensor(run.teacher[rows]), device)  # (B, C) teacher log-probs
+            loss = distillation_loss(logits, targets, soft, run.soft_targets.temperature, run.soft_targets.alpha, run.class_weight_t)
+        # Average over the accumulation window, so the step size does not grow with it.
+        scaled = loss / config.grad_accum
+        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+    return loss.detach()
 
-    # -- test report on the best checkpoint (rank 0, over the whole test split) ----------------
-    barrier(ctx)
-    if not ctx.is_main:
-        shutdown(ctx)
-        return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test={}, best_epoch=loop["best_epoch"])
-    result = finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info, progress)
-    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    shutdown(ctx)
-    return result
+
+def _optimizer_step(run: _Run) -> None:
+    import torch
+
+    if run.scaler:
+        run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state.step += 1
+
+
+def _settle_loss(state: LoopState, running_loss) -> None:
+    state.loss_sum += float(running_loss)
+    running_loss.zero_()
+
+
+def _checkpoint(run: _Run) -> None:
+    if run.ctx.is_main:
+        save_checkpoint(run.out_dir, run.raw_model, run.optimizer, run.scheduler, run.state, run.config.to_dict(), run.scaler)
+
+
+def _validate(run: _Run, val_clf: Classifier, hooks: _Hooks) -> dict[str, Any]:
+    """Validation over the whole split; keeps the best model folder, counts epochs without gain, checkpoints."""
+    config, state, val = run.config, run.state, run.splits["val"]
+    logits = _sharded_logits(val_clf, val.texts, config.eval_batch_size, run.ctx)
+    record = {
+        "epoch": state.epoch + 1,
+        "train_loss": mean_across(run.ctx, state.loss_sum / max(state.loss_batches, 1)),
+        "val_loss": nll(logits, val.labels, weights=run.class_weights),
+        **_accuracy_and_macro_f1(val.labels, logits.argmax(1), len(run.labels)),
+        "lr": run.scheduler.get_last_lr()[0],
+    }
+    state.history.append(record)
+    improved = record["val_macro_f1"] > state.best_f1
+    if improved:
+        state.best_f1, state.best_epoch, state.bad_epochs = record["val_macro_f1"], state.epoch + 1, 0
+        if run.ctx.is_main:
+            _save_best(run.raw_model, run.tokenizer, run.out_dir / "model", run.labels, config, run.data_dir)
+    else:
+        state.bad_epochs += 1
+    hooks.log(
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+        f"val acc {record['val_accuracy']:.4f}, val macro-F1 {record['val_macro_f1']:.4f}{'  (best)' if improved else ''}"
+    )
+    state.epoch, state.batch, state.loss_sum, state.loss_batches = state.epoch + 1, 0, 0.0, 0
+    _checkpoint(run)
+    return record
+
+
+def _accuracy_and_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    # Only the two numbers early stopping needs; the full report is evaluation's, after training.
+    from sklearn.metrics import accuracy_score, f1_score
+
+    f1 = f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0)
+    return {"val_accuracy": float(accuracy_score(y_true, y_pred)), "val_macro_f1": float(f1)}
+
+
+def _sharded_logits(clf: Classifier, texts: list[str], batch_size: int, ctx: DistContext) -> np.ndarray:
+    """Each process scores every world_size-th text; the full (N, C) logits are gathered on all."""
+    if not ctx.enabled:
+        return clf.predict_logits(texts, batch_size)
+    mine = np.arange(ctx.rank, len(texts), ctx.world_size)
+    part = clf.predict_logits([texts[i] for i in mine], batch_size)
+    return gather_rows(ctx, mine, part, len(texts))
 
 
 def training_rows(train: Split, config: TrainConfig, soft_targets: SoftTargets | None) -> tuple[Split, np.ndarray | None]:
@@ -481,19 +535,6 @@ def epoch_batches(lengths: list[int], global_batch: int, config: TrainConfig, ep
     return [indices[i : i + per_device] for i in range(0, len(indices), per_device)]
 
 
-def predict_logits_sharded(model, encoded: tuple[list[list[int]], list[int]], pool: str, pad_id, device, dtype, batch_size, ctx: DistContext) -> np.ndarray:
-    """Each process scores every world_size-th text (all its windows); the full (N, C) logits are
-    gathered on all. `encoded`: (windows, owners) from `encode_for`."""
-    windows, owners = encoded
-    if not ctx.enabled:
-        return predict_logits(model, windows, pad_id, device, dtype, batch_size, owners=owners, pool=pool)
-    docs = group_windows(windows, owners)
-    mine = np.arange(ctx.rank, len(docs), ctx.world_size)
-    my_windows, my_owners = _batch_windows(docs, mine)
-    part = predict_logits(model, my_windows, pad_id, device, dtype, batch_size, owners=my_owners, pool=pool)
-    return gather_rows(ctx, mine, part, len(docs))
-
-
 def _batch_windows(docs: list[list[list[int]]], rows) -> tuple[list[list[int]], list[int]]:
     """The windows of texts `rows`, and for each window its position in `rows`."""
     windows = [ids for doc_index in rows for ids in docs[doc_index]]
@@ -523,155 +564,24 @@ def _per_device_batch(config: TrainConfig, ctx: DistContext, saved: int | None, 
     return saved // ctx.world_size
 
 
-def _precision_name(dtype) -> str:
-    return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
+def model_meta(config: TrainConfig, labels: list[str]) -> ModelMeta:
+    """The triage.json settings of a model trained with `config`: how every scorer reads text."""
+    return ModelMeta(
+        labels=list(labels), max_length=config.max_length, truncation=config.truncation, pooling=config.pooling, base_model=config.model,
+        long_text=config.long_text, chunk_overlap=config.chunk_overlap, max_chunks=config.max_chunks, chunk_pool=config.chunk_pool,
+    )
 
 
 def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: TrainConfig, data_dir) -> None:
     from ..modeling import load_folder_taxonomy
 
-    meta = ModelMeta(
-        labels=list(labels), max_length=config.max_length, truncation=config.truncation, pooling=config.pooling, base_model=config.model,
-        long_text=config.long_text, chunk_overlap=config.chunk_overlap, max_chunks=config.max_chunks, chunk_pool=config.chunk_pool,
-    )
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_folder(model, tokenizer, tmp, meta, load_folder_taxonomy(data_dir))
+    save_model_folder(model, tokenizer, tmp, model_meta(config, labels), load_folder_taxonomy(data_dir))
     config.save(tmp / "train_config.yaml")
     replace_dir_atomically(tmp, model_dir)
 
 
-def finish_run(config, out_dir, model_dir, data_dir, splits, labels, train, loop, device, amp_dtype, stopped_early, log, run_info=None, progress=True) -> TrainResult:
-    """Score the best checkpoint on the test split, fit calibration and the baseline, write reports."""
-    from ..modeling import load_model_folder
-
-    model, tokenizer, meta = load_model_folder(model_dir, device=str(device))
-    test_split = splits["test"]
-    test_logits = score_texts(model, tokenizer, meta, test_split.texts, device, amp_dtype, config.eval_batch_size, progress="test" if progress else None)
-
-    # TF-IDF models fit on the whole training split: --max-train-rows caps the transformer's
-    # compute, and a baseline (or hybrid half) held to the same cap would flatter the comparison.
-    all_train = splits["train"]
-    baseline = None
-    if config.baseline:
-        from ..evaluation.baseline import run_baseline
-
-        baseline = run_baseline(all_train.texts, all_train.labels, test_split.texts, test_split.labels, labels, config.seed)
-        baseline["train_rows"] = len(all_train)
-
-    calibration = None
-    if config.calibrate:
-        calibration = _calibrate(model_dir, data_dir, out_dir, log)
-
-    ensemble = _fit_ensemble(config, model_dir, splits, labels, test_logits, device, log) if config.ensemble == "tfidf" else None
-    # The report scores what the model folder predicts: the hybrid where the ensemble is on.
-    test_pred = ensemble.pop("test_pred") if ensemble else test_logits.argmax(1)
-    test = _test_metrics(test_split.labels, test_pred, labels, data_dir)
-
-    notes = [f"best epoch {loop['best_epoch']} of {len(loop['history'])}" + (" (early stop)" if stopped_early else "")]
-    if calibration:
-        notes.append(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)")
-    if ensemble:
-        notes.append(f"scored as shipped: {'transformer + TF-IDF hybrid' if ensemble['enabled'] else 'transformer alone (the hybrid did not beat both on validation)'}; all three compared below")
-    metrics = {
-        "history": loop["history"],
-        "best_epoch": loop["best_epoch"],
-        "test": test,
-        "baseline": baseline,
-        "calibration": calibration,
-        "ensemble": ensemble,
-        "train_rows": len(train),
-        "wall_time_s": round(loop["train_seconds"], 2),
-        "train_samples_per_s": round(loop["train_samples"] / max(loop["train_seconds"], 1e-9), 2),
-        "device": str(device),
-        "precision": _precision_name(amp_dtype),
-        "config": config.to_dict(),
-        "run": run_info or {},
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    write_json(model_dir / "metrics.json", metrics)
-    write_report(out_dir, test, title="Test split: classification report", baseline_macro_f1=baseline["macro_f1"] if baseline else None, notes=notes, ensemble=ensemble)
-    save_loss_curves(out_dir, loop["history"])
-    _log_mlflow(config, out_dir, metrics, log)
-    summary = f"test macro-F1 {test['macro_f1']:.4f}, accuracy {test['accuracy']:.4f}"
-    if baseline:
-        summary += f" (TF-IDF + SVM baseline macro-F1 {baseline['macro_f1']:.4f})"
-    if ensemble:
-        summary += f"; ensemble {'on' if ensemble['enabled'] else 'off'} (transformer alone {ensemble['scores']['test']['transformer']['macro_f1']:.4f})"
-    log(summary)
-    return TrainResult(out_dir=out_dir, model_dir=model_dir, history=loop["history"], test=test, best_epoch=loop["best_epoch"], metrics=metrics)
-
-
-def _test_metrics(y_true, y_pred, labels, data_dir) -> dict[str, Any]:
-    """The test split's metrics with the per-source and per-year tables (evaluation/slices.py)."""
-    from ..evaluation.slices import add_slices, default_source_name, split_slice_columns
-
-    sources, dates = split_slice_columns(Path(data_dir) / "test.parquet", default_source_name(data_dir))
-    return add_slices(classification_metrics(y_true, y_pred, labels), y_true, y_pred, sources, dates)
-
-
-def _fit_ensemble(config: TrainConfig, model_dir: Path, splits, labels, test_logits: np.ndarray, device, log) -> dict[str, Any]:
-    """`--ensemble tfidf`: fit the TF-IDF model (the whole training split), its weight (validation), store both in the
-    model folder, and compare transformer, TF-IDF and hybrid on validation and test.
-
-    Runs after calibration: the transformer's probabilities are mixed at its fitted temperature."""
-    from .. import ensemble as ens
-    from ..inference import Classifier
-    from ..inference.classifier import softmax
-
-    val = splits["val"]
-    transformer = Classifier.load(model_dir, backend="torch", device=str(device), ensemble=False)
-    p_val = {"transformer": transformer.predict_proba(val.texts, config.eval_batch_size)}
-    p_test = {"transformer": softmax(test_logits, transformer.temperature)}
-    train = splits["train"]
-    tfidf, fit_report = ens.fit_tfidf(train.texts, train.labels, val.texts, val.labels, labels, seed=config.seed, class_weight="balanced" if config.class_weights == "balanced" else None)
-    fit_report["train_rows"] = len(train)
-    p_val["tfidf"], p_test["tfidf"] = tfidf.predict_proba(val.texts), tfidf.predict_proba(splits["test"].texts)
-    spec, val_scores, grid = ens.fit_weight(p_val["transformer"], p_val["tfidf"], val.labels, labels, {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]})
-    weight = spec["weight"]
-    p_test["hybrid"] = ens.mix(p_test["transformer"], p_test["tfidf"], weight)
-    scores = {"validation": val_scores, "test": ens.compare_models(splits["test"].labels, p_test, labels)}
-
-    tfidf.save(model_dir)
-    meta = ModelMeta.load(model_dir)
-    meta.ensemble = spec
-    meta.save(model_dir)
-    f1 = spec["val_macro_f1"]
-    log(f"ensemble: TF-IDF weight {weight:.2f}, validation macro-F1 transformer {f1['transformer']:.4f}, TF-IDF {f1['tfidf']:.4f}, hybrid {f1['hybrid']:.4f}: {'on' if spec['enabled'] else 'off (does not beat both)'}")
-    shipped = p_test["hybrid"] if spec["enabled"] else p_test["transformer"]
-    return {**spec, "scores": scores, "tfidf": fit_report, "weight_grid": grid, "test_pred": shipped.argmax(1)}
-
-
-def _calibrate(model_dir: Path, data_dir, out_dir: Path, log) -> dict[str, Any]:
-    """Temperature scaling on the validation split; stored in the model folder for every backend.
-
-    Also writes calibration.json, reliability_diagram.png and coverage.png (the share of tickets
-    auto-routed, and their accuracy, per confidence threshold) into the run folder."""
-    from ..calibration import calibrate_model
-
-    report = calibrate_model(model_dir, Path(data_dir) / "val.parquet", out_dir)
-    log(f"calibration: temperature {report.temperature:.3f}, validation ECE {report.ece_before:.4f} -> {report.ece_after:.4f}")
-    return {"temperature": report.temperature, "val_ece_before": report.ece_before, "val_ece_after": report.ece_after, "coverage": report.coverage}
-
-
-def _log_mlflow(config: TrainConfig, out_dir: Path, metrics: dict[str, Any], log) -> None:
-    if not (config.mlflow or os.environ.get("MLFLOW_TRACKING_URI")):
-        return
-    try:
-        import mlflow
-    except ImportError:
-        raise ConfigError("MLflow logging asked for, but mlflow is not installed: pip install 'ticket-triage[mlflow]'") from None
-    try:
-        with mlflow.start_run(run_name=out_dir.name):
-            mlflow.log_params({k: v for k, v in config.to_dict().items() if v is not None})
-            for record in metrics["history"]:
-                mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=record["epoch"])
-            mlflow.log_metrics({"test_macro_f1": metrics["test"]["macro_f1"], "test_accuracy": metrics["test"]["accuracy"]})
-            for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
-                if (out_dir / name).exists():
-                    mlflow.log_artifact(str(out_dir / name))
-    except Exception as exc:  # the run's own files are written already: a tracking failure must not lose them
-        log(f"warning: MLflow logging failed ({str(exc).splitlines()[0]}); the run folder {out_dir} is complete")
-        return
-    log("logged the run to MLflow")
+def _precision_name(dtype) -> str:
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
