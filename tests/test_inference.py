@@ -247,3 +247,23 @@ def test_old_model_folder_reads_as_truncate_and_bad_settings_are_named(model_dir
     (old / "triage.json").write_text(json.dumps({**data, "long_text": "chunks", "max_chunks": "eight"}))
     with pytest.raises(ModelError, match="max_chunks='eight'"):
         Classifier.load(old)
+
+
+def test_load_checks_the_folders_format_version(tmp_path, model_dir):
+    """triage.json's format_version: a newer one is refused with what to do; a folder from before
+    versioning (no key) still loads."""
+    import json
+    import shutil
+
+    from ticket_triage import Classifier
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / "triage.json").read_text())
+    assert meta["format_version"] == 1
+    (folder / "triage.json").write_text(json.dumps({**meta, "format_version": 7}))
+    with pytest.raises(ModelError, match="format version 7; this ticket-triage reads versions 0 to 1: upgrade"):
+        Classifier.load(folder, backend="torch")
+    old = {k: v for k, v in meta.items() if k not in ("format_version", "provenance")}
+    (folder / "triage.json").write_text(json.dumps(old))
+    assert Classifier.load(folder, backend="torch").meta.format_version == 0

@@ -402,3 +402,70 @@ def test_prepare_writes_the_format_version_the_reader_reads():
     from ticket_triage.data import io, prepare
 
     assert prepare.FORMAT_VERSION == io.FORMAT_VERSION and prepare.SPLITS == io.SPLITS
+
+
+def test_model_folder_records_its_format_versions_data_and_commit(tiny_model_dir, small_prepared, tmp_path):
+    from ticket_triage.modeling import MODEL_FORMAT_VERSION
+    from ticket_triage.provenance import prepared_data_hash
+
+    train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet)
+    meta = json.loads((tmp_path / "run" / "model" / "triage.json").read_text())
+    assert meta["format_version"] == MODEL_FORMAT_VERSION
+    made = meta["provenance"]
+    assert made["data"] == {"path": str(small_prepared.resolve()), "sha256": prepared_data_hash(small_prepared)}
+    assert {"ticket_triage", "python", "torch", "transformers"} <= set(made["versions"])
+    assert "git_commit" in made  # a commit in a checkout, None for an installed package
+
+
+def _killed_run(tiny_model_dir, small_prepared, out, **overrides):
+    config = tiny_config(tiny_model_dir, epochs=2, **overrides)
+    with pytest.raises(Killed):
+        train_model(config, small_prepared, out, on_step=kill_at_step(4), log=quiet)
+    return config
+
+
+def test_resume_refuses_settings_that_change_the_run_and_allows_the_safe_ones(tiny_model_dir, small_prepared, tmp_path):
+    import dataclasses
+
+    from ticket_triage.training.checkpoint import read_checkpoint, resume_config
+
+    config = _killed_run(tiny_model_dir, small_prepared, tmp_path / "run")
+    saved = read_checkpoint(tmp_path / "run")
+    assert saved["config"] == config.to_dict() and saved["loop"].step == 3
+    with pytest.raises(ConfigError, match=r"lr 0.001 -> 0.01.*leave those options out.*only .*device.*may change"):
+        train_model(dataclasses.replace(config, lr=1e-2), small_prepared, tmp_path / "run", resume=True, log=quiet)
+    # The CLI's path: the checkpoint's config, with options given on top.
+    assert resume_config(tmp_path / "run", {"threads": 2, "lr": None}, fresh=None) == dataclasses.replace(config, threads=2)
+    with pytest.raises(ConfigError, match="epochs 2 -> 5"):
+        resume_config(tmp_path / "run", {"epochs": 5}, fresh=None)
+    resumed = train_model(dataclasses.replace(config, eval_batch_size=7), small_prepared, tmp_path / "run", resume=True, log=quiet)
+    assert len(resumed.history) == 2
+
+
+def test_resume_cli_takes_the_checkpoints_config_and_refuses_a_conflict_in_one_line(tiny_model_dir, small_prepared, tmp_path, capsys):
+    from _model_support import cli_error, cli_ok
+
+    _killed_run(tiny_model_dir, small_prepared, tmp_path / "run", max_length=40)
+    capsys.readouterr()  # its progress bars
+    base = ["train", "--data", str(small_prepared), "--out", str(tmp_path / "run"), "--resume"]
+    err = cli_error(capsys, base + ["--max-length", "64"])
+    assert "max_length 40 -> 64" in err and "--resume continues a run as it was" in err
+    cli_ok(base + ["--threads", "1"])  # no --model, no --max-length: all from the checkpoint
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert saved["max_length"] == 40 and saved["model"] == str(tiny_model_dir) and saved["lr"] == 1e-3
+
+
+def test_an_old_checkpoint_without_a_config_is_a_clear_error(tiny_model_dir, small_prepared, tmp_path):
+    import torch
+
+    from ticket_triage.training.checkpoint import resume_config
+
+    config = _killed_run(tiny_model_dir, small_prepared, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint" / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"], state["format"]
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="checkpoint format 1.*cannot be resumed: delete it and train again without --resume"):
+        train_model(config, small_prepared, tmp_path / "run", resume=True, log=quiet)
+    with pytest.raises(ConfigError, match="checkpoint format 1"):
+        resume_config(tmp_path / "run", {}, fresh=None)

@@ -240,3 +240,45 @@ def test_timeout_stops_new_trials_and_the_study_continues_later(tiny_model_dir, 
     result = tune(again, log=quiet)
     assert [t.state.name for t in storage_trials(again)] == ["COMPLETE", "COMPLETE"]
     assert result.best_config_path.is_file()
+
+
+def test_a_fixed_option_takes_its_setting_out_of_the_space_unless_the_space_wins(small_prepared, tmp_path):
+    """`triage tune --epochs 1` with the shipped space (epochs 2 to 4) used to run 2-4 epochs."""
+    fixed = TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "a"), train={"epochs": 1, "lr": 1e-3}, fixed=["epochs"])
+    assert "epochs" not in fixed.search_space().params and "lr" in fixed.search_space().params, "only options are fixed, not --config"
+    assert fixed.fixed_in_space() == ["epochs"]
+    wins = TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "b"), train={"epochs": 1}, fixed=["epochs"], space_wins=True)
+    assert "epochs" in wins.search_space().params
+    space = tmp_path / "one.yaml"
+    space.write_text("epochs: {type: int, low: 2, high: 4}\n")
+    with pytest.raises(ConfigError, match="every setting of search space .* is fixed by an option.*--space-wins"):
+        TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "c"), space=str(space), train={"epochs": 1}, fixed=["epochs"])
+
+
+def test_cli_tune_epochs_option_wins_over_the_shipped_space(tiny_model_dir, small_prepared, tmp_path, capsys):
+    from ticket_triage.cli import main
+
+    out = tmp_path / "study"
+    args = ["tune", "--data", str(small_prepared), "--out", str(out), "--n-trials", "1", "--pruner", "none", "--model", str(tiny_model_dir),
+            "--epochs", "1", "--max-length", "32", "--batch-size", "32", "--precision", "fp32", "--threads", "1", "--no-baseline", "--no-calibrate"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "fixed by an option and named by the search space: batch_size, epochs, max_length; taken out" in err
+    (row,) = list(csv.DictReader((out / "trials.csv").open()))
+    params = json.loads(row["params"])
+    assert not {"epochs", "max_length", "batch_size"} & set(params) and "lr" in params
+    best = yaml.safe_load((out / "best_params.yaml").read_text())
+    assert (best["epochs"], best["max_length"], best["batch_size"]) == (1, 32, 32)
+
+
+def test_cli_tune_bad_config_yaml_is_one_line(small_prepared, tmp_path, capsys):
+    from _model_support import cli_error
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\nlr: 2\n")
+    err = cli_error(capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)])
+    assert f"config file {bad} is not valid YAML" in err
+    bad.write_text("epochz: 1\n")
+    assert "unknown training setting 'epochz'" in cli_error(capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)])

@@ -6,8 +6,9 @@ A *model folder* carries everything needed to use a model, nothing pickled:
     head.safetensors                    only for pooling="mean": the linear head over mean-pooled tokens
     tokenizer.json, tokenizer_config…   the fast WordPiece tokenizer
     taxonomy.yaml                       how raw product strings map onto the categories
-    triage.json                         labels, how text is read (max_length, truncation, long_text and the
-                                        chunk settings), pooling, temperature, base model, ensemble
+    triage.json                         format_version, labels, how text is read (max_length, truncation,
+                                        long_text and the chunk settings), pooling, temperature, base model,
+                                        ensemble, provenance (versions, data path + sha256, git commit)
     tfidf.json, tfidf.safetensors       only with `--ensemble tfidf`: the TF-IDF linear model (ensemble.py)
     train_config.json, metrics.json     what made it and how good it is (written by training)
 """
@@ -25,6 +26,9 @@ META_FILE = "triage.json"
 TAXONOMY_FILE = "taxonomy.yaml"
 HEAD_FILE = "head.safetensors"
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+# triage.json's format. 1: format_version and provenance added; folders without the key are
+# format 0 (before versioning) and read the same way.
+MODEL_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -46,6 +50,9 @@ class ModelMeta:
     ensemble: dict[str, Any] | None = None  # `--ensemble tfidf`: kind, weight, enabled, files (see ensemble.py)
     teacher: dict[str, Any] | None = None  # `triage distill`: the teacher folder(s), temperature, alpha (see distill.py)
     extra: dict[str, Any] = field(default_factory=dict)
+    # What made it (provenance.training_provenance): library versions, data path and sha256, git commit.
+    provenance: dict[str, Any] | None = None
+    format_version: int = MODEL_FORMAT_VERSION
 
     def save(self, folder: str | Path) -> None:
         Path(folder, META_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -56,8 +63,14 @@ class ModelMeta:
         if not path.is_file():
             raise ModelError(f"{folder} is not a ticket-triage model folder (no {META_FILE}); give the `model/` folder that `triage train` wrote")
         data = json.loads(path.read_text())
+        version = data.get("format_version", 0)
+        if not isinstance(version, int) or not 0 <= version <= MODEL_FORMAT_VERSION:
+            raise ModelError(
+                f"{path} has format version {version!r}; this ticket-triage reads versions 0 to {MODEL_FORMAT_VERSION}: "
+                "upgrade ticket-triage (pip install -U ticket-triage) or retrain the model with this version"
+            )
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        meta = cls(**known)
+        meta = cls(**{**known, "format_version": version})
         meta.check_long_text(path)
         return meta
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,12 +17,12 @@ _out = Console()
 
 @app.command("export")
 def export(
-    model: Path = typer.Option(..., "--model", help="Model folder written by `triage train`."),
-    out: Path = typer.Option(..., "--out", help="Folder for the exported model (may be the model folder itself)."),
-    format: str = typer.Option("onnx", "--format", help="Export format (only onnx)."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: also write a dynamically quantised model.int8.onnx."),
-    check_data: Optional[Path] = typer.Option(None, "--check-data", help="Labelled file (text,label) to report int8 vs fp32 macro-F1."),
-    check_rows: int = typer.Option(5000, "--check-rows", min=1, help="At most this many rows of --check-data are scored."),
+    model: Annotated[Path, typer.Option("--model", help="Model folder written by `triage train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the exported model (may be the model folder itself).")],
+    format: Annotated[str, typer.Option("--format", help="Export format (only onnx).")] = "onnx",
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: also write a dynamically quantised model.int8.onnx.")] = None,
+    check_data: Annotated[Optional[Path], typer.Option("--check-data", help="Labelled file (text,label) to report int8 vs fp32 macro-F1.")] = None,
+    check_rows: Annotated[int, typer.Option("--check-rows", min=1, help="At most this many rows of --check-data are scored.")] = 5000,
 ) -> None:
     """Export to ONNX for fast CPU inference; `triage predict` and `Classifier.load` use the folder directly."""
     if format != "onnx":

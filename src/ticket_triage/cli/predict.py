@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -15,17 +15,17 @@ _out = Console()
 
 @app.command("predict")
 def predict(
-    model: Path = typer.Option(..., "--model", help="Model folder (from `triage train`, or an `triage export` folder)."),
-    input: Path = typer.Option(..., "--input", help="CSV (.csv/.csv.gz), JSONL or Parquet file; CFPB exports are recognised."),
-    out: Path = typer.Option(..., "--out", help="Output file; its extension (.csv, .jsonl, .parquet) picks the format."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the ticket text (default: 'Consumer complaint narrative', else 'text')."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per model call."),
-    abstain_below: Optional[float] = typer.Option(None, "--abstain-below", help="Mark predictions with confidence below this as needs_review."),
-    backend: str = typer.Option("auto", "--backend", help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8; auto: the fastest on this machine (torch on a CUDA GPU; torch-bf16 on a CPU with AMX; else the ONNX export, int8 first; else torch, bf16 where the CPU has it)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the backend's choice)."),
-    device: str = typer.Option("auto", "--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it."),
-    chunk_rows: int = typer.Option(8192, "--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory)."),
-    ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="Mix in the folder's TF-IDF model (--ensemble tfidf at training). Default: as its triage.json says; --no-ensemble scores with the transformer alone."),
+    model: Annotated[Path, typer.Option("--model", help="Model folder (from `triage train`, or an `triage export` folder).")],
+    input: Annotated[Path, typer.Option("--input", help="CSV (.csv/.csv.gz), JSONL or Parquet file; CFPB exports are recognised.")],
+    out: Annotated[Path, typer.Option("--out", help="Output file; its extension (.csv, .jsonl, .parquet) picks the format.")],
+    text_column: Annotated[Optional[str], typer.Option("--text-column", help="Column with the ticket text (default: 'Consumer complaint narrative', else 'text').")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per model call.")] = 32,
+    abstain_below: Annotated[Optional[float], typer.Option("--abstain-below", help="Mark predictions with confidence below this as needs_review.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8; auto: the fastest on this machine (torch on a CUDA GPU; torch-bf16 on a CPU with AMX; else the ONNX export, int8 first; else torch, bf16 where the CPU has it).")] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: the backend's choice).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it.")] = "auto",
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory).")] = 8192,
+    ensemble: Annotated[Optional[bool], typer.Option("--ensemble/--no-ensemble", help="Mix in the folder's TF-IDF model (--ensemble tfidf at training). Default: as its triage.json says; --no-ensemble scores with the transformer alone.")] = None,
 ) -> None:
     """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review)."""
     from ..inference import predict_file
@@ -46,11 +46,11 @@ def predict(
 
 @app.command("calibrate")
 def calibrate(
-    model: Path = typer.Option(..., "--model", help="Model folder to calibrate (its triage.json gets the temperature)."),
-    data: Path = typer.Option(..., "--data", help="Labelled validation file (text,label: parquet/CSV/JSONL)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write calibration.json and plots (default: the model folder)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the ticket text."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    model: Annotated[Path, typer.Option("--model", help="Model folder to calibrate (its triage.json gets the temperature).")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled validation file (text,label: parquet/CSV/JSONL).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write calibration.json and plots (default: the model folder).")] = None,
+    text_column: Annotated[Optional[str], typer.Option("--text-column", help="Column with the ticket text.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
 ) -> None:
     """Fit the softmax temperature on a validation split so confidence means what it says."""
     from ..calibration import calibrate_model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -33,18 +33,18 @@ def _settings(**overrides):
 
 @app.command("serve")
 def serve_command(
-    model: Optional[Path] = typer.Option(None, "--model", help="model folder written by `triage train` [env TRIAGE_MODEL_DIR]"),
-    routing: Optional[Path] = typer.Option(None, "--routing", help="routing rules YAML (default: the shipped CFPB rules)"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-    host: Optional[str] = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, "--port", help="port (default 8000)"),
-    no_auth: bool = typer.Option(False, "--no-auth", help="no API keys needed (local use only)"),
-    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)"),
-    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="auto (the fastest on this machine: torch on a CUDA GPU, torch-bf16 on a CPU with AMX, else the ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8 [env TRIAGE_BACKEND]"),
-    device: Optional[str] = typer.Option(None, "--device", help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it"),
-    ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)"),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
+    model: Annotated[Optional[Path], typer.Option("--model", help="model folder written by `triage train` [env TRIAGE_MODEL_DIR]")] = None,
+    routing: Annotated[Optional[Path], typer.Option("--routing", help="routing rules YAML (default: the shipped CFPB rules)")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (default 8000)")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys needed (local use only)")] = False,
+    max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)")] = None,
+    max_wait_ms: Annotated[Optional[float], typer.Option("--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="auto (the fastest on this machine: torch on a CUDA GPU, torch-bf16 on a CPU with AMX, else the ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8 [env TRIAGE_BACKEND]")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it")] = None,
+    ensemble: Annotated[Optional[bool], typer.Option("--ensemble/--no-ensemble", help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
 ) -> None:
     """Serve the ticket API, the triage console (/) and the docs (/docs)."""
     from ..service.cli_ops import serve
@@ -58,7 +58,7 @@ def serve_command(
 
 
 @db_app.command("upgrade")
-def db_upgrade_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def db_upgrade_command(db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None) -> None:
     """Create or migrate the service's tables (also done by `triage serve` at start)."""
     from ..service.cli_ops import upgrade_db
 
@@ -69,8 +69,8 @@ def db_upgrade_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HE
 
 @db_app.command("prune-notifications")
 def db_prune_notifications_command(
-    older_than: float = typer.Option(30.0, "--older-than", min=0, help="days since a notification was sent, failed or skipped"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    older_than: Annotated[float, typer.Option("--older-than", min=0, help="days since a notification was sent, failed or skipped")] = 30.0,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
 ) -> None:
     """Delete finished notifications (sent, failed, skipped) older than --older-than days; the
     outbox otherwise keeps them for ever. Pending ones are never deleted. Safe while serving."""
@@ -83,9 +83,9 @@ def db_prune_notifications_command(
 
 @apikey_app.command("create")
 def apikey_create_command(
-    role: str = typer.Option(..., "--role", help="intake (create tickets, classify) or agent (queues, feedback, export)"),
-    name: str = typer.Option(..., "--name", help="who or what uses the key (recorded with each correction)"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    role: Annotated[str, typer.Option("--role", help="intake (create tickets, classify) or agent (queues, feedback, export)")],
+    name: Annotated[str, typer.Option("--name", help="who or what uses the key (recorded with each correction)")],
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
 ) -> None:
     """Create an API key and print it once (only its SHA-256 is stored)."""
     from ..service.cli_ops import create_key
@@ -101,7 +101,7 @@ def _when(value) -> str:
 
 
 @apikey_app.command("list")
-def apikey_list_command(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def apikey_list_command(db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None) -> None:
     """List the API keys: name, role, prefix (the key's first characters), created, revoked (UTC)."""
     from ..service.cli_ops import list_keys
 
@@ -119,9 +119,9 @@ def apikey_list_command(db: Optional[str] = typer.Option(None, "--db", help=DB_H
 
 @apikey_app.command("revoke")
 def apikey_revoke_command(
-    key: str = typer.Argument(..., help="the key's prefix (see `triage apikey list`) or its name"),
-    all_matching: bool = typer.Option(False, "--all", help="revoke every active key of that name"),
-    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    key: Annotated[str, typer.Argument(help="the key's prefix (see `triage apikey list`) or its name")],
+    all_matching: Annotated[bool, typer.Option("--all", help="revoke every active key of that name")] = False,
+    db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
 ) -> None:
     """Revoke an API key: requests with it get 401 (within the service's key cache time,
     TRIAGE_API_KEY_CACHE_S, 10 s by default). The revocation time is kept."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,43 +13,58 @@ from ..modeling import EMBEDDED_MODEL
 from ..tokenization import CHUNK_POOLS, LONG_TEXT_MODES, MAX_POSITIONS, TRUNCATION_STRATEGIES
 
 
+def setting(default: Any, help: str) -> Any:
+    """A TrainConfig field with its user-facing help: the CLI's training options are built from these."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    model: str = EMBEDDED_MODEL  # local Hugging Face folder, hub id, or the embedded default
-    epochs: int = 3
-    batch_size: int = 16  # per device, per optimizer micro-step
-    grad_accum: int = 1  # optimizer steps every `grad_accum` micro-batches
-    lr: float = 8e-5  # small encoders like MiniLM-L6 want a higher rate than BERT-base's 2e-5
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    layer_lr_decay: float = 1.0  # layer-wise lr decay: each layer below the head gets this factor once more (1: off)
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    dropout: float | None = None  # None keeps the pre-trained model's own dropout
-    max_length: int = 256
-    truncation: str = "head+tail"  # with long_text "truncate": which max_length tokens of a long text are read
-    # Whole-text reading. "chunks": overlapping windows of max_length tokens over the whole text,
-    # each scored, their logits pooled per text (the loss is on the pooled logits); "truncate": one window.
-    long_text: str = "truncate"  # truncate | chunks
-    chunk_overlap: float = 0.25  # share of a window repeated at the start of the next one
-    max_chunks: int = 8  # windows per text at most; a longer text gets this many spread evenly over it (first and last kept)
-    chunk_pool: str = "mean"  # mean | max | attention (weights: softmax over a text's windows of each window's top log-probability)
-    class_weights: str = "none"  # "none" or "balanced" (inverse class frequency in the loss)
-    freeze_encoder: bool = False  # feature-extractor mode: frozen encoder, head on mean-pooled tokens
-    seed: int = 42
-    max_train_rows: int | None = None  # stratified subset of the training split, for quick runs
-    patience: int = 2  # epochs without a better validation macro-F1 before stopping
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32
-    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    deterministic: bool = True  # on CUDA: deterministic kernels and plain attention, so a seed repeats its metrics (slower); CPU runs repeat either way
-    threads: int | None = None  # CPU threads for torch; None lets torch decide
-    eval_batch_size: int = 64
-    group_by_length: bool = True  # batches of similar lengths: less padding, same randomness per epoch
-    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (0: only at epoch ends)
-    calibrate: bool = True  # fit temperature scaling on the validation split after training
-    baseline: bool = True  # also fit the TF-IDF + linear SVM baseline, for the report
-    mlflow: bool = False  # log params, metrics and artefacts to MLflow (or set MLFLOW_TRACKING_URI)
-    lr_scaling: str = "none"  # with N processes: none | linear (lr x N) | sqrt (lr x sqrt N)
-    ensemble: str = "none"  # "tfidf": also fit a TF-IDF linear model and mix it in where it helps on validation
+    # Each help is what `triage train --help` (and tune, distill) shows; the default is added there.
+    model: str = setting(EMBEDDED_MODEL, "Pre-trained encoder: minilm or mpnet (see `triage models list`), a local Hugging Face folder or a hub id. Default: minilm, the embedded all-MiniLM-L6-v2.")
+    epochs: int = setting(3, "Maximum epochs (early stopping may end sooner).")
+    batch_size: int = setting(16, "Batch size per device, per optimizer micro-step.")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    # Small encoders like MiniLM-L6 want a higher rate than BERT-base's 2e-5.
+    lr: float = setting(8e-5, "Peak learning rate (AdamW, linear warm-up then decay).")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases/LayerNorm).")
+    layer_lr_decay: float = setting(1.0, "Layer-wise lr decay: each layer down from the head learns this much slower (1: off).")
+    warmup_ratio: float = setting(0.1, "Share of steps spent warming up.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping: the largest gradient norm.")
+    dropout: float | None = setting(None, "Dropout for the encoder and head. Default: the model's own.")
+    max_length: int = setting(256, "Tokens per text (one window), at most 512.")
+    truncation: str = setting("head+tail", "With --long-text truncate: which tokens of a long text are read: head | tail | head+tail.")
+    long_text: str = setting(
+        "truncate",
+        "truncate: read --max-length tokens of each text; chunks: read it whole, in overlapping windows of --max-length tokens "
+        "whose logits are pooled per text (in training and every scorer).",
+    )
+    chunk_overlap: float = setting(0.25, "With --long-text chunks: share of a window repeated in the next, 0 to 0.9.")
+    max_chunks: int = setting(
+        8,
+        "With --long-text chunks: windows per text at most; a longer text gets this many spread evenly over it, first and "
+        "last kept. A batch runs up to --batch-size x this many windows.",
+    )
+    chunk_pool: str = setting(
+        "mean", "With --long-text chunks: mean | max | attention (a window's weight: softmax over its text's windows of its top log-probability; no extra weights)."
+    )
+    class_weights: str = setting("none", "none | balanced (inverse class frequency in the loss, for imbalanced data).")
+    freeze_encoder: bool = setting(False, "Train only a head on mean-pooled token outputs (frozen encoder).")
+    seed: int = setting(42, "Random seed.")
+    max_train_rows: int | None = setting(None, "Train on a stratified subset of this many rows (quick runs).")
+    patience: int = setting(2, "Early-stopping patience: epochs without a better validation macro-F1.")
+    precision: str = setting("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it).")
+    device: str = setting("auto", "auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps.")
+    deterministic: bool = setting(True, "On a GPU: deterministic kernels and plain attention, so the same seed gives the same metrics (slower). CPU runs repeat either way.")
+    threads: int | None = setting(None, "CPU threads for torch. Default: torch decides.")
+    eval_batch_size: int = setting(64, "Texts (windows, with --long-text chunks) per validation and test batch.")
+    group_by_length: bool = setting(True, "Batch texts of similar length together: less padding, the same randomness per epoch.")
+    checkpoint_every: int = setting(200, "Optimizer steps between resumable checkpoints (0: only at epoch ends).")
+    calibrate: bool = setting(True, "Fit temperature scaling on the validation split after training.")
+    baseline: bool = setting(True, "Also fit the TF-IDF + linear SVM baseline, for the report.")
+    mlflow: bool = setting(False, "Log params, metrics and artefacts to MLflow (also on when MLFLOW_TRACKING_URI is set).")
+    lr_scaling: str = setting("none", "With several processes: none | linear (lr x N) | sqrt (lr x sqrt N) scaling of --lr.")
+    ensemble: str = setting("none", "none | tfidf: also fit a TF-IDF linear model and mix its probabilities in, where that beats both on validation.")
 
     def __post_init__(self) -> None:
         def need(cond: bool, message: str) -> None:
@@ -115,17 +130,25 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        data = cls.read_yaml(path)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    @classmethod
+    def read_yaml(cls, path: str | Path) -> dict[str, Any]:
+        """The settings in a YAML file, checked (names and values) but not filled with defaults:
+        what `triage tune --config` fixes for every trial."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {_first_line(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must be a mapping of setting: value")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        cls.from_dict(data)
+        return {k: v for k, v in data.items() if k != "run"}
 
     def save(self, path: str | Path, run: dict[str, Any] | None = None) -> None:
         """YAML usable as `triage train --config`; `run` records facts such as the effective batch."""
@@ -133,3 +156,8 @@ class TrainConfig:
         if run:
             data["run"] = run
         Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _first_line(exc: Exception) -> str:
+    # PyYAML's messages span lines (the offending line, a caret); the CLI prints one.
+    return " ".join(str(exc).split())

@@ -30,6 +30,7 @@ from ..calibration import nll
 from ..data.io import Split, load_splits
 from ..errors import ConfigError
 from ..inference.classifier import Classifier
+from ..provenance import training_provenance
 from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, resolve_model_source, save_model_folder
 from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_windows
 from .checkpoint import CHECKPOINT_DIR, LoopState, check_resume_config, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
@@ -102,6 +103,7 @@ class _Run:
     soft_targets: SoftTargets | None
     state: LoopState
     run_info: dict[str, Any] = field(default_factory=dict)  # facts saved beside the config: world size, effective batch
+    provenance: dict[str, Any] | None = None  # versions, data hash, git commit: for each saved model folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +340,7 @@ def _build_run(config: TrainConfig, data_dir: Path, out_dir: Path, ctx: DistCont
     run.run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": global_batch * config.grad_accum, "lr_scaling": config.lr_scaling, "effective_lr": lr, "deterministic_kernels": attention is not None}
     if ctx.is_main:
         config.save(out_dir / "train_config.yaml", run=run.run_info)
+        run.provenance = training_provenance(data_dir)
     hooks.log(_start_line(run, total_steps, attention))
     return run
 
@@ -461,7 +464,7 @@ def _validate(run: _Run, val_clf: Classifier, hooks: _Hooks) -> dict[str, Any]:
     if improved:
         state.best_f1, state.best_epoch, state.bad_epochs = record["val_macro_f1"], state.epoch + 1, 0
         if run.ctx.is_main:
-            _save_best(run.raw_model, run.tokenizer, run.out_dir / "model", run.labels, config, run.data_dir)
+            _save_best(run)
     else:
         state.bad_epochs += 1
     hooks.log(
@@ -572,14 +575,17 @@ def model_meta(config: TrainConfig, labels: list[str]) -> ModelMeta:
     )
 
 
-def _save_best(model, tokenizer, model_dir: Path, labels: list[str], config: TrainConfig, data_dir) -> None:
+def _save_best(run: _Run) -> None:
     from ..modeling import load_folder_taxonomy
 
+    model_dir = run.out_dir / "model"
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_folder(model, tokenizer, tmp, model_meta(config, labels), load_folder_taxonomy(data_dir))
-    config.save(tmp / "train_config.yaml")
+    meta = model_meta(run.config, run.labels)
+    meta.provenance = run.provenance
+    save_model_folder(run.raw_model, run.tokenizer, tmp, meta, load_folder_taxonomy(run.data_dir))
+    run.config.save(tmp / "train_config.yaml")
     replace_dir_atomically(tmp, model_dir)
 
 

@@ -36,6 +36,10 @@ class TuneConfig:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int = 120  # a trial silent this long (another machine died) is marked FAIL
     train: dict[str, Any] = field(default_factory=dict)  # fixed TrainConfig settings for every trial
+    # Settings of `train` given as options: by default they win over the search space (their entries
+    # are taken out of it); with space_wins the space overrides them, as it overrides all of `train`.
+    fixed: list[str] = field(default_factory=list)
+    space_wins: bool = False
 
     def __post_init__(self) -> None:
         def need(cond: bool, message: str) -> None:
@@ -62,6 +66,7 @@ class TuneConfig:
         need(self.heartbeat_interval >= 1, f"heartbeat_interval must be at least 1 second, got {self.heartbeat_interval}")
         need(self.grace_period > self.heartbeat_interval, f"grace_period ({self.grace_period}) must be longer than heartbeat_interval ({self.heartbeat_interval})")
         need(isinstance(self.train, dict), "train must be a mapping of TrainConfig settings")
+        need(set(self.fixed) <= set(self.train), f"fixed names settings that train does not set: {sorted(set(self.fixed) - set(self.train))}")
         self.base_train_config()  # unknown or invalid pass-through settings fail now, not in every trial
         space = self.search_space()  # so does a bad search space
         if self.sampler == "grid":
@@ -78,9 +83,17 @@ class TuneConfig:
         return TrainConfig.from_dict(dict(self.train))
 
     def search_space(self):
+        """The space searched: the YAML's, less the settings fixed by an option (unless space_wins)."""
         from .space import load_space
 
-        return load_space(self.space)
+        space = load_space(self.space)
+        return space if self.space_wins else space.without(self.fixed)
+
+    def fixed_in_space(self) -> list[str]:
+        """The search space's settings that an option fixes (taken out of it, unless space_wins)."""
+        from .space import load_space
+
+        return sorted(set(self.fixed) & set(load_space(self.space).params))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

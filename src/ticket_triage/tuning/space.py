@@ -104,6 +104,16 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         return {name: spec.to_dict() for name, spec in self.params.items()}
 
+    def without(self, names) -> "SearchSpace":
+        """This space less the settings `names` (those fixed by an option)."""
+        kept = {name: spec for name, spec in self.params.items() if name not in set(names)}
+        if not kept:
+            raise ConfigError(
+                f"every setting of search space {self.source} ({', '.join(self.params)}) is fixed by an option: "
+                "leave one of those options out, give another --space, or pass --space-wins"
+            )
+        return SearchSpace(kept, self.source)
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -69,6 +69,10 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
         raise ConfigError(f"study {config.study_name!r} in {config.storage_url} was created to {study.direction.name.lower()}, not {config.direction}; use another --study name")
     config.save(out_dir / "tune_config.yaml")
     config.search_space().save(out_dir / "search_space.yaml")
+    overlap = config.fixed_in_space()
+    if overlap:
+        rule = "the search space overrides them (--space-wins)" if config.space_wins else "taken out of the search space: the options win"
+        log(f"fixed by an option and named by the search space: {', '.join(overlap)}; {rule}")
     n_trials = effective_n_trials(config)
     if n_trials < config.n_trials:
         log(f"the grid has only {n_trials} combinations: running {n_trials} trials, not {config.n_trials}")
