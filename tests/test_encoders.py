@@ -332,3 +332,26 @@ def test_cli_errors_are_one_line(tmp_path, payload, capsys, monkeypatch, home):
     code, _, err = run_cli(["models", "install", "mpnet", "-q"], capsys)
     assert code == 1 and "Traceback" not in err and "sha256" in err
     assert leftovers(home) == []
+
+
+def test_loading_a_model_leaves_the_users_transformers_logging_as_it_was(tiny_model_dir, tmp_path):
+    """quiet_transformers silences loads and saves only while they run."""
+    from transformers.utils import logging as hf_logging
+
+    from ticket_triage.modeling import ModelMeta, build_model, load_model_folder, load_tokenizer, save_model_folder
+
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_progress_bar()
+    try:
+        model = build_model(str(tiny_model_dir), ["a", "b"])
+        save_model_folder(model, load_tokenizer(str(tiny_model_dir)), tmp_path / "m", ModelMeta(labels=["a", "b"]))
+        load_model_folder(tmp_path / "m")
+        assert hf_logging.get_verbosity() == hf_logging.INFO and hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_warning()
+        hf_logging.disable_progress_bar()
+        load_model_folder(tmp_path / "m")
+        assert hf_logging.get_verbosity() == hf_logging.WARNING and not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()

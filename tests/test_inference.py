@@ -47,8 +47,10 @@ def test_api_shape_and_label_names(clf, model_dir):
         assert p.needs_review is False
         d = p.to_dict()
         assert set(d) == {"category", "confidence", "probabilities", "top_k", "needs_review"}
-    with pytest.raises(Exception):
-        preds[0].category = "x"  # frozen
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        preds[0].category = "x"
     assert clf.predict(TEXTS[:1])[0].top_k is None
     assert clf.predict([]) == []
 

@@ -16,6 +16,7 @@ A *model folder* carries everything needed to use a model, nothing pickled:
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,18 +122,27 @@ def resolve_model_source(name: str | None) -> str:
     return name  # a hub id; loading reports whether the hub can be reached
 
 
-def quiet_transformers() -> None:
-    """Silence transformers' load reports and progress bars (called when loading, never at import)."""
+@contextmanager
+def quiet_transformers():
+    """transformers' load reports and progress bars off while loading or saving a model; the
+    caller's own verbosity and progress-bar setting (process-wide) are put back afterwards."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_pretrained(loader, source: str, **kwargs):
-    quiet_transformers()
     try:
-        return loader.from_pretrained(source, **kwargs)
+        with quiet_transformers():
+            return loader.from_pretrained(source, **kwargs)
     except OSError as exc:
         if Path(source).exists():
             raise ModelError(f"cannot load the model in {source}: {exc}") from None
@@ -222,10 +232,20 @@ def encoder_parameters(model):
 
 def save_model_folder(model, tokenizer, folder: str | Path, meta: ModelMeta, taxonomy=None) -> Path:
     """Write a self-contained model folder (safetensors weights, tokenizer, labels, taxonomy)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        _save_weights(model, tokenizer, folder, meta)
+    if taxonomy is not None:
+        taxonomy.save(folder / TAXONOMY_FILE)
+        meta.taxonomy = TAXONOMY_FILE
+    meta.save(folder)
+    return folder
+
+
+def _save_weights(model, tokenizer, folder: Path, meta: ModelMeta) -> None:
+    from safetensors.torch import save_file
+
     if meta.pooling == "mean":
         model.encoder.save_pretrained(folder, safe_serialization=True)
         head = {f"classifier.{k}": v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
@@ -238,11 +258,6 @@ def save_model_folder(model, tokenizer, folder: str | Path, meta: ModelMeta, tax
     else:
         model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    if taxonomy is not None:
-        taxonomy.save(folder / TAXONOMY_FILE)
-        meta.taxonomy = TAXONOMY_FILE
-    meta.save(folder)
-    return folder
 
 
 def pick_device(name: str = "auto"):
@@ -268,22 +283,22 @@ def load_model_folder(folder: str | Path, device: str = "cpu"):
     """(model, tokenizer, meta) from a folder written by `save_model_folder`; model in eval mode."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-    quiet_transformers()
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
     meta = ModelMeta.load(folder)
     tokenizer = load_tokenizer(str(folder))
-    if meta.pooling == "mean":
-        from safetensors.torch import load_file
+    with quiet_transformers():
+        if meta.pooling == "mean":
+            from safetensors.torch import load_file
 
-        MeanPoolHead, _ = _mean_pool_module()
-        config = AutoConfig.from_pretrained(folder)
-        model = MeanPoolHead(AutoModel.from_pretrained(folder, config=config), len(meta.labels))
-        state = load_file(str(folder / HEAD_FILE))
-        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+            MeanPoolHead, _ = _mean_pool_module()
+            config = AutoConfig.from_pretrained(folder)
+            model = MeanPoolHead(AutoModel.from_pretrained(folder, config=config), len(meta.labels))
+            state = load_file(str(folder / HEAD_FILE))
+            model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
     model.to(device).eval()
     return model, tokenizer, meta
 

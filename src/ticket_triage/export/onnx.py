@@ -10,11 +10,8 @@ directly. Steps:
    needs onnxscript) using eager attention, whose graph ONNX Runtime's BERT optimizer can fuse
    into its Attention / SkipLayerNormalization kernels; dynamic batch and sequence axes;
 2. optimise with `onnxruntime.transformers.optimizer` (kept only if logits still match);
-   with [CLS] pooling, the pooler's `Gather(hidden, 0, axis=1)` is then moved up above the
-   last layer's row-wise ops (attention output projection, feed-forward, layer norms), so
-   they run on the [CLS] row only instead of every token: the same logits (each of those ops
-   treats tokens independently) for about 1/8 less compute on a 6-layer MiniLM. Mean pooling
-   and graphs without that Gather are left as they are;
+   with [CLS] pooling, the last layer's row-wise ops then run on the [CLS] row only
+   (graph.py: the same logits for about 1/8 less compute on a 6-layer MiniLM);
 3. parity: fp32 ONNX logits must be within 1e-3 of PyTorch's on sample texts and random ids;
 4. int8: `quantize_dynamic` (QInt8 weights, uint8 dynamic activations; MatMul, the fused
    Attention and the embedding table), one weight scale per tensor first; reported: logit drift
@@ -38,7 +35,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ModelError
+from ..evaluation.metrics import classification_metrics
 from ..inference.backends import ONNX_FP32_FILE, ONNX_INT8_FILE, TORCH_WEIGHT_FILES
+from .graph import apply_cls_rows_only
 
 REPORT_FILE = "report.json"
 PARITY_TOLERANCE = 1e-3
@@ -147,6 +146,14 @@ def _ort_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _max_diff(path: Path, batches, reference: np.ndarray) -> float:
+    """Largest |logit difference| of the graph at `path` from PyTorch's `reference` (inf if it does not run)."""
+    try:
+        return float(np.abs(_run(_ort_session(path), batches) - reference).max())
+    except Exception:  # onnxruntime raises its own exception types for a graph it cannot run
+        return float("inf")
+
+
 def _run(session, batches) -> np.ndarray:
     names = {i.name for i in session.get_inputs()}
     outs = []
@@ -196,110 +203,6 @@ def _optimize(raw: Path, dest: Path, config) -> dict[str, int] | None:
         return None
 
 
-# Ops that treat each position along the sequence axis on its own (given the data inputs below),
-# so slicing one position before them gives the same result as slicing after them.
-_ROW_WISE = {"MatMul", "SkipLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "Relu", "Tanh",
-             "Erf", "Sigmoid", "Add", "Mul", "Cast", "Identity"}
-
-
-def _constant(name: str, constants: dict) -> np.ndarray | None:
-    from onnx import numpy_helper
-
-    value = constants.get(name)
-    if value is None:
-        return None
-    return numpy_helper.to_array(value if hasattr(value, "dims") else value.attribute[0].t)
-
-
-def _row_inputs(node, constants: dict) -> list[str] | None:
-    """The inputs of `node` that carry (batch, sequence, ...) data, or None if it is not row-wise."""
-    if node.op_type not in _ROW_WISE:
-        return None
-    if node.op_type == "MatMul":
-        weight = _constant(node.input[1], constants)
-        return [node.input[0]] if weight is not None and weight.ndim == 2 else None
-    if node.op_type == "SkipLayerNormalization":
-        return list(node.input[:2])  # input, skip; then gamma, beta, bias (per hidden unit)
-    if node.op_type == "LayerNormalization":
-        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-        return [node.input[0]] if axis == -1 else None
-    if node.op_type in ("Add", "Mul"):
-        const = [i for i in node.input if _constant(i, constants) is not None]
-        if len(const) == 1 and _constant(const[0], constants).ndim <= 1 and len(node.input) == 2:
-            return [i for i in node.input if i != const[0]]
-        return None
-    return [node.input[0]]  # activations; BiasGelu/FastGelu's second input is a per-unit bias
-
-
-def _cls_rows_only(model) -> int:
-    """Move the [CLS] pooling Gather(axis=1, index 0) above the row-wise ops that feed it.
-
-    Walks back from the Gather through ops that treat tokens independently and whose outputs
-    feed nothing else, re-points their outside data inputs at new Gather(axis=1, indices=[0])
-    nodes (rank kept: (batch, 1, hidden)), and leaves the original scalar Gather at the end.
-    Returns how many ops now run on the [CLS] row only (0: no single such Gather found).
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    constants: dict[str, Any] = {i.name: i for i in graph.initializer}
-    constants.update({n.output[0]: n for n in graph.node if n.op_type == "Constant"})
-    producer = {out: n for n in graph.node for out in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-    graph_outputs = {o.name for o in graph.output}
-
-    def is_cls_gather(n) -> bool:
-        if n.op_type != "Gather" or not any(a.name == "axis" and a.i == 1 for a in n.attribute):
-            return False
-        index = _constant(n.input[1], constants)
-        return index is not None and index.ndim == 0 and int(index) == 0
-
-    gathers = [n for n in graph.node if is_cls_gather(n)]
-    if len(gathers) != 1:
-        return 0
-    gather = gathers[0]
-    position = {id(n): k for k, n in enumerate(graph.node)}
-    moved: set[int] = set()
-    frontier = [gather.input[0]]
-    while frontier:  # reverse topological: a node joins once all its consumers have
-        candidates = sorted({id(producer[t]): producer[t] for t in frontier if t in producer}.values(), key=lambda n: -position[id(n)])
-        frontier = []
-        for n in candidates:
-            rows = _row_inputs(n, constants)
-            if id(n) in moved or rows is None or any(o in graph_outputs for o in n.output):
-                continue
-            if all(id(c) in moved or c is gather for o in n.output for c in consumers.get(o, [])):
-                moved.add(id(n))
-                frontier.extend(rows)
-    if not moved:
-        return 0
-    index_name = f"{gather.output[0]}_cls_index"
-    graph.initializer.append(numpy_helper.from_array(np.array([0], dtype=np.int64), index_name))
-    sliced: dict[str, str] = {}
-    new_gathers = []
-    for n in graph.node:
-        if id(n) not in moved:
-            continue
-        rows = set(_row_inputs(n, constants) or [])
-        for k, name in enumerate(n.input):
-            if name in rows and not (name in producer and id(producer[name]) in moved):
-                if name not in sliced:
-                    sliced[name] = f"{name}_cls"
-                    new_gathers.append(helper.make_node("Gather", [name, index_name], [sliced[name]], name=f"{name}_cls_gather", axis=1))
-                n.input[k] = sliced[name]
-    nodes = list(graph.node)
-    for new in new_gathers:  # right after the op that makes its input (graph inputs: first)
-        source = new.input[0]
-        at = next((k + 1 for k, n in enumerate(nodes) if source in n.output), 0)
-        nodes.insert(at, new)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return len(moved)
-
-
 def _quantize(src: Path, dest: Path, per_channel: bool) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -313,12 +216,6 @@ def _quantize(src: Path, dest: Path, per_channel: bool) -> None:
             # The optimizer's fused contrib ops defeat shape inference; their outputs are float.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-
-
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def copy_folder_files(src: Path, dest: Path) -> None:
@@ -406,7 +303,7 @@ def export_onnx(
         raw.replace(fp32)
         fused = {}
     raw.unlink(missing_ok=True)
-    cls_only = _apply_cls_rows_only(fp32, batches, reference) if meta.pooling == "cls" else 0
+    cls_only = apply_cls_rows_only(fp32, lambda path: _max_diff(path, batches, reference), PARITY_TOLERANCE) if meta.pooling == "cls" else 0
 
     # 3. parity
     fp32_logits = _run(_ort_session(fp32), batches)
@@ -471,27 +368,6 @@ def export_onnx(
     return report
 
 
-def _apply_cls_rows_only(path: Path, batches, reference: np.ndarray) -> int:
-    """Rewrite `path` with `_cls_rows_only`, kept only if its logits still match PyTorch's."""
-    import onnx
-
-    graph = onnx.load(str(path))
-    moved = _cls_rows_only(graph)
-    if not moved:
-        return 0
-    trial = path.with_name("model.cls.onnx")
-    onnx.save(graph, str(trial))
-    try:
-        diff = float(np.abs(_run(_ort_session(trial), batches) - reference).max())
-    except Exception:
-        diff = float("inf")
-    if diff <= PARITY_TOLERANCE:
-        trial.replace(path)
-        return moved
-    trial.unlink(missing_ok=True)
-    return 0
-
-
 def _f1_of(folder: Path, onnx_file: Path, checked, batch_size: int) -> tuple[float, np.ndarray]:
     """Macro-F1 (and the predictions) of one ONNX file on the labelled check texts."""
     from ..inference.backends import OnnxBackend
@@ -502,7 +378,7 @@ def _f1_of(folder: Path, onnx_file: Path, checked, batch_size: int) -> tuple[flo
     clf = Classifier(folder, ModelMeta.load(folder), tokenizer, OnnxBackend(onnx_file), None, "check", tokenizer.pad_token_id or 0)
     texts, y, _ = checked
     pred = clf.predict_logits(texts, batch_size).argmax(1)
-    return _macro_f1(y, pred), pred
+    return classification_metrics(y, pred, clf.labels)["macro_f1"], pred
 
 
 def _set_f1(report: ExportReport, f1_fp32: float, f1_int8: float, fp32_pred: np.ndarray, int8_pred: np.ndarray) -> None:

@@ -209,7 +209,7 @@ def recover_interrupted(config: TuneConfig, study, storage, log: Callable[[str],
         except UpdateFinishedTrialError:
             continue
     for number in sorted(failed):
-        _cleanup_run(trial_dir(config, number), keep_model=False)
+        _cleanup_run(trial_dir(config, number))
         log(f"trial {number} was interrupted (left RUNNING by a worker that stopped): marked FAIL")
     return sorted(failed)
 
@@ -325,7 +325,7 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
     except KeyboardInterrupt:
         storage.set_trial_user_attr(trial_id, "error", "interrupted (Ctrl+C)")
         study.tell(trial, state=TrialState.FAIL)
-        _cleanup_run(run_dir, keep_model=False)
+        _cleanup_run(run_dir)
         log_file.close()
         raise
     except Exception as exc:  # a trial's failure (bad combination, out of memory) must not end the study
@@ -351,7 +351,7 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
     else:
         if state == TrialState.PRUNED:
             log(f"trial {trial.number} pruned after epoch {max(trial.storage.get_trial(trial_id).intermediate_values, default=0)}")
-        _cleanup_run(run_dir, keep_model=False)
+        _cleanup_run(run_dir)
     gc.collect()
     return state.name
 
@@ -371,14 +371,14 @@ def prune_models(config: TuneConfig, study) -> None:
     best = pick(complete, key=lambda t: t.value)
     for frozen in complete:
         if frozen.number != best.number:
-            _cleanup_run(trial_dir(config, frozen.number), keep_model=False)
+            _cleanup_run(trial_dir(config, frozen.number))
 
 
-def _cleanup_run(run_dir: Path, keep_model: bool) -> None:
+def _cleanup_run(run_dir: Path) -> None:
+    """A finished, pruned or beaten trial's weights go; its logs and reports stay."""
     from ..training.checkpoint import CHECKPOINT_DIR
 
-    names = [CHECKPOINT_DIR, "model.tmp"] + ([] if keep_model else ["model"])
-    for name in names:
+    for name in (CHECKPOINT_DIR, "model.tmp", "model"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
