@@ -30,7 +30,7 @@ def train_options(*, exclude: tuple[str, ...] = (), flags: dict[str, str] | None
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            given = {name[len(_PREFIX):]: kwargs.pop(name) for name in list(kwargs) if name.startswith(_PREFIX)}
+            given = {name[len(_PREFIX) :]: kwargs.pop(name) for name in list(kwargs) if name.startswith(_PREFIX)}
             return command(**kwargs, **{OVERRIDES: {k: v for k, v in given.items() if v is not None}})
 
         wrapper.__signature__ = inspect.Signature(own + generated)
@@ -51,7 +51,14 @@ def _generated_parameters(exclude: set[str], flags: dict[str, str]) -> list[insp
         flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
         decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
         option = typer.Option(*decls, help=_help(f), show_default=False)
-        params.append(inspect.Parameter(_PREFIX + f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[kind], option]))
+        params.append(
+            inspect.Parameter(
+                _PREFIX + f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[Optional[kind], option],
+            )
+        )
     return params
 
 

@@ -17,8 +17,22 @@ import numpy as np
 
 # Ops that treat each position along the sequence axis on its own (given the data inputs below),
 # so slicing one position before them gives the same result as slicing after them.
-_ROW_WISE = {"MatMul", "SkipLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "Relu", "Tanh",
-             "Erf", "Sigmoid", "Add", "Mul", "Cast", "Identity"}
+_ROW_WISE = {
+    "MatMul",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "Relu",
+    "Tanh",
+    "Erf",
+    "Sigmoid",
+    "Add",
+    "Mul",
+    "Cast",
+    "Identity",
+}
 
 
 def _constant(name: str, constants: dict) -> np.ndarray | None:
@@ -84,7 +98,9 @@ def cls_rows_only(model) -> int:
     moved: set[int] = set()
     frontier = [gather.input[0]]
     while frontier:  # reverse topological: a node joins once all its consumers have
-        candidates = sorted({id(producer[t]): producer[t] for t in frontier if t in producer}.values(), key=lambda n: -position[id(n)])
+        candidates = sorted(
+            {id(producer[t]): producer[t] for t in frontier if t in producer}.values(), key=lambda n: -position[id(n)]
+        )
         frontier = []
         for n in candidates:
             rows = _row_inputs(n, constants)
@@ -107,7 +123,11 @@ def cls_rows_only(model) -> int:
             if name in rows and not (name in producer and id(producer[name]) in moved):
                 if name not in sliced:
                     sliced[name] = f"{name}_cls"
-                    new_gathers.append(helper.make_node("Gather", [name, index_name], [sliced[name]], name=f"{name}_cls_gather", axis=1))
+                    new_gathers.append(
+                        helper.make_node(
+                            "Gather", [name, index_name], [sliced[name]], name=f"{name}_cls_gather", axis=1
+                        )
+                    )
                 n.input[k] = sliced[name]
     nodes = list(graph.node)
     for new in new_gathers:  # right after the op that makes its input (graph inputs: first)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _LAZY = {"TrainConfig": "config", "TrainResult": "finish", "train_model": "run"}
 
-__all__ = list(_LAZY)
+__all__ = ["TrainConfig", "TrainResult", "train_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -55,11 +55,25 @@ def finish_run(run: TrainedRun, *, log: Callable[[str], None] = print) -> TrainR
     write_json(run.out_dir / "metrics.json", metrics)
     write_json(model_dir / "metrics.json", metrics)
     notes = _notes(run, calibration, ensemble)
-    write_report(run.out_dir, test, title="Test split: classification report", baseline_macro_f1=baseline["macro_f1"] if baseline else None, notes=notes, ensemble=ensemble)
+    write_report(
+        run.out_dir,
+        test,
+        title="Test split: classification report",
+        baseline_macro_f1=baseline["macro_f1"] if baseline else None,
+        notes=notes,
+        ensemble=ensemble,
+    )
     save_loss_curves(run.out_dir, run.state.history)
     _log_mlflow(config, run.out_dir, metrics, log)
     log(_summary(test, baseline, ensemble))
-    return TrainResult(out_dir=run.out_dir, model_dir=model_dir, history=run.state.history, test=test, best_epoch=run.state.best_epoch, metrics=metrics)
+    return TrainResult(
+        out_dir=run.out_dir,
+        model_dir=model_dir,
+        history=run.state.history,
+        test=test,
+        best_epoch=run.state.best_epoch,
+        metrics=metrics,
+    )
 
 
 def _score_splits(run: TrainedRun) -> _Scores:
@@ -69,7 +83,9 @@ def _score_splits(run: TrainedRun) -> _Scores:
 
     clf = Classifier.load(run.model_dir, backend="torch", device=str(run.device), ensemble=False)
     batch = run.config.eval_batch_size
-    return _Scores(val=clf.predict_logits(run.splits["val"].texts, batch), test=clf.predict_logits(run.splits["test"].texts, batch))
+    return _Scores(
+        val=clf.predict_logits(run.splits["val"].texts, batch), test=clf.predict_logits(run.splits["test"].texts, batch)
+    )
 
 
 def _baseline(config: TrainConfig, splits, labels) -> dict[str, Any] | None:
@@ -102,11 +118,18 @@ def _metrics(run: TrainedRun, **parts: Any) -> dict[str, Any]:
 
 
 def _notes(run: TrainedRun, calibration, ensemble) -> list[str]:
-    notes = [f"best epoch {run.state.best_epoch} of {len(run.state.history)}" + (" (early stop)" if run.stopped_early else "")]
+    notes = [
+        f"best epoch {run.state.best_epoch} of {len(run.state.history)}"
+        + (" (early stop)" if run.stopped_early else "")
+    ]
     if calibration:
-        notes.append(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)")
+        notes.append(
+            f"calibration: temperature {calibration['temperature']:.3f}, validation ECE {calibration['val_ece_before']:.4f} -> {calibration['val_ece_after']:.4f} (reliability_diagram.png, coverage.png)"
+        )
     if ensemble:
-        notes.append(f"scored as shipped: {'transformer + TF-IDF hybrid' if ensemble['enabled'] else 'transformer alone (the hybrid did not beat both on validation)'}; all three compared below")
+        notes.append(
+            f"scored as shipped: {'transformer + TF-IDF hybrid' if ensemble['enabled'] else 'transformer alone (the hybrid did not beat both on validation)'}; all three compared below"
+        )
     return notes
 
 
@@ -141,17 +164,33 @@ def _fit_ensemble(run: TrainedRun, scores: _Scores, log) -> dict[str, Any]:
     temperature = ModelMeta.load(model_dir).temperature
     p_val = {"transformer": softmax(scores.val, temperature)}
     p_test = {"transformer": softmax(scores.test, temperature)}
-    tfidf, fit_report = ens.fit_tfidf(train.texts, train.labels, val.texts, val.labels, labels, seed=config.seed, class_weight="balanced" if config.class_weights == "balanced" else None)
+    tfidf, fit_report = ens.fit_tfidf(
+        train.texts,
+        train.labels,
+        val.texts,
+        val.labels,
+        labels,
+        seed=config.seed,
+        class_weight="balanced" if config.class_weights == "balanced" else None,
+    )
     fit_report["train_rows"] = len(train)
     p_val["tfidf"], p_test["tfidf"] = tfidf.predict_proba(val.texts), tfidf.predict_proba(test.texts)
-    spec, val_scores, grid = ens.fit_weight(p_val["transformer"], p_val["tfidf"], val.labels, labels, {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]})
+    spec, val_scores, grid = ens.fit_weight(
+        p_val["transformer"],
+        p_val["tfidf"],
+        val.labels,
+        labels,
+        {"C": fit_report["C"], "tfidf_temperature": fit_report["temperature"]},
+    )
     p_test["hybrid"] = ens.mix(p_test["transformer"], p_test["tfidf"], spec["weight"])
     tfidf.save(model_dir)
     meta = ModelMeta.load(model_dir)
     meta.ensemble = spec
     meta.save(model_dir)
     f1 = spec["val_macro_f1"]
-    log(f"ensemble: TF-IDF weight {spec['weight']:.2f}, validation macro-F1 transformer {f1['transformer']:.4f}, TF-IDF {f1['tfidf']:.4f}, hybrid {f1['hybrid']:.4f}: {'on' if spec['enabled'] else 'off (does not beat both)'}")
+    log(
+        f"ensemble: TF-IDF weight {spec['weight']:.2f}, validation macro-F1 transformer {f1['transformer']:.4f}, TF-IDF {f1['tfidf']:.4f}, hybrid {f1['hybrid']:.4f}: {'on' if spec['enabled'] else 'off (does not beat both)'}"
+    )
     shipped = p_test["hybrid"] if spec["enabled"] else p_test["transformer"]
     scores_out = {"validation": val_scores, "test": ens.compare_models(test.labels, p_test, labels)}
     return {**spec, "scores": scores_out, "tfidf": fit_report, "weight_grid": grid, "test_pred": shipped.argmax(1)}
@@ -165,9 +204,18 @@ def _calibrate(run: TrainedRun, val_logits: np.ndarray, log) -> dict[str, Any]:
     from ..calibration import calibrate_scored
 
     val = run.splits["val"]
-    report = calibrate_scored(run.model_dir, val.texts, val.labels, val_logits, run.out_dir, val_data=run.data_dir / "val.parquet")
-    log(f"calibration: temperature {report.temperature:.3f}, validation ECE {report.ece_before:.4f} -> {report.ece_after:.4f}")
-    return {"temperature": report.temperature, "val_ece_before": report.ece_before, "val_ece_after": report.ece_after, "coverage": report.coverage}
+    report = calibrate_scored(
+        run.model_dir, val.texts, val.labels, val_logits, run.out_dir, val_data=run.data_dir / "val.parquet"
+    )
+    log(
+        f"calibration: temperature {report.temperature:.3f}, validation ECE {report.ece_before:.4f} -> {report.ece_after:.4f}"
+    )
+    return {
+        "temperature": report.temperature,
+        "val_ece_before": report.ece_before,
+        "val_ece_after": report.ece_after,
+        "coverage": report.coverage,
+    }
 
 
 def _log_mlflow(config: TrainConfig, out_dir: Path, metrics: dict[str, Any], log) -> None:
@@ -176,14 +224,24 @@ def _log_mlflow(config: TrainConfig, out_dir: Path, metrics: dict[str, Any], log
     try:
         import mlflow
     except ImportError:
-        raise ConfigError("MLflow logging asked for, but mlflow is not installed: pip install 'ticket-triage[mlflow]'") from None
+        raise ConfigError(
+            "MLflow logging asked for, but mlflow is not installed: pip install 'ticket-triage[mlflow]'"
+        ) from None
     try:
         with mlflow.start_run(run_name=out_dir.name):
             mlflow.log_params({k: v for k, v in config.to_dict().items() if v is not None})
             for record in metrics["history"]:
                 mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=record["epoch"])
-            mlflow.log_metrics({"test_macro_f1": metrics["test"]["macro_f1"], "test_accuracy": metrics["test"]["accuracy"]})
-            for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml"):
+            mlflow.log_metrics(
+                {"test_macro_f1": metrics["test"]["macro_f1"], "test_accuracy": metrics["test"]["accuracy"]}
+            )
+            for name in (
+                "metrics.json",
+                "classification_report.md",
+                "confusion_matrix.png",
+                "loss_curves.png",
+                "train_config.yaml",
+            ):
                 if (out_dir / name).exists():
                     mlflow.log_artifact(str(out_dir / name))
     except Exception as exc:  # the run's own files are written already: a tracking failure must not lose them

@@ -34,12 +34,26 @@ def train_model(
     probabilities, and the teacher's unlabelled texts join the training rows (targets.py)."""
     with ExitStack() as run_scope:  # process-wide settings made for this run are undone when it ends
         run = train_loop(
-            config, data_dir, out_dir, run_scope=run_scope, resume=resume, on_epoch_end=on_epoch_end, on_step=on_step,
-            log=log, progress=progress, soft_targets=soft_targets,
+            config,
+            data_dir,
+            out_dir,
+            run_scope=run_scope,
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+            on_step=on_step,
+            log=log,
+            progress=progress,
+            soft_targets=soft_targets,
         )
         if not run.ctx.is_main:  # rank 0 alone scores, reports and writes
             shutdown(run.ctx)
-            return TrainResult(out_dir=run.out_dir, model_dir=run.model_dir, history=run.state.history, test={}, best_epoch=run.state.best_epoch)
+            return TrainResult(
+                out_dir=run.out_dir,
+                model_dir=run.model_dir,
+                history=run.state.history,
+                test={},
+                best_epoch=run.state.best_epoch,
+            )
         result = finish_run(run, log=log)
         shutil.rmtree(run.out_dir / CHECKPOINT_DIR, ignore_errors=True)
         shutdown(run.ctx)
