@@ -260,9 +260,12 @@ def train_loop(
     hooks = _Hooks(on_epoch_end, on_step, log if ctx.is_main else _silent, progress)  # one voice: rank 0
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    run = _build_run(config, data_dir, out_dir, ctx, run_scope, resume, soft_targets, hooks)
+    run = _build_run(
+        config, data_dir=data_dir, out_dir=out_dir, ctx=ctx, run_scope=run_scope, resume=resume, soft_targets=soft_targets, hooks=hooks
+    )
     stopped_early = run.state.bad_epochs >= config.patience  # resumed after its early stop, before its report
-    val_clf = Classifier.from_model(run.raw_model, run.tokenizer, model_meta(config, run.labels), device=run.device, dtype=run.amp_dtype)
+    meta = model_meta(config, run.labels)
+    val_clf = Classifier.from_model(run.raw_model, run.tokenizer, meta, device=run.device, dtype=run.amp_dtype)
     while not stopped_early and run.state.epoch < config.epochs:
         _train_epoch(run, hooks)
         record = _validate(run, val_clf, hooks)
@@ -273,12 +276,15 @@ def train_loop(
             stopped_early = True
     barrier(ctx)
     return TrainedRun(
-        config=config, out_dir=out_dir, data_dir=data_dir, splits=run.splits, labels=run.labels, train_rows=len(run.train),
-        state=run.state, device=run.device, amp_dtype=run.amp_dtype, stopped_early=stopped_early, run_info=run.run_info, ctx=ctx,
+        config=config, out_dir=out_dir, data_dir=data_dir, splits=run.splits, labels=run.labels,
+        train_rows=len(run.train), state=run.state, device=run.device, amp_dtype=run.amp_dtype,
+        stopped_early=stopped_early, run_info=run.run_info, ctx=ctx,
     )
 
 
-def _build_run(config: TrainConfig, data_dir: Path, out_dir: Path, ctx: DistContext, run_scope: ExitStack, resume: bool, soft_targets, hooks: _Hooks) -> _Run:
+def _build_run(
+    config: TrainConfig, *, data_dir: Path, out_dir: Path, ctx: DistContext, run_scope: ExitStack, resume: bool, soft_targets, hooks: _Hooks
+) -> _Run:
     """Setup, data, model, optimizer and schedule; the checkpoint's state put back on resume."""
     import torch
     from transformers import get_linear_schedule_with_warmup
