@@ -21,6 +21,7 @@ from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
 from .metrics import ServiceMetrics
+from .openapi import install_openapi
 from .routes import classify, console, feedback, health, notifications, tickets
 from .routing import load_routing
 from .settings import Settings
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     app.mount("/static", StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))), name="static")
     for module in (tickets, feedback, notifications, classify, health, console):
         app.include_router(module.router)
+    install_openapi(app, labels=labels, settings=settings)
 
     app.add_middleware(LimitsAndMetrics, metrics=metrics, max_request_bytes=settings.max_request_bytes)
 

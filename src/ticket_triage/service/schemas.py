@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import re
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+# Every id column is INTEGER: 32-bit on PostgreSQL (64-bit on SQLite), so larger ids cannot
+# exist, and the driver overflows on them; path and query ids are bounded to this.
+DB_INT_MAX = 2**31 - 1
+
+
+def _storable(value: str) -> str:
+    """Text every database stores and every reply can encode: no lone UTF-16 surrogate (JSON
+    allows the escape "\\ud800"), no NUL (PostgreSQL text cannot hold it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not text: send valid Unicode"
+        ) from None
+    if "\x00" in value:
+        raise ValueError(f"holds a NUL character (\\u0000) at character {value.index(chr(0))}, which cannot be stored: remove it")
+    return value
 
 
 def _has_text(value: str) -> str:
@@ -15,7 +35,67 @@ def _has_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, Field(min_length=1), AfterValidator(_has_text)]
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata every database stores and reads back: strings (keys too) valid Unicode, numbers finite."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone UTF-16 surrogate (such as \\ud800) in a key or a string, which is not text: send valid Unicode") from None
+    except ValueError:
+        raise ValueError("holds a number that is not finite (NaN, Infinity or too large for a float): send finite numbers") from None
+    return value
+
+
+def encodable(value: Any) -> Any:
+    """`value` with every string (keys too) UTF-8-encodable: a lone surrogate becomes the text \\ud800."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return [encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    return value
+
+
+def _readable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Stored metadata as a reply can send it: rows stored before `_storable_json` existed
+    may hold a lone surrogate (a JSON column keeps the escape), which would fail every list."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return encodable(value)
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """A filter date as UTC (no offset: UTC, as stored); one that falls outside years 1-9999 in UTC is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is outside the dates that can be stored (years 1 to 9999 in UTC): send a nearer date") from None
+
+
+def _iso(value: Any) -> Any:
+    """Dates as ISO 8601 text only: pydantic would also read "0.5" as a Unix time."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-12-01T09:30:00Z")
+    return value
+
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The same rules as _storable and _has_text, for the OpenAPI document (a lone surrogate cannot
+# be written as a pattern): no NUL, and for texts at least one character that str.isspace() is
+# not (the class lists exactly those characters, so the schema and the code agree).
+_SPACE = r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL = r"^[^\u0000]*$"
+SOME_TEXT = rf"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
+
+Str = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
+Text = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": SOME_TEXT}), AfterValidator(_storable), AfterValidator(_has_text)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+UTCDateTime = Annotated[datetime, BeforeValidator(_iso), AfterValidator(_utc)]
 
 
 class Channel(str, Enum):
@@ -28,11 +108,11 @@ class Channel(str, Enum):
 
 
 class TicketBase(BaseModel):
-    subject: str = Field("", max_length=1000, description="short title; may be empty")
+    subject: Str = Field("", max_length=1000, description="short title; may be empty")
     body: Text = Field(..., description="the customer's text (subject + body at most 64 KiB)")
     channel: Channel = Field(Channel.api, description="where the ticket came from")
-    customer_ref: str | None = Field(None, max_length=200, description="the customer's id in your systems")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="free key/value data kept with the ticket")
+    customer_ref: Str | None = Field(None, max_length=200, description="the customer's id in your systems")
+    metadata: Metadata = Field(default_factory=dict, description="free key/value data kept with the ticket (limits: TRIAGE_METADATA_MAX_DEPTH, TRIAGE_METADATA_MAX_BYTES)")
 
 
 class TicketCreate(TicketBase):
@@ -68,7 +148,7 @@ class TicketPublic(BaseModel):
     body: str
     channel: str
     customer_ref: str | None
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: Annotated[dict[str, Any], AfterValidator(_readable_json)] = Field(validation_alias="metadata_")
     status: str
     category: str | None
     confidence: float | None
@@ -89,9 +169,9 @@ class TicketsPublic(BaseModel):
 class FeedbackCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str = Field(..., min_length=1, max_length=100, description="the right category (one of the model's labels)")
-    note: str | None = Field(None, max_length=2000)
-    agent: str | None = Field(None, max_length=200, description="who corrects; with API keys the key's name is used")
+    category: Str = Field(..., min_length=1, max_length=100, description="the right category (one of the model's labels)")
+    note: Str | None = Field(None, max_length=2000)
+    agent: Str | None = Field(None, max_length=200, description="who corrects; with API keys the key's name is used")
 
 
 class ClassifyRequest(BaseModel):

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the first text of a batch waits for company")
     max_text_bytes: int = Field(64 * 1024, ge=1, description="longest subject+body or text, in UTF-8 bytes (else 413)")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body (else 413)")
+    metadata_max_depth: int = Field(16, ge=1, le=100, description="most levels a ticket's metadata may nest ({} is one level; else 422)")
+    metadata_max_bytes: int = Field(64 * 1024, ge=2, description="largest metadata, as compact UTF-8 JSON (else 422)")
     classify_max_texts: int = Field(64, ge=1, le=4096, description="most texts one POST /v1/classify takes")
     retry_interval_s: float = Field(15.0, gt=0, description="how often unclassified tickets are retried")
     migrate_on_start: bool = Field(True, description="apply Alembic migrations when the app starts")

@@ -6,16 +6,18 @@ from fastapi import APIRouter, HTTPException, status
 
 from ..deps import IntakeDep, StateDep
 from ..schemas import ClassifyRequest, ClassifyResponse, Message, PredictionPublic
-from ._limits import check_text_size
+from ._limits import AUTH, BODY, GuardedRoute, check_text_size
 
-router = APIRouter(prefix="/v1", tags=["classify"])
+router = APIRouter(prefix="/v1", tags=["classify"], route_class=GuardedRoute)
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses={413: {"model": Message}, 503: {"model": Message}})
+@router.post("/classify", response_model=ClassifyResponse, responses={**BODY, **AUTH, 503: {"model": Message, "description": "the model failed, or the database (API keys) is unavailable"}})
 async def classify(payload: ClassifyRequest, state: StateDep, _: IntakeDep) -> ClassifyResponse:
     limit = state.settings.classify_max_texts
-    if len(payload.texts) > limit:
-        raise HTTPException(413, f"{len(payload.texts)} texts sent; at most {limit} per request")
+    if len(payload.texts) > limit:  # the OpenAPI document's maxItems (openapi.py): a validation error
+        raise HTTPException(
+            422, [{"loc": ["body", "texts"], "msg": f"{len(payload.texts)} texts sent; at most {limit} per request (TRIAGE_CLASSIFY_MAX_TEXTS)", "type": "too_long"}]
+        )
     for i, text in enumerate(payload.texts):
         check_text_size(text, state.settings.max_text_bytes, f"texts[{i}]")
     try:

@@ -15,9 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from .. import crud
 from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate, presented_key
+from ..schemas import Str
 from ..state import ServiceState
+from ._limits import GuardedRoute, Offset
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
 PAGE_SIZE = 50
 
 
@@ -33,8 +35,8 @@ def console(
     request: Request,
     session: SessionDep,
     state: StateDep,
-    queue: Annotated[str | None, Query(max_length=100)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    queue: Annotated[Str | None, Query(max_length=100)] = None,
+    offset: Offset = 0,
 ):
     templates = request.app.state.templates
     principal = _console_principal(request, state)
@@ -57,7 +59,7 @@ def console(
 
 
 @router.post("/console/login")
-def login(request: Request, state: StateDep, key: Annotated[str, Form(max_length=200)]):
+def login(request: Request, state: StateDep, key: Annotated[Str, Form(max_length=200)]):
     principal = authenticate(state, key.strip())
     if principal is None or principal.role != "agent":
         return RedirectResponse("/?denied=1", status_code=status.HTTP_303_SEE_OTHER)

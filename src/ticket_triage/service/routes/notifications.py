@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, HTTPException, Query, status
 
 from .. import crud
 from ..deps import AgentDep, SessionDep, StateDep
 from ..models import Notification, NotificationKind, NotificationStatus
 from ..notify import redact_target
-from ..schemas import Message, NotificationPublic, NotificationsPublic
+from ..schemas import DB_INT_MAX, Message, NotificationPublic, NotificationsPublic
+from ._limits import AUTH, DATABASE, NOT_FOUND, GuardedRoute, Limit, NotificationId, Offset
 
-router = APIRouter(prefix="/v1", tags=["notifications"])
+router = APIRouter(prefix="/v1", tags=["notifications"], route_class=GuardedRoute)
 
 
 def _public(n: Notification) -> NotificationPublic:
@@ -21,34 +24,24 @@ def _public(n: Notification) -> NotificationPublic:
     })
 
 
-def _bad_query(name: str, value: str, allowed) -> HTTPException:
-    return HTTPException(
-        422, [{"loc": ["query", name], "msg": f"unknown {name} {value!r}; use one of {list(allowed)}", "type": "value_error", "input": value}]
-    )
-
-
-@router.get("/notifications", response_model=NotificationsPublic)
+@router.get("/notifications", response_model=NotificationsPublic, responses={**AUTH, **DATABASE})
 def list_notifications(
     session: SessionDep,
     _: AgentDep,
-    status_: str | None = Query(None, alias="status", description=f"one of {', '.join(NotificationStatus.ALL)}"),
-    ticket_id: int | None = Query(None, ge=1),
-    kind: str | None = Query(None, description="email or webhook"),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    status_: Literal[*NotificationStatus.ALL] | None = Query(None, alias="status"),
+    ticket_id: int | None = Query(None, ge=1, le=DB_INT_MAX),
+    kind: Literal[*NotificationKind.ALL] | None = Query(None),
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> NotificationsPublic:
     """Notifications (e-mails and webhooks for routed tickets), oldest first, filtered by status,
     ticket and kind, paginated; failed and skipped ones say why in `last_error`."""
-    if status_ is not None and status_ not in NotificationStatus.ALL:
-        raise _bad_query("status", status_, NotificationStatus.ALL)
-    if kind is not None and kind not in NotificationKind.ALL:
-        raise _bad_query("kind", kind, NotificationKind.ALL)
     items, count = crud.list_notifications(session, status=status_, ticket_id=ticket_id, kind=kind, limit=limit, offset=offset)
     return NotificationsPublic(items=[_public(n) for n in items], count=count, limit=limit, offset=offset)
 
 
-@router.post("/notifications/{notification_id}/retry", response_model=NotificationPublic, responses={404: {"model": Message}, 409: {"model": Message}})
-def retry_notification(notification_id: int, session: SessionDep, state: StateDep, _: AgentDep) -> NotificationPublic:
+@router.post("/notifications/{notification_id}/retry", response_model=NotificationPublic, responses={**NOT_FOUND, 409: {"model": Message}, **AUTH, **DATABASE})
+def retry_notification(notification_id: NotificationId, session: SessionDep, state: StateDep, _: AgentDep) -> NotificationPublic:
     """Send a `failed` or `skipped` notification again (e.g. after fixing the webhook or
     configuring SMTP); its attempts start over."""
     n = crud.get_notification(session, notification_id=notification_id)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
@@ -14,9 +12,9 @@ from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
 from ..intake import NewTicket
 from ..models import TicketStatus
 from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
-from ._limits import check_text_size
+from ._limits import AUTH, BODY, DATABASE, NOT_FOUND, DateQuery, GuardedRoute, Limit, Offset, QueryStr, TicketId, check_metadata_size, check_text_size
 
-router = APIRouter(prefix="/v1", tags=["tickets"])
+router = APIRouter(prefix="/v1", tags=["tickets"], route_class=GuardedRoute)
 log = logging.getLogger("ticket_triage.service")
 
 IdempotencyKey = Annotated[
@@ -29,7 +27,7 @@ IdempotencyKey = Annotated[
     "/tickets",
     status_code=status.HTTP_201_CREATED,
     response_model=TicketPublic,
-    responses={200: {"description": "a retry: the ticket first made with this Idempotency-Key"}, 409: {"model": Message}, 413: {"model": Message}},
+    responses={200: {"description": "a retry: the ticket first made with this Idempotency-Key"}, 409: {"model": Message}, **BODY, **AUTH, **DATABASE},
 )
 async def create_ticket(payload: TicketCreate, response: Response, state: StateDep, _: IntakeDep, idempotency_key: IdempotencyKey = None) -> TicketPublic:
     """Classify a ticket, route it to its queue and store it (committed before the answer).
@@ -39,8 +37,7 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     """
     check_text_size(payload.subject + payload.body, state.settings.max_text_bytes, "the ticket's subject and body")
     data = payload.model_dump(mode="json")
-    if len(json.dumps(data["metadata"])) > state.settings.max_text_bytes:
-        raise HTTPException(413, f"metadata is larger than {state.settings.max_text_bytes} bytes")
+    check_metadata_size(data["metadata"], state.settings.metadata_max_bytes)
     # A retry with a used Idempotency-Key is found when its insert fails (intake.py): no query
     # before classifying, since retries are rare and every ticket would pay for that look.
     text = f"{payload.subject}\n\n{payload.body}" if payload.subject else payload.body
@@ -65,40 +62,36 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     return ticket
 
 
-@router.get("/tickets/{ticket_id}", response_model=TicketPublic, responses={404: {"model": Message}})
-def read_ticket(ticket_id: int, session: SessionDep, _: AgentDep) -> TicketPublic:
+@router.get("/tickets/{ticket_id}", response_model=TicketPublic, responses={**NOT_FOUND, **AUTH, **DATABASE})
+def read_ticket(ticket_id: TicketId, session: SessionDep, _: AgentDep) -> TicketPublic:
     ticket = crud.get_ticket(session, ticket_id=ticket_id)
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
     return TicketPublic.model_validate(ticket)
 
 
-@router.get("/tickets", response_model=TicketsPublic)
+@router.get("/tickets", response_model=TicketsPublic, responses={**AUTH, **DATABASE})
 def list_tickets(
     session: SessionDep,
     state: StateDep,
     _: AgentDep,
-    queue: str | None = Query(None, max_length=100),
-    category: str | None = Query(None, max_length=100),
-    status_: str | None = Query(None, alias="status", description=f"one of {', '.join(TicketStatus.ALL)}"),
-    created_from: datetime | None = Query(None, description="ISO date-time, inclusive"),
-    created_to: datetime | None = Query(None, description="ISO date-time, exclusive"),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    queue: QueryStr = None,
+    category: QueryStr = None,
+    status_: Literal[*TicketStatus.ALL] | None = Query(None, alias="status"),
+    created_from: DateQuery = None,
+    created_to: DateQuery = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> TicketsPublic:
-    """Tickets filtered by queue, category, status and creation date, oldest first, paginated."""
-    if status_ is not None and status_ not in TicketStatus.ALL:
-        raise HTTPException(
-            422,
-            [{"loc": ["query", "status"], "msg": f"unknown status {status_!r}; use one of {list(TicketStatus.ALL)}", "type": "value_error", "input": status_}],
-        )
+    """Tickets filtered by queue, category, status and creation date (from inclusive, to
+    exclusive), oldest first, paginated."""
     items, count = crud.list_tickets(
         session, queue=queue, category=category, status=status_, created_from=created_from, created_to=created_to, limit=limit, offset=offset
     )
     return TicketsPublic(items=[TicketPublic.model_validate(t) for t in items], count=count, limit=limit, offset=offset)
 
 
-@router.get("/queues", response_model=list[QueuePublic])
+@router.get("/queues", response_model=list[QueuePublic], responses={**AUTH, **DATABASE})
 def list_queues(session: SessionDep, state: StateDep, _: AgentDep) -> list[QueuePublic]:
     """Every queue of the routing rules (and any other holding tickets) with its ticket counts."""
     counts = crud.queue_counts(session)
