@@ -263,3 +263,28 @@ def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monk
     with reading.bounded_heap(), reading.bounded_heap():  # nested: only the outermost sets and restores
         assert calls == [(-3, 1 << 20)]
     assert calls == [(-3, 1 << 20), (-3, 32 << 20), (-1, 64 << 20)] and reading._heap_scopes == 0
+
+
+def test_staged_file_streams_in_bounded_memory(tmp_path):
+    """Reading the staged file back (near-duplicates, writing the splits) must not keep what it
+    has read: pyarrow's pre-buffering held every row group's text to the end of the file, so
+    RSS grew with the number of narratives."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ticket_triage.data.prepare import staged_batches
+
+    rng = np.random.default_rng(0)
+    group = 4096
+    texts = pa.array([bytes(rng.integers(97, 123, 256, dtype=np.uint8)).decode() for _ in range(group * 24)])  # 24 MB
+    path = tmp_path / "staged.parquet"
+    pq.write_table(pa.table({"rid": np.arange(len(texts)), "text": texts}), path, row_group_size=group, compression="zstd")
+    before = pa.total_allocated_bytes()
+    peak, rows = 0, 0
+    for rb in staged_batches(path, ["rid", "text"], batch_size=group):
+        rows += rb.num_rows
+        peak = max(peak, pa.total_allocated_bytes() - before)
+        del rb
+    assert rows == len(texts)
+    assert peak < 6 * group * 256  # a few row groups' worth, not the whole file's 24
