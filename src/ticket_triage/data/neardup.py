@@ -26,10 +26,13 @@ shared cores): rensa 85 us/doc (digest and the copy into numpy), datasketch ``Mi
 354 us/doc and ``MinHash.update_batch`` 986 us/doc. Tokenising and hashing the words runs in
 DuckDB (vectorised); on an idle core it costs about 50 us/doc, more than rensa.
 
-Memory: per text only its band keys are kept, one uint64 per band, appended to one file per
-band in the work folder; each band is then loaded alone (8 bytes a row), sorted with numpy,
-and its runs of equal keys merged into the components (scipy's connected_components on the
-band's edges plus each node's current root). No Python object per row.
+Memory: per text only its band keys (one uint64 per band, a file per band) and the low byte
+of each signature value (a file per band's positions) go to the work folder. Each band is then
+loaded alone (8 bytes a row), sorted with numpy, and its runs of equal keys give candidate
+pairs; those not already in one group are checked by reading the other bands' byte files one
+at a time (9 bytes a row each, not a memory map of all 128, which became resident: 512 MB at
+4M texts), and merged into the components (scipy's connected_components on the band's edges
+plus each node's current root). Node arrays are int32. No Python object per row.
 """
 
 from __future__ import annotations
