@@ -319,3 +319,20 @@ def test_staged_file_streams_in_bounded_memory(tmp_path):
         del rb
     assert rows == len(texts)
     assert peak < 6 * group * 256  # a few row groups' worth, not the whole file's 24
+
+
+def test_duckdb_refusing_a_setting_is_one_clear_error(tmp_path, bundled_csv, monkeypatch):
+    """A setting DuckDB refuses when the connection is set up is a DataError naming the input,
+    and the temporary folder goes."""
+    import duckdb
+
+    from ticket_triage.data import prepare
+
+    def refuse(plan):
+        raise duckdb.InvalidInputException("Invalid Input Error: could not parse memory limit")
+
+    monkeypatch.setattr(prepare, "_connect", refuse)
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(DataError, match="cfpb_sample.csv.gz failed in DuckDB: Invalid Input Error"):
+        prepare_dataset(DataConfig(input=bundled_csv, out_dir=tmp_path / "out", temp_dir=tmp_path / "tmp"))
+    assert not list((tmp_path / "tmp").iterdir()) and not (tmp_path / "out").exists()

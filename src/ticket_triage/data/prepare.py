@@ -184,7 +184,7 @@ class _Run:
     sources: list[Source]
     plan: dict[str, Any]
     work: Path
-    con: Any  # the DuckDB connection
+    con: Any  # the DuckDB connection, open from staging to the split
     bar: _Progress
     # input i holds rows starts[i]:starts[i+1]
     starts: np.ndarray
@@ -215,12 +215,13 @@ def _prepare(cfg: DataConfig, *, progress: bool) -> PrepareResult:
     plan = memory_plan(cfg)
     work = Path(tempfile.mkdtemp(prefix="triage-prepare-", dir=str(cfg.temp_dir) if cfg.temp_dir else None))
     plan.update(temp_dir=str(work), spill_dir=str(work / "spill"))
-    run = _Run(cfg=cfg, taxonomy=taxonomy, names=names, sources=sources, plan=plan, work=work, con=_connect(plan),
+    run = _Run(cfg=cfg, taxonomy=taxonomy, names=names, sources=sources, plan=plan, work=work, con=None,
                bar=_Progress(progress, sum(s.stats.bytes_total for s in sources), f"reading {names[0]}"),
                starts=np.zeros(len(sources) + 1, dtype=np.int64), near={"threshold": cfg.near_duplicates})
     tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
     created_out = not cfg.out_dir.exists()
     try:
+        run.con = _connect(plan)  # a bad setting fails here as a DataError, below
         _stage(run)
         _map_products(run)
         _deduplicate(run)
@@ -236,7 +237,8 @@ def _prepare(cfg: DataConfig, *, progress: bool) -> PrepareResult:
         raise
     finally:
         run.bar.close()
-        run.con.close()
+        if run.con is not None:
+            run.con.close()
         shutil.rmtree(work, ignore_errors=True)
     hasher.join()
     taxonomy.save(cfg.out_dir / "taxonomy.yaml")
