@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -132,11 +131,34 @@ def run_worker(kind: str, path: Path, out: Path, timeout: int) -> dict:
     return info
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RSS_BOUND_MB = 1500
+SPEED_TARGET = 2.0  # x the pandas baseline's rows/s at 2M rows
+
+
 def write_results(text: str) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import write_section  # shared by every benchmark
 
     write_section("ingest", text)
+
+
+def target_lines(results: list[dict]) -> list[str]:
+    """One line per target: met or missed, with the figures."""
+    out = []
+    for p in results:
+        if p["kind"] != "prepare" or "error" in p:
+            continue
+        b = next((b for b in results if b["kind"] == "baseline" and b["size"] == p["size"] and "error" not in b), None)
+        rss_ok = p["peak_rss_mb"] < RSS_BOUND_MB
+        if p.get("distinct"):
+            out.append(f"- {p['size']:,} rows, all distinct: peak RSS {p['peak_rss_mb']:,.0f} MB, "
+                       f"{'under' if rss_ok else '**over**'} the {RSS_BOUND_MB:,} MB bound.")
+        elif b is not None:
+            ratio = p["rows_per_s"] / b["rows_per_s"]
+            met = "meets" if ratio >= SPEED_TARGET and rss_ok else "**misses**"
+            out.append(f"- {p['size']:,} rows: {ratio:.1f}x the baseline's rows/s (target {SPEED_TARGET:.0f}x), "
+                       f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS (bound {RSS_BOUND_MB:,} MB): {met} both.")
+    return out
 
 
 def main() -> None:
@@ -154,6 +176,7 @@ def main() -> None:
         _worker(*args.worker)
         return
 
+    from _results import machine
     from rich.console import Console
     from rich.table import Table
 
@@ -190,8 +213,7 @@ def main() -> None:
         "with only the reference changed, a stress test for near-duplicate removal: every copy is a near-duplicate). "
         "`prepare_dataset` runs with its defaults: near-duplicate removal on (Jaccard 0.7, MinHash LSH), "
         "memory limit 'auto'. Peak RSS is each subprocess's VmHWM. "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}.",
+        f"{machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}.",
         "",
         "| pipeline | input rows | file MB | kept | near-dup dropped (conflicting) / groups | seconds | rows/s | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -209,15 +231,11 @@ def main() -> None:
         cells = [f"{r['size']:,}", f"{r['file_mb']:.0f}", f"{r['kept']:,}", near, f"{r['seconds']:.1f}", f"{r['rows_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}"]
         table.add_row(name, *cells)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    pairs = [(p, b) for p in results for b in results if p["kind"] == "prepare" and b["kind"] == "baseline" and p["size"] == b["size"]
-             and not p.get("distinct") and "error" not in p and "error" not in b]
-    for p, b in pairs:
-        lines += ["", f"At {p['size']:,} rows: {p['rows_per_s'] / b['rows_per_s']:.1f}x the baseline's rows/s, "
-                  f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS."]
+    targets = target_lines(results)
+    if targets:
+        lines += ["", "**Targets.**", "", *targets]
     Console(width=120).print(table)
-    for l in lines[-len(pairs) * 2:] if pairs else []:
-        if l:
-            print(l)
+    print("\n".join(targets))
     if not args.no_write:
         write_results("\n".join(lines))
         print(f"updated {RESULTS}")

@@ -255,6 +255,8 @@ def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monk
             return 1
 
     monkeypatch.setattr(reading, "_libc", lambda: FakeLibc())
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
     read_labelled_file(bundled_csv, "cfpb-6", max_rows=50)
     assert calls == []
     prepare_dataset(DataConfig(input=bundled_csv, out_dir=tmp_path / "p", near_duplicates="off"))
@@ -263,3 +265,74 @@ def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monk
     with reading.bounded_heap(), reading.bounded_heap():  # nested: only the outermost sets and restores
         assert calls == [(-3, 1 << 20)]
     assert calls == [(-3, 1 << 20), (-3, 32 << 20), (-1, 64 << 20)] and reading._heap_scopes == 0
+
+
+@pytest.mark.parametrize("env, expected", [
+    # the user's fixed thresholds are what the exit puts back
+    ({"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}, [(-3, 1 << 20), (-3, 4 << 20), (-1, 8 << 20)]),
+    ({"GLIBC_TUNABLES": f"glibc.malloc.check=0:glibc.malloc.mmap_threshold={16 << 20}"}, [(-3, 1 << 20), (-3, 16 << 20), (-1, 128 << 10)]),
+    # already at or below 1 MiB (or only the trim threshold set, which leaves glibc's 128 KiB): left alone
+    ({"MALLOC_MMAP_THRESHOLD_": str(256 << 10)}, []),
+    ({"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}, []),
+])
+def test_heap_limit_restores_the_users_own_thresholds(monkeypatch, env, expected):
+    from ticket_triage.data import reading
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(reading, "_libc", lambda: FakeLibc())
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RuntimeError):
+        with reading.bounded_heap():
+            raise RuntimeError("prepare failed")  # restored on the way out of a failure too
+    assert calls == expected and reading._heap_scopes == 0
+
+
+def test_staged_file_streams_in_bounded_memory(tmp_path):
+    """Reading the staged file back (near-duplicates, writing the splits) must not keep what it
+    has read: pyarrow's pre-buffering held every row group's text to the end of the file, so
+    RSS grew with the number of narratives."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ticket_triage.data.prepare import staged_batches
+
+    rng = np.random.default_rng(0)
+    group = 4096
+    texts = pa.array([bytes(rng.integers(97, 123, 256, dtype=np.uint8)).decode() for _ in range(group * 24)])  # 24 MB
+    path = tmp_path / "staged.parquet"
+    pq.write_table(pa.table({"rid": np.arange(len(texts)), "text": texts}), path, row_group_size=group, compression="zstd")
+    before = pa.total_allocated_bytes()
+    peak, rows = 0, 0
+    for rb in staged_batches(path, ["rid", "text"], batch_size=group):
+        rows += rb.num_rows
+        peak = max(peak, pa.total_allocated_bytes() - before)
+        del rb
+    assert rows == len(texts)
+    assert peak < 6 * group * 256  # a few row groups' worth, not the whole file's 24
+
+
+def test_duckdb_refusing_a_setting_is_one_clear_error(tmp_path, bundled_csv, monkeypatch):
+    """A setting DuckDB refuses when the connection is set up is a DataError naming the input,
+    and the temporary folder goes."""
+    import duckdb
+
+    from ticket_triage.data import prepare
+
+    def refuse(plan):
+        raise duckdb.InvalidInputException("Invalid Input Error: could not parse memory limit")
+
+    monkeypatch.setattr(prepare, "_connect", refuse)
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(DataError, match="cfpb_sample.csv.gz failed in DuckDB: Invalid Input Error"):
+        prepare_dataset(DataConfig(input=bundled_csv, out_dir=tmp_path / "out", temp_dir=tmp_path / "tmp"))
+    assert not list((tmp_path / "tmp").iterdir()) and not (tmp_path / "out").exists()

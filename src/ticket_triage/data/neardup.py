@@ -26,10 +26,13 @@ shared cores): rensa 85 us/doc (digest and the copy into numpy), datasketch ``Mi
 354 us/doc and ``MinHash.update_batch`` 986 us/doc. Tokenising and hashing the words runs in
 DuckDB (vectorised); on an idle core it costs about 50 us/doc, more than rensa.
 
-Memory: per text only its band keys are kept, one uint64 per band, appended to one file per
-band in the work folder; each band is then loaded alone (8 bytes a row), sorted with numpy,
-and its runs of equal keys merged into the components (scipy's connected_components on the
-band's edges plus each node's current root). No Python object per row.
+Memory: per text only its band keys (one uint64 per band, a file per band) and the low byte
+of each signature value (a file per band's positions) go to the work folder. Each band is then
+loaded alone (8 bytes a row), sorted with numpy, and its runs of equal keys give candidate
+pairs; those not already in one group are checked by reading the other bands' byte files one
+at a time (9 bytes a row each, not a memory map of all 128, which became resident: 512 MB at
+4M texts), and merged into the components (scipy's connected_components on the band's edges
+plus each node's current root). Node arrays are int32. No Python object per row.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 NUM_PERM = 128
 SHINGLE_WORDS = 3
@@ -53,6 +57,18 @@ _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 def word_hashes_sql(column: str) -> str:
     return _WORDS_SQL.format(col=column)
+
+
+def text_shingles(con, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Texts -> their 3-shingle hashes (flat) and per-text offsets; `con` is a DuckDB
+    connection, which hashes the words (vectorised)."""
+    con.register("neardup_texts", pa.table({"text": texts}))
+    try:
+        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM neardup_texts").to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.unregister("neardup_texts")
+    offsets = words.offsets.to_numpy()
+    return shingle_hashes(words.values.to_numpy()[offsets[0]:offsets[-1]], offsets - offsets[0])
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,104 +119,147 @@ def shingle_hashes(words: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
 
 
 class NearDuplicateIndex:
-    """Add texts' shingle hashes in order (node 0, 1, ...), then `components()`."""
+    """Add texts' shingle hashes in order (node 0, 1, ...), then `components()`.
 
-    def __init__(self, threshold: float, work_dir: Path, num_perm: int = NUM_PERM):
+    Per text only small fixed-width records go to files in `work_dir`: one band key per band,
+    and the low byte of every signature value, in one file per band's positions (plus one for
+    the positions no band uses), so a band's candidate pairs are checked by reading the other
+    bands' files one after another, whole and in order, never the whole signature at once.
+    """
+
+    def __init__(self, threshold: float, work_dir: Path, num_perm: int = NUM_PERM, pair_chunk: int = 1 << 20):
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._files = [open(self.work_dir / f"band{b}.u64", "wb") for b in range(self.bands)]
-        # the low byte of every signature value, to check each candidate pair's similarity
-        self._check = open(self.work_dir / "check.u8", "wb")
+        self.pair_chunk = pair_chunk
+        used = self.bands * self.rows
+        self._slices = [slice(b * self.rows, (b + 1) * self.rows) for b in range(self.bands)]
+        if used < num_perm:
+            self._slices.append(slice(used, num_perm))
+        self._keys = [open(self.work_dir / f"band{b}.u64", "wb") for b in range(self.bands)]
+        self._checks = [open(self.work_dir / f"check{g}.u8", "wb") for g in range(len(self._slices))]
         self.n = 0
         self.candidates = 0
+        self.checked = 0
         self.confirmed = 0
 
     def add(self, shingles: np.ndarray, offsets: np.ndarray) -> None:
         import pandas as pd
-        import rensa
 
         n_docs = offsets.size - 1
         if n_docs == 0:
             return
         offsets = offsets.astype(np.uint64)
-        sig = np.empty((n_docs, self.num_perm), dtype=np.uint32)
-        step = 4096  # rensa hands the digests back as Python lists: a few thousand rows at a time keeps that small
-        for i in range(0, n_docs, step):
-            j = min(n_docs, i + step)
-            part = offsets[i:j + 1]
-            flat = shingles[int(part[0]):int(part[-1])]
-            sig[i:j] = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, part - part[0], self.num_perm, SEED).to_rows()
-        empty = np.diff(offsets) == 0
-        self._check.write((sig & 0xFF).astype(np.uint8).tobytes())
+        sig = _signatures(shingles, offsets, self.num_perm)
+        low = (sig & 0xFF).astype(np.uint8)
+        for g, cols in enumerate(self._slices):
+            self._checks[g].write(np.ascontiguousarray(low[:, cols]).tobytes())
+        empty = np.flatnonzero(np.diff(offsets) == 0)
         for b in range(self.bands):
-            block = pd.DataFrame(sig[:, b * self.rows:(b + 1) * self.rows])
-            key = pd.util.hash_pandas_object(block, index=False).to_numpy().astype(np.uint64)
-            if empty.any():  # a text without words matches nothing: a key of its own
-                key[empty] = (np.flatnonzero(empty) + self.n).astype(np.uint64) | np.uint64(1 << 63)
-            self._files[b].write(key.tobytes())
+            key = pd.util.hash_pandas_object(pd.DataFrame(sig[:, self._slices[b]]), index=False).to_numpy().astype(np.uint64)
+            # a text without words matches nothing: a key of its own
+            key[empty] = (empty + self.n).astype(np.uint64) | np.uint64(1 << 63)
+            self._keys[b].write(key.tobytes())
         self.n += n_docs
+
+    def close(self) -> None:
+        """No more texts: the work files are complete."""
+        for f in [*self._keys, *self._checks]:
+            f.close()
 
     def components(self) -> np.ndarray:
         """root[i]: the smallest node of i's group (i itself when it has no near-duplicate)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        for f in [*self._files, self._check]:
-            f.close()
+        self.close()
         n = self.n
-        check = np.memmap(self.work_dir / "check.u8", dtype=np.uint8, mode="r", shape=(n, self.num_perm)) if n else None
-        root = np.arange(n, dtype=np.int64)
+        idx = np.int32 if n < 2**31 else np.int64  # node numbers: half the memory of int64
+        root = np.arange(n, dtype=idx)
         for b in range(self.bands):
-            key = np.fromfile(self.work_dir / f"band{b}.u64", dtype=np.uint64)
-            (self.work_dir / f"band{b}.u64").unlink()
-            order = np.argsort(key, kind="stable")  # stable: each run lists its nodes in input order
-            sk = key[order]
-            del key
-            same = np.flatnonzero(sk[1:] == sk[:-1])
-            if same.size == 0:
+            a, c = self._band_pairs(b, idx)
+            self.candidates += a.size
+            # a pair already in one group adds nothing: only the others are checked
+            new = root[a] != root[c]
+            a, c = a[new], c[new]
+            self.checked += a.size
+            if a.size == 0:
                 continue
-            # edges between neighbours in a run of equal keys connect the whole run
-            a, c = order[same], order[same + 1]
-            del order, sk
             # LSH only proposes pairs; keep those whose estimated Jaccard reaches the threshold,
             # so the threshold holds and groups do not chain through weaker pairs
-            ok = self._verify(check, a, c, b)
-            self.candidates += a.size
+            ok = self.estimates(a, c, b) >= self.threshold
             a, c = a[ok], c[ok]
             self.confirmed += a.size
-            linked = np.flatnonzero(root != np.arange(n))
-            rows = np.concatenate([a, linked])
-            cols = np.concatenate([c, root[linked]])
-            graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
-            _, comp = connected_components(graph, directed=False)
-            del graph, rows, cols
-            # the root of each component is its smallest node (first in input order)
-            first = np.full(comp.max() + 1, n, dtype=np.int64)
-            np.minimum.at(first, comp, np.arange(n))
-            root = first[comp]
-        del check
-        (self.work_dir / "check.u8").unlink(missing_ok=True)
-        return root
+            root = _merge(root, a, c)
+        for g in range(len(self._slices)):
+            (self.work_dir / f"check{g}.u8").unlink(missing_ok=True)
+        return root.astype(np.int64)
 
-    def _verify(self, check: np.ndarray, a: np.ndarray, c: np.ndarray, band: int) -> np.ndarray:
-        """Estimated Jaccard >= threshold, from the signatures' low bytes (b-bit minwise hashing).
+    def _band_pairs(self, band: int, idx) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours in each run of equal band keys (which connect the whole run), input order within a run."""
+        path = self.work_dir / f"band{band}.u64"
+        key = np.fromfile(path, dtype=np.uint64)
+        path.unlink()
+        order = np.argsort(key, kind="stable").astype(idx)  # stable: each run lists its nodes in input order
+        key = key[order]
+        same = np.flatnonzero(key[1:] == key[:-1])
+        del key
+        return order[same], order[same + 1]
+
+    def estimates(self, a: np.ndarray, c: np.ndarray, band: int) -> np.ndarray:
+        """Estimated Jaccard of pairs a-c, from the signatures' low bytes (b-bit minwise hashing).
 
         The band's own values are equal by construction and left out; a byte matches by chance
-        with probability 1/256, which the estimate corrects.
+        with probability 1/256, which the estimate corrects. The other bands' byte files are
+        read one at a time (n x rows bytes each) and their matches summed per pair.
         """
-        others = np.ones(self.num_perm, dtype=bool)
-        others[band * self.rows:(band + 1) * self.rows] = False
-        ok = np.zeros(a.size, dtype=bool)
-        step = 1 << 16
-        for i in range(0, a.size, step):
-            x, y = check[a[i:i + step]], check[c[i:i + step]]
-            match = (x[:, others] == y[:, others]).mean(axis=1)
-            est = (match - 1 / 256) / (1 - 1 / 256)
-            ok[i:i + step] = est >= self.threshold
-        return ok
+        matches = np.zeros(a.size, dtype=np.uint8)
+        others = 0
+        for g, cols in enumerate(self._slices):
+            if g == band:
+                continue
+            width = cols.stop - cols.start
+            others += width
+            low = np.fromfile(self.work_dir / f"check{g}.u8", dtype=np.uint8).reshape(self.n, width)
+            for i in range(0, a.size, self.pair_chunk):
+                j = i + self.pair_chunk
+                matches[i:j] += (low[a[i:j]] == low[c[i:j]]).sum(axis=1, dtype=np.uint8)
+            del low
+        return (matches / others - 1 / 256) / (1 - 1 / 256)
+
+
+def _signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int) -> np.ndarray:
+    """(texts, num_perm) uint32 MinHash signatures, from rensa."""
+    import rensa
+
+    n_docs = offsets.size - 1
+    sig = np.empty((n_docs, num_perm), dtype=np.uint32)
+    step = 4096  # rensa hands the digests back as Python lists: a few thousand rows at a time keeps that small
+    for i in range(0, n_docs, step):
+        j = min(n_docs, i + step)
+        part = offsets[i:j + 1]
+        flat = shingles[int(part[0]):int(part[-1])]
+        sig[i:j] = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, part - part[0], num_perm, SEED).to_rows()
+    return sig
+
+
+def _merge(root: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """New roots after adding edges a-c: connected components of the edges plus each node's
+    current root, each component's root its smallest node (the first in input order)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = root.size
+    linked = np.flatnonzero(root != np.arange(n, dtype=root.dtype)).astype(root.dtype)
+    rows = np.concatenate([a, linked])
+    cols = np.concatenate([c, root[linked]])
+    del linked
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
+    del rows, cols
+    _, comp = connected_components(graph, directed=False)
+    del graph
+    first = np.full(comp.max() + 1, n, dtype=root.dtype)
+    np.minimum.at(first, comp, np.arange(n, dtype=root.dtype))
+    return first[comp]
 
 
 def resolve_groups(root: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,16 +287,12 @@ def near_duplicates_of(texts: list[str], reference: list[str], threshold: float)
     import tempfile
 
     import duckdb
-    import pyarrow as pa
 
-    everything = pa.table({"text": pa.array(list(reference) + list(texts), pa.string())})
     con = duckdb.connect()
     try:
-        con.register("texts", everything)
-        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM texts").to_arrow_table().column(0).combine_chunks()
+        shingles, offsets = text_shingles(con, pa.array(list(reference) + list(texts), pa.string()))
     finally:
         con.close()
-    shingles, offsets = shingle_hashes(words.values.to_numpy(), words.offsets.to_numpy())
     with tempfile.TemporaryDirectory(prefix="triage-neardup-") as work:
         index = NearDuplicateIndex(threshold, Path(work))
         index.add(shingles, offsets)

@@ -43,13 +43,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError, TaxonomyError
-from ..taxonomy import load_taxonomy
+from ..taxonomy import Taxonomy, load_taxonomy
 from .cleaning import clean_sql, min_words_sql, norm_sql
 from .config import DataConfig
-from .reading import bounded_heap, file_sha256, open_source
+from .reading import Source, bounded_heap, file_sha256, open_source
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -117,6 +118,7 @@ REASONS = ("no_narrative", "no_product", "dropped_product", "unknown_product", "
 _CODE = {r: i + 1 for i, r in enumerate(REASONS)}
 AUTO_MEMORY_MIN = 256 << 20
 AUTO_MEMORY_MAX = 768 << 20
+NEARDUP_BATCH = 8192  # texts tokenised and hashed at once: 32k made the step's peak 240 MB higher
 
 
 def memory_plan(cfg: DataConfig) -> dict[str, Any]:
@@ -168,270 +170,65 @@ def _name_the_file(exc: DataError, path: Path) -> DataError:
 
 def prepare_dataset(config: DataConfig, *, progress: bool = False) -> PrepareResult:
     """Prepare train/val/test parquet files, manifest.json, taxonomy.yaml and a class chart."""
-    with bounded_heap():  # only while the inputs stream: see reading.bounded_heap
-        return _prepare(config, progress)
+    with bounded_heap():  # while prepare runs, then glibc's setting is put back: see reading.bounded_heap
+        return _prepare(config, progress=progress)
 
 
-def _prepare(config: DataConfig, progress: bool) -> PrepareResult:
+@dataclass
+class _Run:
+    """What one prepare run carries from stage to stage: its inputs, plan and per-row arrays."""
+
+    cfg: DataConfig
+    taxonomy: Taxonomy
+    names: list[str]
+    sources: list[Source]
+    plan: dict[str, Any]
+    work: Path
+    con: Any  # the DuckDB connection, open from staging to the split
+    bar: _Progress
+    # input i holds rows starts[i]:starts[i+1]
+    starts: np.ndarray
+    reading: int = 0  # the input being streamed, for an error's message
+    n_rows: int = 0
+    # every row's fate (0 kept, else its reason's code), category and split (0: none), by row number
+    status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    label: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    split_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    products: dict[str, dict[str, int]] = field(default_factory=dict)  # rows, unknown, dropped
+    near: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def staged_file(self) -> Path:
+        return self.work / "staged.parquet"
+
+
+def _prepare(cfg: DataConfig, *, progress: bool) -> PrepareResult:
     import duckdb
-    import numpy as np
-    import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
-    cfg = config
     taxonomy = load_taxonomy(cfg.taxonomy)
     names = source_names(cfg.inputs)
-    sources = []
-    for path in cfg.inputs:  # every input is opened (format, columns) before anything is written
-        try:
-            sources.append(open_source(path, cfg.text_column, cfg.label_column))
-        except DataError as exc:
-            raise _name_the_file(exc, path) from None
-
+    sources = _open_sources(cfg)
     sha: dict[int, str] = {}
-
-    def hash_inputs() -> None:
-        for i, p in enumerate(cfg.inputs):
-            sha[i] = file_sha256(p)
-
-    hasher = threading.Thread(target=hash_inputs, daemon=True)
+    hasher = threading.Thread(target=lambda: sha.update((i, file_sha256(p)) for i, p in enumerate(cfg.inputs)), daemon=True)
     hasher.start()
-
     plan = memory_plan(cfg)
     work = Path(tempfile.mkdtemp(prefix="triage-prepare-", dir=str(cfg.temp_dir) if cfg.temp_dir else None))
-    plan["temp_dir"] = str(work)
-    plan["spill_dir"] = str(work / "spill")
-    # An in-memory database: faster than a file, and beyond memory_limit DuckDB spills its
-    # blocks to temp_directory, so memory stays bounded.
-    con = duckdb.connect(":memory:")
-    bytes_total = sum(s.stats.bytes_total for s in sources)
-    bar = _Progress(progress, bytes_total, f"reading {names[0]}")
-    starts = np.zeros(len(sources) + 1, dtype=np.int64)  # input i holds rows starts[i]:starts[i+1]
-    current = [0]
-    tmp_paths: dict[str, Path] = {}
+    plan.update(temp_dir=str(work), spill_dir=str(work / "spill"))
+    run = _Run(cfg=cfg, taxonomy=taxonomy, names=names, sources=sources, plan=plan, work=work, con=None,
+               bar=_Progress(progress, sum(s.stats.bytes_total for s in sources), f"reading {names[0]}"),
+               starts=np.zeros(len(sources) + 1, dtype=np.int64), near={"threshold": cfg.near_duplicates})
+    tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
     created_out = not cfg.out_dir.exists()
-    near: dict[str, Any] = {"threshold": cfg.near_duplicates}
     try:
-        con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
-        con.execute(f"SET temp_directory={_sql_str(plan['spill_dir'])}")
-        # staged.parquet keeps the input's order, so the splits can be written in that order
-        # (deterministic) without sorting the texts
-        con.execute("SET preserve_insertion_order=true")
-        con.execute("SET enable_progress_bar=false")
-        con.execute(f"SET threads={plan['threads']}")
-
-        # -- 1. stream and stage -------------------------------------------------------
-        # One COPY consumes every input's Arrow stream in turn, so DuckDB spreads the text work
-        # over its threads. Rows without a narrative are staged too (text NULL), for the counts.
-        # key: 64-bit hash of the normalised text (collisions ~n^2/2^65: negligible at 18M rows)
-        failure: list[BaseException] = []
-
-        def numbered_batches():
-            offset = 0
-            done_before = 0
-            try:
-                for i, src in enumerate(sources):
-                    current[0] = i
-                    starts[i] = offset
-                    for rb in src.batches:
-                        n = rb.num_rows
-                        rid = pa.array(np.arange(offset, offset + n, dtype=np.int64))
-                        offset += n
-                        yield pa.RecordBatch.from_arrays([*rb.columns, rid], names=[*rb.schema.names, "rid"])
-                        bar.update(done_before + src.stats.bytes_done, offset, f"reading {names[i]}")
-                    done_before += src.stats.bytes_total
-                starts[len(sources)] = offset
-            except DataError as exc:  # re-raised below, naming the input
-                failure.append(_name_the_file(exc, cfg.inputs[current[0]]))
-            except BaseException as exc:  # re-raised below, with its own type and message
-                failure.append(exc)
-
-        schema = pa.schema([(name, pa.string()) for name in ("text", "product", "complaint_id", "date_received")] + [("rid", pa.int64())])
-        stream = pa.RecordBatchReader.from_batches(schema, numbered_batches())
-        con.register("stream", stream)
-        # no narrative = null or empty; whitespace-only ones count as too short (0 words)
-        # Staged rows go to a Parquet file, not a table: streaming into it keeps memory flat
-        # (strings appended to a DuckDB table are held until it spills), and it compresses.
-        staged_file = work / "staged.parquet"
-        try:
-            con.execute(f"""
-                COPY (
-                    SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
-                           {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
-                    FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
-                                 coalesce(trim(product), '') AS product, complaint_id, date_received
-                          FROM stream)
-                ) TO {_sql_str(str(staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
-            """)
-        except duckdb.Error as exc:
-            if failure:
-                raise failure[0] from None
-            raise DataError(f"reading {cfg.inputs[current[0]]} failed in DuckDB: {str(exc).splitlines()[0]}") from None
-        con.unregister("stream")
-        if failure:
-            raise failure[0]
-        # Beyond staging, order comes from the row numbers: letting DuckDB drop it saves memory.
-        con.execute("SET preserve_insertion_order=false")
-        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_sql_str(str(staged_file))})")
-        n_rows = int(starts[-1])
-        for i, src in enumerate(sources):
-            if src.stats.rows_read == 0:
-                raise DataError(
-                    f"{cfg.inputs[i]} has no readable rows"
-                    + (f" ({src.stats.broken_rows} broken rows skipped)" if src.stats.broken_rows else "")
-                    + "; give a file with complaints in it (or leave it out)"
-                )
-        bar.update(bytes_total, n_rows, "de-duplicating and splitting")
-
-        # -- 2. taxonomy ----------------------------------------------------------------
-        per_product = con.execute(
-            "SELECT product, count(*), count(*) FILTER (WHERE key IS NOT NULL) FROM staged GROUP BY product ORDER BY product"
-        ).fetchall()
-        unknown_products: dict[str, int] = {}
-        dropped_products: dict[str, int] = {}
-        product_rows: dict[str, int] = {}
-        mapping: list[tuple[str, int, int]] = []  # product, status code (0: mapped), label index
-        for product, total, with_text in per_product:
-            product_rows[product] = int(total)
-            with_text = int(with_text)
-            if product == "":
-                mapping.append((product, _CODE["no_product"], -1))
-            elif taxonomy.is_dropped(product):
-                mapping.append((product, _CODE["dropped_product"], -1))
-                if with_text:
-                    dropped_products[product] = with_text
-            elif taxonomy.category_of(product) is None:
-                mapping.append((product, _CODE["unknown_product"], -1))
-                if with_text:  # a product seen only on rows without a narrative costs nothing
-                    unknown_products[product] = with_text
-            else:
-                cat = taxonomy.category_of(product)
-                mapping.append((product, 0, taxonomy.categories.index(cat)))  # type: ignore[arg-type]
-        if cfg.strict and unknown_products:
-            listed = "; ".join(f"{p!r} ({n} rows)" for p, n in sorted(unknown_products.items(), key=lambda kv: -kv[1]))
-            raise TaxonomyError(
-                f"{len(unknown_products)} product(s) not in taxonomy {taxonomy.name!r}: {listed}. "
-                f"Add them to the taxonomy's `products:` (or `drop:`), or run without --strict to count and skip them"
-            )
-        con.execute("CREATE TABLE products(product VARCHAR, code TINYINT, label_idx TINYINT)")
-        con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
-
-        # Every row's fate is one byte in `status` (0 kept, else its reason's code) and its
-        # category one byte in `label`, indexed by row number: per-input counts are then
-        # bincounts, and only these arrays (1 byte a row) come into Python, never the texts.
-        status = np.zeros(n_rows, dtype=np.int8)
-        label = np.full(n_rows, -1, dtype=np.int8)
-
-        def fill(sql: str, with_label: bool = False) -> None:
-            for rb in con.sql(sql).to_arrow_reader(1 << 17):
-                rid = rb.column(0).to_numpy()
-                status[rid] = rb.column(1).to_numpy()
-                if with_label:
-                    label[rid] = rb.column(2).to_numpy()
-
-        fill(f"""
-            SELECT s.rid, (CASE WHEN s.key IS NULL THEN {_CODE['no_narrative']} WHEN p.code <> 0 THEN p.code
-                                WHEN NOT s.long_enough THEN {_CODE['too_short']} END)::TINYINT AS code
-            FROM staged s JOIN products p USING (product)
-            WHERE s.key IS NULL OR p.code <> 0 OR NOT s.long_enough
-        """)
-
-        # -- 3. exact de-duplication --------------------------------------------------------
-        # GROUP BY and JOIN on small fixed-width columns only (no text): both spill under the
-        # memory limit, which a join carrying the texts did not (it ran out at 1.5M distinct
-        # narratives with the 768MB default).
-        con.execute("""
-            CREATE TABLE elig AS SELECT s.rid, s.key, p.label_idx FROM staged s JOIN products p USING (product)
-            WHERE s.key IS NOT NULL AND s.long_enough AND p.code = 0
-        """)
-        con.execute("CREATE TABLE groups AS SELECT key, min(rid) AS first, min(label_idx) AS lo, max(label_idx) AS hi FROM elig GROUP BY key")
-        fill(f"""
-            SELECT e.rid, (CASE WHEN g.lo <> g.hi THEN {_CODE['conflicting_label']} WHEN e.rid <> g.first THEN {_CODE['duplicate']}
-                                ELSE 0 END)::TINYINT, e.label_idx
-            FROM elig e JOIN groups g USING (key)
-        """, with_label=True)
-        seed = int(cfg.seed)
-        # the split rank: a seeded hash of the normalised text's key (md5: stable across versions)
-        con.execute(f"""
-            CREATE TABLE reps AS SELECT first AS rid, lo AS label_idx, (md5_number(key::VARCHAR || ':{seed}') >> 64)::UBIGINT AS h
-            FROM groups WHERE lo = hi
-        """)
-        con.execute("DROP TABLE groups")
-        con.execute("DROP TABLE elig")
-
-        # -- 4. near-duplicates -------------------------------------------------------------
+        run.con = _connect(plan)  # a bad setting fails here as a DataError, below
+        _stage(run)
+        _map_products(run)
+        _deduplicate(run)
         if cfg.near_duplicates is not None:
-            # this step's memory is numpy's and rensa's: DuckDB gives back its buffers meanwhile
-            con.execute("SET memory_limit='256MB'")
-            near.update(_near_duplicates(con, staged_file, status, label, cfg.near_duplicates, work / "lsh", bar))
-            con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
-
-        # -- 5. stratified sample and split ---------------------------------------------
-        alive = status == 0
-        sizes = np.bincount(label[alive].astype(np.int64), minlength=len(taxonomy.categories)) if alive.any() else None
-        if sizes is None or sizes.sum() == 0:
-            dropped_now = np.bincount(status.astype(np.int64), minlength=len(REASONS) + 1)
-            raise DataError(
-                f"no usable rows left in {', '.join(names)} after filtering "
-                f"({', '.join(f'{r}: {int(dropped_now[i + 1])}' for i, r in enumerate(REASONS) if dropped_now[i + 1])}); "
-                "check --text-column/--label-column, --min-words and the taxonomy"
-            )
-        del alive
-        bounds = [split_bounds(int(n), cfg.sample_frac, cfg.split) for n in sizes]
-        split_code = np.zeros(n_rows, dtype=np.int8)  # 0: not in any split
-        taken = np.zeros(len(sizes), dtype=np.int64)
-        # reps in rank order (a sort DuckDB spills); the survivors of the near-duplicate step
-        # are numbered per category as they come, and cumulative bounds give each its split
-        for rb in con.sql("SELECT rid, label_idx FROM reps ORDER BY label_idx, h, rid").to_arrow_reader(1 << 17):
-            rid = rb.column(0).to_numpy()
-            lab = rb.column(1).to_numpy()
-            keep = status[rid] == 0
-            rid, lab = rid[keep], lab[keep]
-            for li in np.unique(lab):
-                sel = rid[lab == li]
-                m, b1, b2 = bounds[li]
-                r = taken[li] + np.arange(sel.size)
-                taken[li] += sel.size
-                code = np.where(r < b1, 1, np.where(r < b2, 2, 3)).astype(np.int8)
-                code[r >= m] = 0
-                split_code[sel] = code
-                status[sel[r >= m]] = _CODE["not_sampled"]
-        con.close()
-
-        # -- 6. write -------------------------------------------------------------------
-        # The staged file is streamed once, in input order, and its rows dealt to three
-        # Parquet writers by split_code. No sort of the texts, deterministic output.
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        label_dict = pa.array(list(taxonomy.categories), pa.string())
-        source_dict = pa.array(names, pa.string())
-        out_schema = pa.schema([(c, pa.string()) for c in OUTPUT_COLUMNS])
-        tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
-        writers = {s: pq.ParquetWriter(tmp_paths[s], out_schema, compression="zstd") for s in SPLITS}
-        try:
-            staged_pf = pq.ParquetFile(staged_file)
-            for rb in staged_pf.iter_batches(batch_size=1 << 16, columns=["rid", "text", "complaint_id", "product", "date_received"]):
-                rid = rb.column(0).to_numpy()
-                code = split_code[rid]
-                for k, split in enumerate(SPLITS, start=1):
-                    idx = np.flatnonzero(code == k)
-                    if idx.size == 0:
-                        continue
-                    take = pa.array(idx)
-                    lab = pa.DictionaryArray.from_arrays(pa.array(label[rid[idx]]), label_dict).cast(pa.string())
-                    src = np.searchsorted(starts, rid[idx], side="right") - 1
-                    source_col = pa.DictionaryArray.from_arrays(pa.array(src.astype(np.int32)), source_dict).cast(pa.string())
-                    writers[split].write_table(pa.Table.from_arrays(
-                        [rb.column(1).take(take), lab, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take), source_col],
-                        schema=out_schema,
-                    ))
-        finally:
-            for w in writers.values():
-                w.close()
-        files = {}
-        for split in SPLITS:
-            path = cfg.out_dir / f"{split}.parquet"
-            os.replace(tmp_paths[split], path)
-            files[split] = path
+            _remove_near_duplicates(run)
+        _sample_and_split(run)
+        files = _write_splits(run, tmp_paths)
     except duckdb.Error as exc:
         _clean_out(cfg.out_dir, tmp_paths, created_out)
         raise DataError(f"preparing {', '.join(names)} failed in DuckDB: {str(exc).splitlines()[0]}") from None
@@ -439,45 +236,329 @@ def _prepare(config: DataConfig, progress: bool) -> PrepareResult:
         _clean_out(cfg.out_dir, tmp_paths, created_out)
         raise
     finally:
-        bar.close()
-        con.close()
+        run.bar.close()
+        if run.con is not None:
+            run.con.close()
         shutil.rmtree(work, ignore_errors=True)
-
     hasher.join()
     taxonomy.save(cfg.out_dir / "taxonomy.yaml")
+    manifest = _manifest(run, sha=sha, seconds=time.perf_counter() - t0)
+    (cfg.out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    from .report import plot_class_distribution
 
-    # -- counts: overall and per input, from the status bytes ------------------------------
-    def count_reasons(codes: np.ndarray) -> dict[str, int]:
-        c = np.bincount(codes.astype(np.int64), minlength=len(REASONS) + 1)
-        return {r: int(c[i + 1]) for i, r in enumerate(REASONS)}
+    files["chart"] = plot_class_distribution(manifest, cfg.out_dir / "class_distribution.png")
+    return PrepareResult(out_dir=cfg.out_dir, manifest=manifest, files=files)
 
-    counts = {s: {c: 0 for c in taxonomy.categories} for s in SPLITS}
+
+def _open_sources(cfg: DataConfig) -> list[Source]:
+    """Every input opened (format, columns) before anything is written; an error names the file."""
+    sources = []
+    for path in cfg.inputs:
+        try:
+            sources.append(open_source(path, cfg.text_column, cfg.label_column))
+        except DataError as exc:
+            raise _name_the_file(exc, path) from None
+    return sources
+
+
+def _connect(plan: dict[str, Any]):
+    """An in-memory DuckDB: faster than a file, and beyond memory_limit it spills its blocks
+    to temp_directory, so memory stays bounded."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit={_sql_str(plan['memory_limit'])}")
+    con.execute(f"SET temp_directory={_sql_str(plan['spill_dir'])}")
+    # staged.parquet keeps the input's order, so the splits can be written in that order
+    # (deterministic) without sorting the texts
+    con.execute("SET preserve_insertion_order=true")
+    con.execute("SET enable_progress_bar=false")
+    con.execute(f"SET threads={plan['threads']}")
+    return con
+
+
+# -- 1. stream and stage -------------------------------------------------------------------
+def _numbered_batches(run: _Run, failure: list[BaseException]):
+    """Every input's batches in turn, with a row number column (`rid`) that runs on across them.
+
+    An error is kept in `failure` (re-raised by the caller, naming the input) rather than
+    raised into DuckDB, which would turn it into its own error type.
+    """
+    offset = 0
+    done_before = 0
+    try:
+        for i, src in enumerate(run.sources):
+            run.reading = i
+            run.starts[i] = offset
+            for rb in src.batches:
+                n = rb.num_rows
+                rid = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+                offset += n
+                yield pa.RecordBatch.from_arrays([*rb.columns, rid], names=[*rb.schema.names, "rid"])
+                run.bar.update(done_before + src.stats.bytes_done, offset, f"reading {run.names[i]}")
+            done_before += src.stats.bytes_total
+        run.starts[len(run.sources)] = offset
+    except DataError as exc:
+        failure.append(_name_the_file(exc, run.cfg.inputs[run.reading]))
+    except BaseException as exc:  # re-raised with its own type and message
+        failure.append(exc)
+
+
+def _stage(run: _Run) -> None:
+    """One COPY of every input's stream into staged.parquet: per row the cleaned text, a hash
+    of its normalised form (key), whether it has --min-words words, product, ID, date.
+
+    One COPY consumes every input in turn, so DuckDB spreads the text work over its threads.
+    Rows without a narrative are staged too (text NULL), for the counts. key: 64-bit hash of
+    the normalised text (collisions ~n^2/2^65: negligible at 18M rows). A Parquet file, not a
+    table: streaming into it keeps memory flat (strings appended to a DuckDB table are held
+    until it spills), and it compresses.
+    """
+    import duckdb
+
+    cfg, con = run.cfg, run.con
+    failure: list[BaseException] = []
+    schema = pa.schema([(name, pa.string()) for name in ("text", "product", "complaint_id", "date_received")] + [("rid", pa.int64())])
+    con.register("stream", pa.RecordBatchReader.from_batches(schema, _numbered_batches(run, failure)))
+    # no narrative = null or empty; whitespace-only ones count as too short (0 words)
+    try:
+        con.execute(f"""
+            COPY (
+                SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
+                       {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
+                FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
+                             coalesce(trim(product), '') AS product, complaint_id, date_received
+                      FROM stream)
+            ) TO {_sql_str(str(run.staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
+        """)
+    except duckdb.Error as exc:
+        if failure:
+            raise failure[0] from None
+        raise DataError(f"reading {cfg.inputs[run.reading]} failed in DuckDB: {str(exc).splitlines()[0]}") from None
+    con.unregister("stream")
+    if failure:
+        raise failure[0]
+    # Beyond staging, order comes from the row numbers: letting DuckDB drop it saves memory.
+    con.execute("SET preserve_insertion_order=false")
+    con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_sql_str(str(run.staged_file))})")
+    run.n_rows = int(run.starts[-1])
+    for path, src in zip(cfg.inputs, run.sources):
+        if src.stats.rows_read == 0:
+            raise DataError(
+                f"{path} has no readable rows"
+                + (f" ({src.stats.broken_rows} broken rows skipped)" if src.stats.broken_rows else "")
+                + "; give a file with complaints in it (or leave it out)"
+            )
+    run.bar.update(sum(s.stats.bytes_total for s in run.sources), run.n_rows, "de-duplicating and splitting")
+    # Every row's fate is one byte in `status` and its category one byte in `label`, indexed by
+    # row number: per-input counts are then bincounts, and only these arrays (1 byte a row)
+    # come into Python, never the texts.
+    run.status = np.zeros(run.n_rows, dtype=np.int8)
+    run.label = np.full(run.n_rows, -1, dtype=np.int8)
+
+
+# -- 2. taxonomy ---------------------------------------------------------------------------
+def _map_products(run: _Run) -> None:
+    """Map every product through the taxonomy (a small products table in DuckDB) and mark the
+    rows with no narrative, no usable product or too few words."""
+    taxonomy, con = run.taxonomy, run.con
+    per_product = con.execute(
+        "SELECT product, count(*), count(*) FILTER (WHERE key IS NOT NULL) FROM staged GROUP BY product ORDER BY product"
+    ).fetchall()
+    unknown: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    mapping: list[tuple[str, int, int]] = []  # product, status code (0: mapped), label index
+    for product, _total, with_text in per_product:
+        if product == "":
+            mapping.append((product, _CODE["no_product"], -1))
+        elif taxonomy.is_dropped(product):
+            mapping.append((product, _CODE["dropped_product"], -1))
+            if with_text:
+                dropped[product] = int(with_text)
+        elif taxonomy.category_of(product) is None:
+            mapping.append((product, _CODE["unknown_product"], -1))
+            if with_text:  # a product seen only on rows without a narrative costs nothing
+                unknown[product] = int(with_text)
+        else:
+            mapping.append((product, 0, taxonomy.categories.index(taxonomy.category_of(product))))  # type: ignore[arg-type]
+    if run.cfg.strict and unknown:
+        listed = "; ".join(f"{p!r} ({n} rows)" for p, n in sorted(unknown.items(), key=lambda kv: -kv[1]))
+        raise TaxonomyError(
+            f"{len(unknown)} product(s) not in taxonomy {taxonomy.name!r}: {listed}. "
+            f"Add them to the taxonomy's `products:` (or `drop:`), or run without --strict to count and skip them"
+        )
+    run.products = {"rows": {p: int(total) for p, total, _ in per_product}, "unknown": unknown, "dropped": dropped}
+    con.execute("CREATE TABLE products(product VARCHAR, code TINYINT, label_idx TINYINT)")
+    con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
+    _fill(run, f"""
+        SELECT s.rid, (CASE WHEN s.key IS NULL THEN {_CODE['no_narrative']} WHEN p.code <> 0 THEN p.code
+                            WHEN NOT s.long_enough THEN {_CODE['too_short']} END)::TINYINT AS code
+        FROM staged s JOIN products p USING (product)
+        WHERE s.key IS NULL OR p.code <> 0 OR NOT s.long_enough
+    """)
+
+
+def _fill(run: _Run, sql: str, *, with_label: bool = False) -> None:
+    """Set `status` (and `label`) from a query's (rid, code[, label]) rows, streamed."""
+    for rb in run.con.sql(sql).to_arrow_reader(1 << 17):
+        rid = rb.column(0).to_numpy()
+        run.status[rid] = rb.column(1).to_numpy()
+        if with_label:
+            run.label[rid] = rb.column(2).to_numpy()
+
+
+# -- 3. exact de-duplication ---------------------------------------------------------------
+def _deduplicate(run: _Run) -> None:
+    """Keep the first copy (in input order) of each normalised text; drop every copy of a text
+    whose copies carry different labels. Leaves `reps`: each kept text with its split rank.
+
+    GROUP BY and JOIN on small fixed-width columns only (no text): both spill under the memory
+    limit, which a join carrying the texts did not (it ran out at 1.5M distinct narratives
+    with the 768MB default).
+    """
+    con = run.con
+    con.execute("""
+        CREATE TABLE elig AS SELECT s.rid, s.key, p.label_idx FROM staged s JOIN products p USING (product)
+        WHERE s.key IS NOT NULL AND s.long_enough AND p.code = 0
+    """)
+    con.execute("CREATE TABLE groups AS SELECT key, min(rid) AS first, min(label_idx) AS lo, max(label_idx) AS hi FROM elig GROUP BY key")
+    _fill(run, f"""
+        SELECT e.rid, (CASE WHEN g.lo <> g.hi THEN {_CODE['conflicting_label']} WHEN e.rid <> g.first THEN {_CODE['duplicate']}
+                            ELSE 0 END)::TINYINT, e.label_idx
+        FROM elig e JOIN groups g USING (key)
+    """, with_label=True)
+    # the split rank: a seeded hash of the normalised text's key (md5: stable across versions)
+    con.execute(f"""
+        CREATE TABLE reps AS SELECT first AS rid, lo AS label_idx, (md5_number(key::VARCHAR || ':{int(run.cfg.seed)}') >> 64)::UBIGINT AS h
+        FROM groups WHERE lo = hi
+    """)
+    con.execute("DROP TABLE groups")
+    con.execute("DROP TABLE elig")
+
+
+# -- 4. near-duplicates --------------------------------------------------------------------
+def _remove_near_duplicates(run: _Run) -> None:
+    # this step's memory is numpy's and rensa's: DuckDB gives back its buffers meanwhile
+    run.con.execute("SET memory_limit='256MB'")
+    run.near.update(_near_duplicates(run.con, run.staged_file, run.status, run.label, run.cfg.near_duplicates, run.work / "lsh", run.bar))
+    run.con.execute(f"SET memory_limit={_sql_str(run.plan['memory_limit'])}")
+
+
+# -- 5. stratified sample and split --------------------------------------------------------
+def _sample_and_split(run: _Run) -> None:
+    """Deal each category's surviving representatives, in rank order, to train/val/test
+    (`split_code` 1/2/3) by cumulative bounds; those past the sample are `not_sampled`."""
+    status, label = run.status, run.label
+    alive = status == 0
+    sizes = np.bincount(label[alive].astype(np.int64), minlength=len(run.taxonomy.categories)) if alive.any() else None
+    if sizes is None or sizes.sum() == 0:
+        dropped_now = _count_reasons(status)
+        raise DataError(
+            f"no usable rows left in {', '.join(run.names)} after filtering "
+            f"({', '.join(f'{r}: {n}' for r, n in dropped_now.items() if n)}); "
+            "check --text-column/--label-column, --min-words and the taxonomy"
+        )
+    del alive
+    bounds = [split_bounds(int(n), run.cfg.sample_frac, run.cfg.split) for n in sizes]
+    run.split_code = np.zeros(run.n_rows, dtype=np.int8)
+    taken = np.zeros(len(sizes), dtype=np.int64)
+    # reps in rank order (a sort DuckDB spills); the survivors of the near-duplicate step are
+    # numbered per category as they come, and cumulative bounds give each its split
+    for rb in run.con.sql("SELECT rid, label_idx FROM reps ORDER BY label_idx, h, rid").to_arrow_reader(1 << 17):
+        rid = rb.column(0).to_numpy()
+        lab = rb.column(1).to_numpy()
+        keep = status[rid] == 0
+        rid, lab = rid[keep], lab[keep]
+        for li in np.unique(lab):
+            sel = rid[lab == li]
+            m, b1, b2 = bounds[li]
+            r = taken[li] + np.arange(sel.size)
+            taken[li] += sel.size
+            code = np.where(r < b1, 1, np.where(r < b2, 2, 3)).astype(np.int8)
+            code[r >= m] = 0
+            run.split_code[sel] = code
+            status[sel[r >= m]] = _CODE["not_sampled"]
+
+
+# -- 6. write ------------------------------------------------------------------------------
+def _write_splits(run: _Run, tmp_paths: dict[str, Path]) -> dict[str, Path]:
+    """Stream the staged file once, in input order, dealing its rows to three Parquet writers
+    by split_code: no sort of the texts, deterministic output. Written under temporary names
+    and renamed at the end, so a failure leaves nothing half-written in the out folder."""
+    import pyarrow.parquet as pq
+
+    run.con.close()  # DuckDB's part is done: its memory goes back before the texts stream
+    run.cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    label_dict = pa.array(list(run.taxonomy.categories), pa.string())
+    source_dict = pa.array(run.names, pa.string())
+    out_schema = pa.schema([(c, pa.string()) for c in OUTPUT_COLUMNS])
+    writers = {s: pq.ParquetWriter(tmp_paths[s], out_schema, compression="zstd") for s in SPLITS}
+    try:
+        for rb in staged_batches(run.staged_file, ["rid", "text", "complaint_id", "product", "date_received"], 1 << 16):
+            rid = rb.column(0).to_numpy()
+            code = run.split_code[rid]
+            for k, split in enumerate(SPLITS, start=1):
+                idx = np.flatnonzero(code == k)
+                if idx.size:
+                    writers[split].write_table(_split_rows(run, rb, rid, idx, label_dict, source_dict, out_schema))
+    finally:
+        for w in writers.values():
+            w.close()
+    files = {}
+    for split in SPLITS:
+        files[split] = run.cfg.out_dir / f"{split}.parquet"
+        os.replace(tmp_paths[split], files[split])
+    return files
+
+
+def _split_rows(run: _Run, rb: pa.RecordBatch, rid: np.ndarray, idx: np.ndarray, label_dict, source_dict, schema) -> pa.Table:
+    """The output rows of batch `rb` at positions `idx`: its columns plus label and source names."""
+    take = pa.array(idx)
+    lab = pa.DictionaryArray.from_arrays(pa.array(run.label[rid[idx]]), label_dict).cast(pa.string())
+    src = np.searchsorted(run.starts, rid[idx], side="right") - 1
+    source_col = pa.DictionaryArray.from_arrays(pa.array(src.astype(np.int32)), source_dict).cast(pa.string())
+    return pa.Table.from_arrays(
+        [rb.column(1).take(take), lab, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take), source_col],
+        schema=schema,
+    )
+
+
+# -- the manifest: overall and per-input counts, from the status bytes -----------------------
+def _count_reasons(codes: np.ndarray) -> dict[str, int]:
+    c = np.bincount(codes.astype(np.int64), minlength=len(REASONS) + 1)
+    return {r: int(c[i + 1]) for i, r in enumerate(REASONS)}
+
+
+def _input_record(run: _Run, i: int, sha: dict[int, str]) -> dict[str, Any]:
+    path, src = run.cfg.inputs[i], run.sources[i]
+    a, b = int(run.starts[i]), int(run.starts[i + 1])
+    split_code = run.split_code[a:b]
+    return {
+        "name": run.names[i],
+        "path": str(path.resolve()),
+        "format": src.format,
+        "bytes": src.stats.bytes_total,
+        "sha256": sha.get(i),
+        "columns": src.columns,
+        "rows_read": b - a,
+        "kept": int((split_code != 0).sum()),
+        "splits": {s: int((split_code == k).sum()) for k, s in enumerate(SPLITS, start=1)},
+        "dropped": _count_reasons(run.status[a:b]),
+        "broken_rows": src.stats.broken_rows,
+        "undecodable_chars_replaced": src.stats.replaced_chars,
+    }
+
+
+def _manifest(run: _Run, *, sha: dict[int, str], seconds: float) -> dict[str, Any]:
+    cfg, taxonomy, sources, names = run.cfg, run.taxonomy, run.sources, run.names
+    counts = {}
     for k, split in enumerate(SPLITS, start=1):
-        per = np.bincount(label[split_code == k].astype(np.int64), minlength=len(taxonomy.categories))
+        per = np.bincount(run.label[run.split_code == k].astype(np.int64), minlength=len(taxonomy.categories))
         counts[split] = {c: int(per[i]) for i, c in enumerate(taxonomy.categories)}
-    kept_total = sum(sum(c.values()) for c in counts.values())
-    dropped = count_reasons(status)
-    inputs = []
-    for i, (path, src) in enumerate(zip(cfg.inputs, sources)):
-        a, b = int(starts[i]), int(starts[i + 1])
-        codes = status[a:b]
-        inputs.append({
-            "name": names[i],
-            "path": str(path.resolve()),
-            "format": src.format,
-            "bytes": src.stats.bytes_total,
-            "sha256": sha.get(i),
-            "columns": src.columns,
-            "rows_read": b - a,
-            "kept": int((split_code[a:b] != 0).sum()),
-            "splits": {s: int((split_code[a:b] == k).sum()) for k, s in enumerate(SPLITS, start=1)},
-            "dropped": count_reasons(codes),
-            "broken_rows": src.stats.broken_rows,
-            "undecodable_chars_replaced": src.stats.replaced_chars,
-        })
+    inputs = [_input_record(run, i, sha) for i in range(len(sources))]
     broken_examples = [dict(e, input=names[i]) if len(sources) > 1 else e
                        for i, s in enumerate(sources) for e in s.stats.broken_examples][:20]
-    manifest: dict[str, Any] = {
+    return {
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # one input: its own record, as before; several: a summary, each one in "inputs"
@@ -488,35 +569,29 @@ def _prepare(config: DataConfig, progress: bool) -> PrepareResult:
         "inputs": inputs,
         "taxonomy": {"name": taxonomy.name, "file": "taxonomy.yaml", "source": cfg.taxonomy},
         "config": cfg.to_dict(),
-        "plan": plan,
+        "plan": run.plan,
         "labels": list(taxonomy.categories),
         "columns": list(OUTPUT_COLUMNS),
         "files": {s: f"{s}.parquet" for s in SPLITS},
         "row_order": "input order within each split (shuffle when training)",
         "counts": {
-            "rows_read": n_rows,
-            "kept": kept_total,
+            "rows_read": run.n_rows,
+            "kept": sum(sum(c.values()) for c in counts.values()),
             "splits": {s: sum(counts[s].values()) for s in SPLITS},
             "per_split": counts,
             "per_category": {c: {s: counts[s][c] for s in SPLITS} for c in taxonomy.categories},
-            "per_product": product_rows,
+            "per_product": run.products["rows"],
         },
-        "dropped": dropped,
-        "near_duplicates": near,
-        "unknown_products": dict(sorted(unknown_products.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "dropped_products": dropped_products,
+        "dropped": _count_reasons(run.status),
+        "near_duplicates": run.near,
+        "unknown_products": dict(sorted(run.products["unknown"].items(), key=lambda kv: (-kv[1], kv[0]))),
+        "dropped_products": run.products["dropped"],
         "broken_rows": {"count": sum(s.stats.broken_rows for s in sources), "examples": broken_examples,
                         "note": "records counted from 1 = the CSV header"},
         "undecodable_chars_replaced": sum(s.stats.replaced_chars for s in sources),
         "versions": _versions(),
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(seconds, 2),
     }
-    (cfg.out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    from .report import plot_class_distribution
-
-    chart = plot_class_distribution(manifest, cfg.out_dir / "class_distribution.png")
-    files["chart"] = chart
-    return PrepareResult(out_dir=cfg.out_dir, manifest=manifest, files=files)
 
 
 OUTPUT_COLUMNS = ("text", "label", "complaint_id", "product", "date_received", "source")
@@ -533,27 +608,22 @@ def _clean_out(out_dir: Path, tmp_paths: dict[str, Path], created: bool) -> None
 def _near_duplicates(con, staged_file: Path, status, label, threshold: float, lsh_dir: Path, bar) -> dict[str, Any]:
     """Mark near-duplicates of the kept representatives in `status` (see neardup.py)."""
     import numpy as np
-    import pyarrow.parquet as pq
 
-    from .neardup import NUM_PERM, SHINGLE_WORDS, NearDuplicateIndex, resolve_groups, shingle_hashes, word_hashes_sql
+    from .neardup import NUM_PERM, SHINGLE_WORDS, NearDuplicateIndex, resolve_groups, text_shingles
 
     t = time.perf_counter()
     index = NearDuplicateIndex(threshold, lsh_dir)
     nodes = []
     done = 0
     # texts come from the staged file in batches, in input order: node i is the i-th survivor
-    for rb in pq.ParquetFile(staged_file).iter_batches(batch_size=1 << 15, columns=["rid", "text"]):
+    for rb in staged_batches(staged_file, ["rid", "text"]):
         rid = rb.column(0).to_numpy()
         keep = np.flatnonzero(status[rid] == 0)
         done += rb.num_rows
-        if keep.size == 0:
-            continue
-        texts = pa.table({"text": rb.column(1).take(pa.array(keep))})
-        con.register("lsh_batch", texts)
-        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM lsh_batch").to_arrow_table().column(0).combine_chunks()
-        con.unregister("lsh_batch")
-        sh, off = shingle_hashes(words.values.to_numpy(), words.offsets.to_numpy())
-        index.add(sh, off)
+        texts = rb.column(1).take(pa.array(keep))
+        # a few thousand texts at a time: their word and shingle arrays are the step's peak
+        for i in range(0, keep.size, NEARDUP_BATCH):
+            index.add(*text_shingles(con, texts.slice(i, NEARDUP_BATCH)))
         nodes.append(rid[keep])
         bar.update(0, done, "finding near-duplicates")  # rows so far; the bar's bytes are done
     node_rid = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
@@ -573,9 +643,21 @@ def _near_duplicates(con, staged_file: Path, status, label, threshold: float, ls
         "rows_in_groups": int(sizes[groups].sum()),
         "conflicting_groups": int(conflict_roots.size),
         "largest_group": int(sizes.max()) if sizes.size else 0,
-        "candidate_pairs": index.candidates, "confirmed_pairs": index.confirmed,
+        # candidates already in one group are not checked again: they could not change it
+        "candidate_pairs": index.candidates, "checked_pairs": index.checked, "confirmed_pairs": index.confirmed,
         "seconds": round(time.perf_counter() - t, 2),
     }
+
+
+def staged_batches(path: Path, columns: list[str], batch_size: int = 1 << 15):
+    """Record batches of a staged Parquet file, in order, in bounded memory.
+
+    Not pyarrow's default pre-buffering: it keeps every row group's column chunks it has read
+    until the file is done, so RSS grew with the file (by about 300 bytes a row of narrative).
+    """
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns)
 
 
 def _versions() -> dict[str, str]:

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 import csv
 import gzip
 import io
+import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,7 +310,12 @@ def _csv_header(path: Path, fmt: str, member: str | None) -> list[str]:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_heap_scopes = 0  # prepare runs may nest (or run in threads): the outermost one restores
+_STREAM_MMAP_THRESHOLD = 1 << 20
+# glibc's own values: its default thresholds, and where its dynamic mmap threshold stops
+# rising on 64-bit (with the trim threshold twice that)
+_DEFAULT_MMAP, _DEFAULT_TRIM, _DYNAMIC_MMAP_MAX = 128 << 10, 128 << 10, 32 << 20
+_heap_scopes = 0  # prepare runs may nest (or run in threads): the outermost one sets and restores
+_heap_lock = threading.Lock()
 
 
 @contextmanager
@@ -322,21 +329,51 @@ def bounded_heap():
     Scoped, because the same setting makes every tensor above 1 MiB an mmap/munmap pair: model
     work in the same process (`triage demo` prepares, then trains) ran 1.5x slower in training
     and 1.7x in inference, a third of its time in the kernel zeroing pages (2-core AMD EPYC).
-    glibc cannot go back to its dynamic threshold, so the exit sets what it would have settled
-    at: its 64-bit ceiling of 32 MiB, with the trim threshold twice that. No effect outside glibc.
+    The exit puts back what was there (see `_heap_settings_before`). No effect outside glibc.
     """
     global _heap_scopes
     libc = _libc()
-    if libc is not None and _heap_scopes == 0:
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-    _heap_scopes += 1
+    before = _heap_settings_before()
+    change = libc is not None and before[_M_MMAP_THRESHOLD] > _STREAM_MMAP_THRESHOLD
+    with _heap_lock:
+        if change and _heap_scopes == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, _STREAM_MMAP_THRESHOLD)
+        _heap_scopes += 1
     try:
         yield
     finally:
-        _heap_scopes -= 1
-        if libc is not None and _heap_scopes == 0:
-            libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-            libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+        with _heap_lock:
+            _heap_scopes -= 1
+            if change and _heap_scopes == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, before[_M_MMAP_THRESHOLD])
+                libc.mallopt(_M_TRIM_THRESHOLD, before[_M_TRIM_THRESHOLD])
+
+
+def _heap_settings_before() -> dict[int, int]:
+    """glibc's mmap and trim thresholds as this process runs without us.
+
+    glibc has no way to read them back, so they come from where they are set: the user's
+    MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES (fixed values, which we
+    restore), else glibc's dynamic threshold, which cannot be switched back on once set: the
+    exit then sets what it would have settled at, 32 MiB, with the trim threshold twice that.
+    """
+    tunables = dict(
+        part.split("=", 1) for part in os.environ.get("GLIBC_TUNABLES", "").split(":") if "=" in part
+    )
+
+    def setting(env: str, tunable: str) -> int | None:
+        value = os.environ.get(env) or tunables.get(f"glibc.malloc.{tunable}")
+        try:
+            return int(value, 0) if value else None
+        except ValueError:
+            return None
+
+    mmap = setting("MALLOC_MMAP_THRESHOLD_", "mmap_threshold")
+    trim = setting("MALLOC_TRIM_THRESHOLD_", "trim_threshold")
+    if mmap is None and trim is None:
+        return {_M_MMAP_THRESHOLD: _DYNAMIC_MMAP_MAX, _M_TRIM_THRESHOLD: 2 * _DYNAMIC_MMAP_MAX}
+    # either one set by the user turns glibc's dynamic thresholds off: the other keeps its default
+    return {_M_MMAP_THRESHOLD: mmap if mmap is not None else _DEFAULT_MMAP, _M_TRIM_THRESHOLD: trim if trim is not None else _DEFAULT_TRIM}
 
 
 def _libc():
