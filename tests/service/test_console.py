@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import httpx
 import pytest
 
-from _service_support import issue_key
+from _service_support import issue_key, serving
 
 
 def seed(client, headers=None):
@@ -64,32 +61,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(sqlite_url, fake_classifier):
     """The app with auth on, served by uvicorn on 127.0.0.1 in a thread."""
-    import uvicorn
-
     from ticket_triage.service import Settings, create_app
 
     app = create_app(Settings(database_url=sqlite_url, auth=True, max_wait_ms=1), classifier=fake_classifier)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield app, base
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        yield app, base
 
 
 @pytest.fixture

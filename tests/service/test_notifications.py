@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import create_engine, func, select, text, update
 
-from _service_support import LABELS
+from _service_support import LABELS, free_port
 from ticket_triage.service import crud
 from ticket_triage.service.models import Notification, Ticket
 from ticket_triage.service.routing import parse_routing
@@ -74,12 +73,6 @@ def webhook_server():
     yield factory
     for s in servers:
         s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

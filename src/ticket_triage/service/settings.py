@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(True, description="apply Alembic migrations when the app starts")
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)
     api_key_cache_s: float = Field(10.0, ge=0, le=300, description="how long a checked API key is trusted without asking the database: a revoked key stops working within this time on every replica (0: check every request)")
+    public_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json without a key (with auth on they need an agent key by default: the document maps the whole API)")
+    public_metrics: bool = Field(False, description="serve /metrics without a key, for a scraper on a private network (by default it needs an agent key: it shows queues, volumes and the model)")
+    forwarded_allow_ips: str | None = Field(None, description="comma-separated IPs or networks of the TLS-terminating proxies whose X-Forwarded-Proto and X-Forwarded-For are believed ('*': any peer; unset: none)")
+    min_free_disk_mb: float = Field(64.0, ge=0, description="below this much free space in a SQLite database's folder, /readyz says not ready")
 
     # -- notifications (the outbox of e-mails and webhooks for routed tickets) -------------------
     public_url: str | None = Field(None, description="the service's address as people reach it, for links in notifications (default http://HOST:PORT)")
