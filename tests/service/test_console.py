@@ -83,6 +83,7 @@ def browser(tmp_path):
     for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are reported there
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -141,3 +142,8 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
     counts = {e.get_attribute("data-queue-count"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")}
     assert counts["needs-review"] == "0" and counts["card-services"] == "1"
     assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-ticket="{ids[1]}"]')
+
+    # all of it ran under the service's Content-Security-Policy, which blocked nothing
+    assert "script-src 'self'" in api.get("/").headers["Content-Security-Policy"]
+    blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert blocked == []
