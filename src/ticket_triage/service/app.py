@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     async def database_down(request: Request, exc: OperationalError):
         # Down, locked past the busy timeout, disk full: nothing was committed for this request.
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
-        log.warning("database error on %s %s: %s", request.method, request.url.path, reason)
+        log.warning("database error on %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), reason)
         return JSONResponse(
             {"detail": f"the database is unavailable ({reason}): nothing was stored; retry shortly (with the same Idempotency-Key, a retry cannot store a ticket twice)"},
             status_code=503, headers={"Retry-After": "5"},
