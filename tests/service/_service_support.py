@@ -4,7 +4,10 @@ tests/conftest.py also has): labels, a deterministic fake classifier, key issuin
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 LABELS = ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
@@ -82,3 +85,29 @@ def run_cli(argv, capsys):
         code = exc.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app, **config):
+    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -32,8 +32,24 @@ def test_no_key_is_401_everywhere_but_health(authed):
         r = client.request(method, path, json=body)
         assert r.status_code == 401, (method, path, r.status_code)
         assert r.headers["www-authenticate"] == "Bearer" and "API key" in r.json()["detail"]
-    for path in ["/healthz", "/readyz", "/metrics", "/docs"]:
+    for path in ["/healthz", "/readyz"]:
         assert client.get(path).status_code == 200
+
+
+def test_docs_and_metrics_need_an_agent_key_unless_made_public(make_client):
+    client = make_client(auth=True)
+    intake, agent = issue_key(client, "intake", "form"), issue_key(client, "agent", "ann")
+    for path in ["/metrics", "/docs", "/redoc", "/openapi.json"]:
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer(intake)).status_code == 403, path
+        assert client.get(path, headers=bearer(agent)).status_code == 200, path
+    assert client.get("/openapi.json", headers=bearer(agent)).json()["info"]["title"] == "ticket-triage"
+    assert "triage_http_requests_total" in client.get("/metrics", headers=bearer(agent)).text
+
+    docs_open = make_client(auth=True, public_docs=True)
+    assert [docs_open.get(p).status_code for p in ["/docs", "/redoc", "/openapi.json", "/metrics"]] == [200, 200, 200, 401]
+    metrics_open = make_client(auth=True, public_metrics=True)
+    assert [metrics_open.get(p).status_code for p in ["/metrics", "/docs", "/openapi.json"]] == [200, 401, 401]
 
 
 def test_wrong_or_unknown_key_is_401(authed):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import httpx
 import pytest
 
-from _service_support import issue_key
+from _service_support import issue_key, serving
 
 
 def seed(client, headers=None):
@@ -64,32 +61,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(sqlite_url, fake_classifier):
     """The app with auth on, served by uvicorn on 127.0.0.1 in a thread."""
-    import uvicorn
-
     from ticket_triage.service import Settings, create_app
 
     app = create_app(Settings(database_url=sqlite_url, auth=True, max_wait_ms=1), classifier=fake_classifier)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield app, base
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        yield app, base
 
 
 @pytest.fixture
@@ -104,6 +83,7 @@ def browser(tmp_path):
     for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are reported there
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -162,3 +142,8 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
     counts = {e.get_attribute("data-queue-count"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")}
     assert counts["needs-review"] == "0" and counts["card-services"] == "1"
     assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-ticket="{ids[1]}"]')
+
+    # all of it ran under the service's Content-Security-Policy, which blocked nothing
+    assert "script-src 'self'" in api.get("/").headers["Content-Security-Policy"]
+    blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert blocked == []

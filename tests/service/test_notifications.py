@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import create_engine, func, select, text, update
 
-from _service_support import LABELS
+from _service_support import LABELS, free_port
 from ticket_triage.service import crud
 from ticket_triage.service.models import Notification, Ticket
 from ticket_triage.service.routing import parse_routing
@@ -74,12 +74,6 @@ def webhook_server():
     yield factory
     for s in servers:
         s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -402,3 +396,83 @@ def test_postgres_skips_rows_locked_by_another_deliverer(make_client, database_u
         with sessions() as b, b.begin():
             got_b = crud.claim_notifications(b, limit=10, lease_s=60, max_attempts=3)  # does not wait, skips them
     assert len(got_a) == 2 and len(got_b) == 1 and {n.id for n in got_a}.isdisjoint({n.id for n in got_b})
+
+
+# -- one hanging receiver, secrets in logs (issue 15) ------------------------------------------------
+class HangingServer:
+    """A receiver that accepts each POST and answers only once `release` is set."""
+
+    def __init__(self):
+        self.release, self.requests = threading.Event(), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append(self.headers.get("X-Triage-Delivery"))
+                outer.release.wait(60)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/slow"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def two_webhook_rules(tmp_path, mortgage_url, debt_url):
+    path = tmp_path / "two-hooks.yaml"
+    lines = ["review_queue: needs-review", "routes:"]
+    for c in LABELS:
+        hook = {"Mortgage": mortgage_url, "Debt Collection": debt_url}.get(c)
+        lines.append(f"  {c}: {{queue: q-{c.split()[0].lower()}" + (f", webhook: '{hook}'" if hook else "") + "}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(make_client, webhook_server, tmp_path):
+    slow, healthy = HangingServer(), webhook_server()
+    try:
+        client = make_client(routing_file=two_webhook_rules(tmp_path, slow.url, healthy.url), webhook_timeout_s=60, notify_per_target=2, **FAST)
+        for _ in range(10):
+            client.post("/v1/tickets", json=MORTGAGE)
+            client.post("/v1/tickets", json=DEBT)
+        # all ten to the healthy receiver are delivered while the other one still hangs
+        sent = wait_for(client, lambda items: len(items) == 10, timeout=20, kind="webhook", status="sent")
+        assert len(sent) == 10 and {n["queue"] for n in sent} == {"q-debt"} and len(healthy.requests) == 10
+        assert len(slow.requests) <= 2  # never more than notify_per_target at once to one host
+        waiting = client.get("/v1/notifications", params={"kind": "webhook"}).json()["items"]
+        assert sorted({n["status"] for n in waiting if n["queue"] == "q-mortgage"}) in (["pending", "sending"], ["sending"])
+        assert all(n["attempts"] <= 1 for n in waiting)  # handed back untried: no attempt spent waiting
+        slow.release.set()  # the receiver recovers: the rest are sent, each once
+        items = wait_for(client, lambda items: len(items) == 20, timeout=30, kind="webhook", status="sent")
+        assert len(items) == 20 and sorted(slow.requests) == sorted({str(n["id"]) for n in items if n["queue"] == "q-mortgage"})
+    finally:
+        slow.close()
+
+
+def test_a_delivery_run_logs_no_secret(make_client, webhook_server, smtp_server, tmp_path, caplog):
+    hook = webhook_server(codes=(503, 200))
+    token, password = "tok-QUERY-5e3cr3t", "smtp-pa55-w0rd-xyz"
+    url = f"{hook.url}?token={token}"
+    host, port, _ = smtp_server
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook=url, email="debt-team@example.com"), webhook_secret=SECRET, smtp_host=host, smtp_port=port,
+        smtp_security="starttls", smtp_username="triage", smtp_password=password, notify_max_attempts=2, **FAST,
+    )
+    with caplog.at_level(logging.DEBUG):  # the root logger: every library's records
+        client.post("/v1/tickets", json=MORTGAGE)
+        client.post("/v1/tickets", json=DEBT)
+        items = wait_for(client, lambda items: len(items) == 2 and final(items))
+    assert sorted((n["kind"], n["status"]) for n in items) == [("email", "failed"), ("webhook", "sent")]  # this SMTP server has no STARTTLS
+    assert any(r.name == "httpx" and "HTTP Request: POST" in r.getMessage() for r in caplog.records)  # the line is there, redacted
+    logged = caplog.text + "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    for secret in (token, "secret-token-abc", password, SECRET):
+        assert secret not in logged, secret

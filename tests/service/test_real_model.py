@@ -4,7 +4,6 @@ subprocess on 127.0.0.1 (CLI, migrations at start, uvicorn, API keys made by the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from _service_support import LABELS
+from _service_support import LABELS, free_port
 
 try:  # the inference stage is developed alongside; say so plainly if it is missing
     from ticket_triage.inference import Classifier
@@ -41,12 +40,6 @@ def test_create_app_loads_the_model_folder(tiny_model_folder, sqlite_url):
         # what the service says equals what the library says
         direct = Classifier.load(tiny_model_folder).predict(["mortgage escrow"])[0]
         assert preds[0]["confidence"] == pytest.approx(direct.confidence, abs=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_triage_serve_subprocess(tiny_model_folder, tmp_path):
@@ -78,8 +71,8 @@ def test_triage_serve_subprocess(tiny_model_folder, tmp_path):
             assert api.post("/v1/tickets", json={"body": "My bank closed my checking account."}, headers={"Authorization": f"Bearer {intake}", "Idempotency-Key": "a1"}).json()["id"] == tid
             got = api.get(f"/v1/tickets/{tid}", headers={"Authorization": f"Bearer {agent}"}).json()
             assert got["category"] in LABELS and got["queue"]
-            assert "triage_batch_size_bucket" in api.get("/metrics").text
-            assert api.get("/docs").status_code == 200
+            assert "triage_batch_size_bucket" in api.get("/metrics", headers={"Authorization": f"Bearer {agent}"}).text
+            assert api.get("/docs").status_code == 401 and api.get("/docs", headers={"Authorization": f"Bearer {agent}"}).status_code == 200
     finally:
         proc.terminate()
         proc.wait(15)

@@ -5,7 +5,6 @@ swap the database and the classifier. Nothing is created at import."""
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -21,44 +20,15 @@ from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
 from .metrics import ServiceMetrics
+from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
-from .routes import classify, console, feedback, health, notifications, tickets
+from .routes import classify, console, docs, feedback, health, notifications, tickets
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
+from .storage import StorageGuard, StorageUnavailable
 
 log = logging.getLogger("ticket_triage.service")
-
-
-class LimitsAndMetrics:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): refuse bodies over the limit
-    by Content-Length (413), count requests and time them per route template."""
-
-    def __init__(self, app, *, metrics: ServiceMetrics, max_request_bytes: int):
-        self.app, self.metrics, self.max_request_bytes = app, metrics, max_request_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_request_bytes:
-            body = {"detail": f"request body is {int(length)} bytes; the limit is {self.max_request_bytes}"}
-            return await JSONResponse(body, status_code=413)(scope, receive, send)
-        started = time.perf_counter()
-        status_code = 500
-
-        async def send_and_note(message):
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            path = getattr(scope.get("route"), "path", "<unmatched>")
-            self.metrics.requests.labels(scope["method"], path, str(status_code)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None, classifier: ClassifierLike | None = None) -> FastAPI:
@@ -82,7 +52,10 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         return classifier.predict(texts, batch_size=batch_size)
 
     batcher = MicroBatcher(predict, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms, on_batch=metrics.observe_batch)
-    state = ServiceState(settings=settings, engine=engine, sessions=make_sessionmaker(engine), classifier=classifier, rules=rules, metrics=metrics, batcher=batcher)
+    state = ServiceState(
+        settings=settings, engine=engine, sessions=make_sessionmaker(engine), classifier=classifier, rules=rules, metrics=metrics, batcher=batcher,
+        storage=StorageGuard(engine, min_free_mb=settings.min_free_disk_mb),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -101,26 +74,42 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         version=__version__,
         description="Classify support tickets, route them to the team's queue, and learn from agents' corrections.",
         lifespan=lifespan,
+        # Served by routes/docs.py, behind an agent key unless settings.public_docs.
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.triage = state
     app.state.templates = Jinja2Templates(directory=str(resources.files("ticket_triage.service").joinpath("templates")))
     app.mount("/static", StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))), name="static")
-    for module in (tickets, feedback, notifications, classify, health, console):
+    for module in (tickets, feedback, notifications, classify, health, console, docs):
         app.include_router(module.router)
     install_openapi(app, labels=labels, settings=settings)
 
-    app.add_middleware(LimitsAndMetrics, metrics=metrics, max_request_bytes=settings.max_request_bytes)
+    # Added innermost first: Metrics sees every status, RequestContext stamps every response.
+    app.add_middleware(BodyLimit, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContext)
+    app.add_middleware(Metrics, metrics=metrics)
+    if settings.forwarded_allow_ips:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        # Outermost: the scheme (https for the console cookie's Secure) and the client address
+        # come from X-Forwarded-* only when the peer is one of the trusted proxies.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
 
     @app.exception_handler(TicketTriageError)
     async def triage_error(_: Request, exc: TicketTriageError):
         code = 503 if isinstance(exc, ModelError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    @app.exception_handler(StorageUnavailable)
+    async def storage_down(request: Request, exc: StorageUnavailable):
+        log.error("refused %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), exc)
+        return JSONResponse({"detail": f"{exc}. Nothing was stored; retry later with the same Idempotency-Key"}, status_code=503, headers={"Retry-After": "30"})
+
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError):
         # Down, locked past the busy timeout, disk full: nothing was committed for this request.
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
-        log.warning("database error on %s %s: %s", request.method, request.url.path, reason)
+        log.warning("database error on %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), reason)
         return JSONResponse(
             {"detail": f"the database is unavailable ({reason}): nothing was stored; retry shortly (with the same Idempotency-Key, a retry cannot store a ticket twice)"},
             status_code=503, headers={"Retry-After": "5"},

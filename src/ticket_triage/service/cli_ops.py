@@ -20,6 +20,8 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     # Access logs carry method, path and status only; keys travel in headers/cookies, never logged.
+    # X-Forwarded-* are honoured by the app itself, from TRIAGE_FORWARDED_ALLOW_IPS only (uvicorn's
+    # own default would trust 127.0.0.1).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
 
 

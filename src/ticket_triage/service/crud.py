@@ -320,6 +320,17 @@ def finish_notification(
     return result.rowcount == 1
 
 
+def unclaim_notification(session: Session, *, notification_id: int, attempt: int, retry_at: datetime) -> bool:
+    """Hand back a claimed notification that was not attempted (its target was busy): pending
+    again at `retry_at`, the claim's attempt not counted. False if the claim was lost."""
+    table = Notification.__table__
+    result = session.execute(
+        update(table).where(table.c.id == notification_id, table.c.attempts == attempt, table.c.status == NotificationStatus.SENDING)
+        .values(status=NotificationStatus.PENDING, attempts=attempt - 1, next_attempt_at=retry_at, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
 def retry_notification(session: Session, *, notification: Notification) -> Notification:
     """Send a failed or skipped notification again (attempts start over)."""
     notification.status = NotificationStatus.PENDING

@@ -35,7 +35,12 @@ class NewTicket:
 
 
 def store_tickets(state: ServiceState, tickets: list[NewTicket]) -> list[tuple[TicketPublic, bool]]:
-    """Insert and commit `tickets` in one transaction; (ticket, created) for each, in order."""
+    """Insert and commit `tickets` in one transaction; (ticket, created) for each, in order.
+    Raises StorageUnavailable (503, nothing acknowledged) if the database file is not the one
+    the service opened, before the transaction or after its commit."""
+    guard = state.storage
+    if guard is not None:
+        guard.check_file()
     if len(tickets) == 1:
         stored = [_store_one(state, tickets[0])]
     else:
@@ -43,6 +48,8 @@ def store_tickets(state: ServiceState, tickets: list[NewTicket]) -> list[tuple[T
             rows = [_add(session, state, t) for t in tickets]
             session.flush()
             stored = [(TicketPublic.model_validate(row), True) for row in rows]
+    if guard is not None:
+        guard.check_file()  # deleted during the commit: it went to a file that is gone
     # Their outbox rows are committed: deliver now rather than at the deliverer's next poll.
     if any(created and state.rules.targets(t.queue, t.category) for t, created in stored):
         state.kick_notifications()

@@ -8,9 +8,12 @@ each claims a batch (`crud.claim_notifications`: FOR UPDATE SKIP LOCKED on Postg
 conditional UPDATE everywhere) for a lease, sends it, and records the outcome only if it still
 holds the claim. Delivery is at-least-once: a process that dies after sending but before
 recording sends again after the lease (receivers de-duplicate on `X-Triage-Delivery`).
+Each notification is sent on its own task, with a limit per target host and in all, so one
+hanging receiver delays only its own notifications (see `Deliverer`).
 
 Secrets (the webhook secret, the SMTP password) are never logged nor stored; log lines name
-a notification by id, kind and queue, never by its URL (webhook URLs often hold tokens).
+a notification by id, kind and queue, never by its URL (webhook URLs often hold tokens), and
+httpx's own request log line shows scheme and host only (`_RedactURLs`).
 """
 
 from __future__ import annotations
@@ -95,14 +98,46 @@ def backoff_s(settings: Settings, attempt: int) -> float:
     return delay * random.uniform(0.8, 1.0)
 
 
+def target_key(job: Job) -> str:
+    """What one slow receiver slows down: a webhook's scheme, host and port, or the SMTP server."""
+    if job.kind != NotificationKind.WEBHOOK:
+        return job.kind
+    parts = urlsplit(job.target)
+    return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}"
+
+
+class _RedactURLs(logging.Filter):
+    """httpx logs every request's full URL at INFO; webhook URLs carry tokens in their paths and
+    query strings. This shows scheme and host only (httpcore's debug lines name no path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(redact_target(NotificationKind.WEBHOOK, str(a)) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def _redact_httpx_log() -> None:
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactURLs) for f in httpx_log.filters):
+        httpx_log.addFilter(_RedactURLs())
+
+
 class Deliverer:
+    """Each claimed notification is sent on a task of its own and recorded when it ends, at most
+    settings.notify_per_target at once per target and settings.notify_concurrency in all: a
+    receiver that hangs holds up only its own notifications (each attempt is cut after
+    webhook_timeout_s), while the loop keeps claiming and sending the others."""
+
     def __init__(self, *, settings: Settings, sessions: sessionmaker[Session], metrics: ServiceMetrics) -> None:
         self.settings, self.sessions, self.metrics = settings, sessions, metrics
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
-        self._inflight: list[Job] = []  # claimed, outcome not recorded yet
+        self._inflight: dict[int, Job] = {}  # claimed, outcome not recorded yet
+        self._sending: set[asyncio.Task] = set()
+        self._busy: dict[str, int] = {}  # target_key -> notifications being sent to it
+        _redact_httpx_log()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,8 +148,12 @@ class Deliverer:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
         if self._inflight:  # stopped mid-send (a deploy): hand them back now rather than after the lease
-            jobs, self._inflight = self._inflight, []
+            jobs, self._inflight = list(self._inflight.values()), {}
             try:
                 await run_in_threadpool(self._release, jobs)
             except Exception as exc:
@@ -132,32 +171,65 @@ class Deliverer:
         assert self._wake is not None
         while True:
             self._wake.clear()
-            claimed = 0
+            claimed, asked = 0, 0
             try:
-                claimed = await self.deliver_due()
+                claimed, asked = await self.deliver_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down, ...: keep the loop alive, try again later
                 log.warning("delivering notifications failed: %s: %s", type(exc).__name__, str(exc)[:200])
-            if claimed >= self.settings.notify_batch_size:
-                continue  # a full batch: more may be due
-            try:
+            if asked and claimed >= asked and len(self._sending) < self.settings.notify_concurrency:
+                continue  # a full claim and room for more: more may be due
+            try:  # woken by a new notification, or by a send that ended (room again)
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.notify_poll_s)
             except asyncio.TimeoutError:
                 pass
 
     # -- one round -----------------------------------------------------------------------------
-    async def deliver_due(self) -> int:
-        """Claim the due notifications (one batch), send them concurrently, record the outcomes.
-        Returns how many were claimed."""
-        jobs = await run_in_threadpool(self._claim)
-        if not jobs:
-            return 0
-        self._inflight = jobs
-        outcomes = await asyncio.gather(*(self._attempt(job) for job in jobs))
-        await run_in_threadpool(self._record, outcomes)
-        self._inflight = []
-        return len(jobs)
+    async def deliver_due(self) -> tuple[int, int]:
+        """Claim due notifications (as many as there is room for, up to a batch) and start
+        sending each; those whose target is at its limit are handed back for a little later.
+        Returns (claimed, asked for)."""
+        room = min(self.settings.notify_batch_size, self.settings.notify_concurrency - len(self._sending))
+        if room <= 0:
+            return 0, 0
+        jobs = await run_in_threadpool(self._claim, room)
+        busy = []
+        for job in jobs:
+            key = target_key(job)
+            if self._busy.get(key, 0) >= self.settings.notify_per_target:
+                busy.append(job)
+                continue
+            self._busy[key] = self._busy.get(key, 0) + 1
+            self._inflight[job.id] = job
+            task = asyncio.create_task(self._deliver(job, key), name=f"triage-notify-{job.id}")
+            self._sending.add(task)
+        if busy:
+            await run_in_threadpool(self._unclaim, busy)
+        return len(jobs), room
+
+    async def _deliver(self, job: Job, key: str) -> None:
+        try:
+            outcome = await self._attempt(job)
+            await run_in_threadpool(self._record, [outcome])
+            self._inflight.pop(job.id, None)
+        except Exception as exc:  # the outcome could not be recorded: the lease hands it out again
+            self._inflight.pop(job.id, None)
+            log.warning("notification %d: recording the outcome failed: %s", job.id, type(exc).__name__)
+        finally:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+            self._sending.discard(asyncio.current_task())
+            if self._wake is not None:
+                self._wake.set()
+
+    def _unclaim(self, jobs: list[Job]) -> None:
+        # Soon, not at once: by then a slot of the busy target has ended (or timed out).
+        retry_at = utcnow() + timedelta(seconds=max(1.0, self.settings.notify_poll_s))
+        with self.sessions() as session, session.begin():
+            for job in jobs:
+                crud.unclaim_notification(session, notification_id=job.id, attempt=job.attempt, retry_at=retry_at)
 
     def _release(self, jobs: list[Job]) -> None:
         with self.sessions() as session, session.begin():
@@ -167,10 +239,10 @@ class Deliverer:
                     error="interrupted: the service stopped during this attempt", retry_at=utcnow(),
                 )
 
-    def _claim(self) -> list[Job]:
+    def _claim(self, limit: int) -> list[Job]:
         s = self.settings
         with self.sessions() as session, session.begin():
-            rows = crud.claim_notifications(session, limit=s.notify_batch_size, lease_s=s.notify_lease_s, max_attempts=s.notify_max_attempts)
+            rows = crud.claim_notifications(session, limit=limit, lease_s=s.notify_lease_s, max_attempts=s.notify_max_attempts)
             return [Job(r.id, r.ticket_id, r.kind, r.target, r.event, r.queue, r.attempts, dict(r.payload or {})) for r in rows]
 
     def _record(self, outcomes: list[Outcome]) -> None:
@@ -228,7 +300,8 @@ class Deliverer:
     async def _attempt(self, job: Job) -> Outcome:
         try:
             if job.kind == NotificationKind.WEBHOOK:
-                await self._post(job)
+                # The whole attempt, not each read: a receiver trickling bytes is cut off too.
+                await asyncio.wait_for(self._post(job), timeout=self.settings.webhook_timeout_s)
             elif job.kind == NotificationKind.EMAIL:
                 if not self.settings.smtp_host:
                     return Outcome(job, NotificationStatus.SKIPPED, NO_SMTP.replace("{id}", str(job.id)))
@@ -322,7 +395,7 @@ def _smtp_text(recipients: dict) -> str:
 
 def _describe(exc: BaseException) -> str:
     """One line about a failed attempt, without the target URL (httpx puts it in some messages)."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return f"timed out ({type(exc).__name__})"
     if isinstance(exc, httpx.HTTPError):
         return f"{type(exc).__name__}: {str(exc).split(' for url ')[0]}"[:1000]

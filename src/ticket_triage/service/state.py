@@ -19,6 +19,7 @@ from .metrics import ServiceMetrics
 from .models import TicketStatus
 from .routing import RoutingRules
 from .settings import Settings
+from .storage import StorageGuard
 from .tasks import cancel_and_wait
 
 log = logging.getLogger("ticket_triage.service")
@@ -44,6 +45,7 @@ class ServiceState:
     _retry_lock: asyncio.Lock | None = None
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
     writer: MicroBatcher | None = None  # stores new tickets, a batch per transaction (intake.py)
+    storage: StorageGuard | None = None  # is the database there and writable (storage.py)
 
     @property
     def labels(self) -> list[str]:
@@ -56,6 +58,8 @@ class ServiceState:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self._retry_lock = asyncio.Lock()
+        if self.storage is not None:
+            self.storage.remember(self.engine)
         await self.batcher.start()
         # Group commit is the service's own business, on whatever the model batching is set to:
         # a ticket alone is written at once; under load, one commit stores many.
