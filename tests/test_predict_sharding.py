@@ -21,7 +21,7 @@ from ticket_triage.inference.sharding import iter_share, plan_shares
 PIECES = ["a", "debt", " ", ",", '"', '""', "\n", "\r\n", "\n1,\"x\"\n", "é", "\n\n", "id,text"]
 texts = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
 rows = st.lists(texts, min_size=0, max_size=40)
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def write_csv(path, texts, newline="\n"):
