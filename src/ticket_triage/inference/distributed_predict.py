@@ -213,6 +213,9 @@ def predict_distributed(
     finally:
         if bar:
             bar.close()
+        from ..training.distributed import shutdown
+
+        shutdown(ctx)  # a gloo group left to the interpreter's exit can abort the process (SIGABRT)
     if not ctx.is_main:
         return None
     parts = sorted((PartReceipt(**r) for r in gathered), key=lambda r: r.share["index"])
