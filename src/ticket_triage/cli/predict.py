@@ -26,10 +26,26 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="Where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it.")] = "auto",
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows read, scored and written at a time (bounds memory).")] = 8192,
     ensemble: Annotated[Optional[bool], typer.Option("--ensemble/--no-ensemble", help="Mix in the folder's TF-IDF model (--ensemble tfidf at training). Default: as its triage.json says; --no-ensemble scores with the transformer alone.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Score with N local processes (torchrun): one per GPU, or the CPU cores divided among them; each takes a contiguous share of the input.")] = 1,
+    work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="With several processes: folder for the parts, shared by every machine (default: OUT.parts); a rerun keeps the finished parts.")] = None,
 ) -> None:
-    """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review)."""
-    from ..inference import predict_file
+    """Classify every row of a file: adds category, confidence, prob_<category>, error (and needs_review).
 
+    Also runs under torchrun: `torchrun --nproc-per-node N -m ticket_triage predict ...`.
+    """
+    import sys
+
+    from ..inference import predict_file
+    from ..training.distributed import launch_local, launched_by_torchrun
+
+    if nproc > 1 and not launched_by_torchrun():
+        raise typer.Exit(launch_local(nproc, _without_nproc(sys.argv[1:])))
+    from ..inference.distributed_predict import PLAN_FILE, work_dir_for
+
+    unfinished = (work_dir or work_dir_for(out)).joinpath(PLAN_FILE).is_file()  # an interrupted --nproc run: resume it
+    if launched_by_torchrun() or work_dir is not None or unfinished or input.suffix.lower() == ".zip":
+        _predict_distributed(model, input, out, text_column, batch_size, abstain_below, backend, threads, device, chunk_rows, ensemble, work_dir)
+        return
     report = predict_file(
         model, input, out, text_column=text_column, batch_size=batch_size, abstain_below=abstain_below,
         backend=backend, threads=threads, device=device, chunk_rows=chunk_rows, ensemble=ensemble, progress=_out.is_terminal,
@@ -42,6 +58,38 @@ def predict(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """argv minus --nproc N: torchrun's own parser would take `--nproc` for `--nproc-per-node`."""
+    drop = {i for i, arg in enumerate(argv) if arg == "--nproc"}
+    return [arg for i, arg in enumerate(argv) if i not in drop and i - 1 not in drop and not arg.startswith("--nproc=")]
+
+
+def _predict_distributed(model, input, out, text_column, batch_size, abstain_below, backend, threads, device, chunk_rows, ensemble, work_dir) -> None:
+    import os
+
+    from ..inference.distributed_predict import predict_distributed
+
+    err = Console(stderr=True, highlight=False)
+    main = os.environ.get("RANK", "0") == "0"
+    report = predict_distributed(
+        model, input, out, text_column=text_column, batch_size=batch_size, abstain_below=abstain_below, backend=backend, threads=threads,
+        device=device, chunk_rows=chunk_rows, ensemble=ensemble, work_dir=work_dir, progress=main and err.is_terminal, log=err.print if main else lambda _m: None,
+    )
+    if report is None:
+        return
+    review = f", {report.needs_review} need review" if report.needs_review is not None else ""
+    _out.print(
+        f"[green]wrote[/] {report.output}: {report.rows} rows ({report.predicted} predicted, {report.errors} errors{review}) "
+        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s with {report.world_size} process(es) [dim]({report.backend}; model {report.model_version})[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for part in report.parts:
+        how = "kept from an earlier run" if part["kept"] else f"{part['rows_per_s']:.0f} rows/s"
+        _out.print(f"  share {part['share']} (rank {part['rank']}, {part['host']}): {part['rows']} rows in {part['seconds']:.1f} s, {how}", highlight=False)
+    _out.print(f"  manifest: {report.manifest}", highlight=False, soft_wrap=True)
 
 
 @app.command("calibrate")

@@ -1,6 +1,8 @@
-"""Inference: the `Classifier` Python API, its backends (PyTorch, ONNX Runtime) and file prediction."""
+"""Inference: the `Classifier` Python API, its backends (PyTorch, ONNX Runtime) and file prediction
+(in one process, or in several under torchrun: `predict_distributed`)."""
 
 from .batch import PredictFileReport, predict_file
 from .classifier import Classifier, Prediction, softmax
+from .distributed_predict import DistributedPredictReport, predict_distributed
 
-__all__ = ["Classifier", "Prediction", "PredictFileReport", "predict_file", "softmax"]
+__all__ = ["Classifier", "DistributedPredictReport", "Prediction", "PredictFileReport", "predict_distributed", "predict_file", "softmax"]

@@ -58,8 +58,6 @@ def predict_file(
 
     Rows with empty text are kept, with error="empty text" and no prediction. Memory stays
     bounded: the file is read, scored and written `chunk_rows` rows at a time."""
-    import pandas as pd
-
     input, output = Path(input), Path(output)
     file_format(input)
     file_format(output, role="output")
@@ -69,9 +67,6 @@ def predict_file(
         raise DataError("--out must differ from --input")
     check_threshold(abstain_below)
     clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(model_dir, backend=backend, threads=threads, device=device, ensemble=ensemble)
-    labels = clf.labels
-    added = ["category", "confidence", *map(prob_column, labels), "error"] + (["needs_review"] if abstain_below is not None else [])
-
     total = count_rows(input)
     rows = errors = review = 0
     column = None
@@ -83,33 +78,12 @@ def predict_file(
         for chunk in iter_chunks(input, chunk_rows):
             if column is None:
                 column = pick_text_column(list(chunk.columns), text_column, input)
-            texts = [_as_text(t) for t in chunk[column].tolist()]
-            bad = set(empty_text_indices(texts))
-            good = [i for i in range(len(texts)) if i not in bad]
-            probs = np.full((len(texts), len(labels)), np.nan)
-            if good:
-                probs[good] = clf.predict_proba([texts[i] for i in good], batch_size)
-            out = chunk.drop(columns=[c for c in added if c in chunk.columns])
-            best = np.where(np.isnan(probs[:, 0]), 0, np.nan_to_num(probs).argmax(axis=1))
-            confidence = probs.max(axis=1) if len(texts) else np.zeros(0)
-            category = np.array(labels, dtype=object)[best]
-            category[list(bad)] = None
-            out["category"] = pd.array(category, dtype="string")
-            out["confidence"] = confidence
-            for j, label in enumerate(labels):
-                out[prob_column(label)] = probs[:, j]
-            error = np.full(len(texts), None, dtype=object)
-            error[list(bad)] = EMPTY_TEXT_ERROR
-            out["error"] = pd.array(error, dtype="string")
-            if abstain_below is not None:
-                flags = np.zeros(len(texts), dtype=bool)
-                flags[good] = confidence[good] < abstain_below
-                out["needs_review"] = flags
-                review += int(flags.sum())
+            out, bad, flagged = score_chunk(clf, chunk, column, batch_size, abstain_below)
+            review += flagged
             writer.write(out)
-            rows += len(texts)
-            errors += len(bad)
-            bar.advance(len(texts))
+            rows += len(out)
+            errors += bad
+            bar.advance(len(out))
         if column is None:
             raise DataError(f"{input} holds no rows")
         ok = True
@@ -131,6 +105,40 @@ def predict_file(
         model_version=clf.model_version,
         auto_reason=getattr(clf.backend_impl, "auto_reason", ""),
     )
+
+
+def score_chunk(clf: Classifier, chunk, column: str, batch_size: int = 32, abstain_below: float | None = None):
+    """(chunk with the prediction columns added, rows with empty text, rows needing review):
+    one step of `predict_file`, shared with the sharded scorer so both write the same columns."""
+    import pandas as pd
+
+    labels = clf.labels
+    added = ["category", "confidence", *map(prob_column, labels), "error"] + (["needs_review"] if abstain_below is not None else [])
+    texts = [_as_text(t) for t in chunk[column].tolist()]
+    bad = set(empty_text_indices(texts))
+    good = [i for i in range(len(texts)) if i not in bad]
+    probs = np.full((len(texts), len(labels)), np.nan)
+    if good:
+        probs[good] = clf.predict_proba([texts[i] for i in good], batch_size)
+    out = chunk.drop(columns=[c for c in added if c in chunk.columns])
+    best = np.where(np.isnan(probs[:, 0]), 0, np.nan_to_num(probs).argmax(axis=1))
+    confidence = probs.max(axis=1) if len(texts) else np.zeros(0)
+    category = np.array(labels, dtype=object)[best]
+    category[list(bad)] = None
+    out["category"] = pd.array(category, dtype="string")
+    out["confidence"] = confidence
+    for j, label in enumerate(labels):
+        out[prob_column(label)] = probs[:, j]
+    error = np.full(len(texts), None, dtype=object)
+    error[list(bad)] = EMPTY_TEXT_ERROR
+    out["error"] = pd.array(error, dtype="string")
+    flagged = 0
+    if abstain_below is not None:
+        flags = np.zeros(len(texts), dtype=bool)
+        flags[good] = confidence[good] < abstain_below
+        out["needs_review"] = flags
+        flagged = int(flags.sum())
+    return out, len(bad), flagged
 
 
 def _as_text(value):

@@ -77,6 +77,7 @@ class Classifier:
     _pad_id: int = field(default=0, repr=False)
     tfidf: Any = None  # ensemble.TfidfModel when the folder has one (and it is not switched off)
     ensemble_enabled: bool = False  # whether predict_proba mixes it in
+    load_options: dict = field(default_factory=dict, repr=False)  # Classifier.load's arguments, for pickling
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -111,7 +112,8 @@ class Classifier:
         # Reduced precision changes the scores a little, so it is part of the version too.
         version = f"{file_digest(weight_files)}-{impl.name}" + (f"-{impl.precision}" if impl.precision != "fp32" else "") + ("+tfidf" if enabled else "")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled)
+        options = {"backend": backend, "threads": threads, "device": device, "ensemble": ensemble}
+        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled, options)
 
     @classmethod
     def from_model(cls, model, tokenizer, meta, *, device, dtype=None) -> "Classifier":
@@ -237,8 +239,17 @@ class Classifier:
             )
         return results
 
+    def __reduce__(self):
+        # Pickled as what to load, not as loaded weights (ONNX sessions and CUDA tensors do not
+        # pickle): a Spark or Ray worker loads the folder itself, so it must be able to reach it.
+        return (_reload, (str(self.folder), self.load_options))
+
     def __repr__(self) -> str:
         return f"Classifier(folder={str(self.folder)!r}, backend={self.backend!r}, precision={self.precision!r}, labels={self.labels}, model_version={self.model_version!r})"
+
+
+def _reload(folder: str, options: dict) -> Classifier:
+    return Classifier.load(folder, **options)
 
 
 def _load_ensemble(folder: Path, meta, ensemble: bool | None) -> tuple[Any, bool]:
