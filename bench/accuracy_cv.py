@@ -49,10 +49,10 @@ def main() -> int:
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
+    from ticket_triage.data.io import read_manifest
     from ticket_triage.demo import PROFILES
     from ticket_triage.evaluation.baseline import fit_baseline
     from ticket_triage.training import TrainConfig, train_model
-    from ticket_triage.data.io import read_manifest
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a prepared folder (train/val/test.parquet)")

@@ -44,9 +44,9 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 
 def pack_model(out: Path) -> None:
-    from ticket_triage.modeling import embedded_model_path
-
     from _weights import cast_floats
+
+    from ticket_triage.modeling import embedded_model_path
 
     source = Path(embedded_model_path())
     out.mkdir(parents=True, exist_ok=True)
@@ -64,9 +64,9 @@ def pack_mpnet(out: Path) -> str:
     import hashlib
     import tempfile
 
-    from ticket_triage.modeling import resolve_model_source
-
     from _weights import cast_floats
+
+    from ticket_triage.modeling import resolve_model_source
 
     source = Path(resolve_model_source("mpnet"))
     shutil.rmtree(out, ignore_errors=True)

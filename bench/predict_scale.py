@@ -46,7 +46,8 @@ def build_model(dest: Path, max_length: int) -> Path:
     """The embedded MiniLM encoder under an untrained 6-class head: real speed, meaningless labels."""
     import torch
 
-    from ticket_triage.modeling import ModelMeta, build_model as build, embedded_model_path, load_tokenizer, save_model_folder
+    from ticket_triage.modeling import ModelMeta, embedded_model_path, load_tokenizer, save_model_folder
+    from ticket_triage.modeling import build_model as build
     from ticket_triage.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy("cfpb-6")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import gzip
 import csv
+import gzip
+import multiprocessing
 import os
 import re
 import socket
@@ -44,7 +44,14 @@ def pick_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
     demo = ROOT / "runs" / "demo" / "model"
     if arg is None and demo.is_dir():
         return demo, "`runs/demo/model` (trained by `triage demo`)"
-    from ticket_triage.modeling import ModelMeta, build_model, embedded_model_path, load_tokenizer, save_model_folder, tiny_bert
+    from ticket_triage.modeling import (
+        ModelMeta,
+        build_model,
+        embedded_model_path,
+        load_tokenizer,
+        save_model_folder,
+        tiny_bert,
+    )
 
     if arg == "minilm":
         source, note = embedded_model_path(), "untrained 6-class head on the embedded all-MiniLM-L6-v2 (same compute as a trained one)"

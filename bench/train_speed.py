@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
@@ -54,8 +53,8 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
     from sklearn.metrics import f1_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from ticket_triage.modeling import embedded_model_path, quiet_transformers
     from ticket_triage.data.io import load_splits
+    from ticket_triage.modeling import embedded_model_path, quiet_transformers
     from ticket_triage.training.data import stratified_subset
     from ticket_triage.training.loop import _cpu_has_native_bf16
 

@@ -7,9 +7,9 @@ import re
 
 import numpy as np
 import pytest
-
 from _hardware_support import AMX, BF16_NO_AMX, PLAIN, assume_cpu
 from _model_support import TEXTS, make_model_folder
+
 from ticket_triage import hardware
 from ticket_triage.errors import ModelError
 from ticket_triage.hardware import CpuInfo
@@ -182,7 +182,6 @@ def test_unknown_backend_error_is_unchanged(model_dir):
 
 def test_cli_predict_takes_torch_bf16_and_says_what_auto_chose(tmp_path, model_dir, capsys):
     import pandas as pd
-
     from _model_support import cli_error, cli_ok
 
     src = tmp_path / "in.csv"

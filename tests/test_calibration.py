@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from _model_support import make_model_folder
 
 from ticket_triage.calibration import (
     calibrate_model,
@@ -18,7 +19,6 @@ from ticket_triage.calibration import (
 )
 from ticket_triage.errors import DataError
 from ticket_triage.inference import softmax
-from _model_support import make_model_folder
 
 
 def synthetic(n=4000, k=4, scale=3.0, seed=0):
@@ -66,8 +66,9 @@ def test_plots_are_figures():
 
 
 def test_calibrate_model_writes_temperature_and_reports(tmp_path, tiny_model_dir, capsys):
-    from ticket_triage import Classifier
     from _model_support import cli_ok
+
+    from ticket_triage import Classifier
 
     model_dir = make_model_folder(tmp_path / "model", tiny_model_dir)
     clf = Classifier.load(model_dir)

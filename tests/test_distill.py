@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from ticket_triage import distill as distill_mod
+from ticket_triage.data.io import load_splits
 from ticket_triage.distill import DistillConfig, distill_model, read_unlabeled, teacher_targets
 from ticket_triage.errors import ConfigError, ModelError
 from ticket_triage.training import TrainConfig, train_model
-from ticket_triage.data.io import load_splits
 from ticket_triage.training.targets import SoftTargets, distillation_loss, kl_to_teacher
 
 
@@ -139,8 +139,8 @@ def test_distillation_pulls_the_student_towards_its_teacher(teacher_dir, tiny_mo
 
 
 def test_distill_kl_falls_below_the_untrained_students(teacher_dir, tiny_model_dir, small_prepared, tmp_path):
-    from ticket_triage.modeling import build_model, load_tokenizer
     from ticket_triage.inference import Classifier
+    from ticket_triage.modeling import build_model, load_tokenizer
     from ticket_triage.training.loop import model_meta, seed_everything
 
     splits, labels = load_splits(small_prepared)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ticket_triage import ensemble as ens
+from ticket_triage.data.io import load_splits
 from ticket_triage.errors import ModelError
 from ticket_triage.inference.classifier import softmax
 from ticket_triage.training import TrainConfig, train_model
-from ticket_triage.data.io import load_splits
 
 TEXTS = ["my credit report shows a debt i do not owe", "the debt collector called about my mortgage payment", "bank charge on checking", "student loan interest", "card late fee"]
 
@@ -188,8 +188,9 @@ def test_onnx_export_carries_the_tfidf_model(ensemble_run, tmp_path):
 
 
 def test_ensemble_true_on_a_folder_without_one_is_an_error(tmp_path, tiny_model_dir):
-    from ticket_triage import Classifier
     from _model_support import make_model_folder
+
+    from ticket_triage import Classifier
 
     folder = make_model_folder(tmp_path / "plain", tiny_model_dir)
     with pytest.raises(ModelError, match="without --ensemble tfidf"):
@@ -200,8 +201,8 @@ def test_ensemble_true_on_a_folder_without_one_is_an_error(tmp_path, tiny_model_
 def test_predict_and_serve_can_switch_an_enabled_hybrid_off(ensemble_run, tmp_path, capsys, monkeypatch):
     """`triage predict --no-ensemble` / `triage serve --no-ensemble` (TRIAGE_ENSEMBLE=false): the transformer alone."""
     import pandas as pd
-
     from _model_support import cli_ok
+
     from ticket_triage import Classifier
     from ticket_triage.service import app as service_app
     from ticket_triage.service.classifier import load_classifier

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from _model_support import TEXTS, make_model_folder  # noqa: E402
 from _hardware_support import plain_cpu  # noqa: F401,E402  (autouse: auto picks as on a CPU without bf16)
+from _model_support import TEXTS, make_model_folder  # noqa: E402
 
 
 def random_texts(n=24, seed=0):

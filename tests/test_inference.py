@@ -6,11 +6,12 @@ import re
 
 import numpy as np
 import pytest
-
 from _hardware_support import plain_cpu  # noqa: F401  (autouse: auto picks as on a CPU without bf16)
-from ticket_triage.errors import ConfigError, DataError, ModelError
 from _model_support import TEXTS, make_model_folder
+
+from ticket_triage.errors import ConfigError, DataError, ModelError
 from ticket_triage.taxonomy import load_taxonomy
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_model_dir):

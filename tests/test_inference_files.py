@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from _model_support import TEXTS, cli_error, cli_ok, make_model_folder
 
 from ticket_triage.errors import DataError
-from _model_support import TEXTS, cli_error, cli_ok, make_model_folder
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ticket_triage.training import TrainConfig, train_model

@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_inference import TEXTS, make_model_folder
+
 from ticket_triage.inference import distributed_predict as dp
 from ticket_triage.inference.sharding import plan_shares
 

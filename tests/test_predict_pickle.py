@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from test_inference import TEXTS, make_model_folder
 
 

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from ticket_triage.evaluation.report import slice_markdown
-from ticket_triage.evaluation.slices import UNKNOWN, default_source_name, slice_metrics, split_slice_columns, year_of, years_of
+from ticket_triage.evaluation.slices import (
+    UNKNOWN,
+    default_source_name,
+    slice_metrics,
+    split_slice_columns,
+    year_of,
+    years_of,
+)
 
 LABELS = ["A", "B", "C"]
 

@@ -9,6 +9,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 LABELS = ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
 KEYWORDS = {
@@ -62,7 +66,9 @@ class FakeClassifier:
             conf = 0.9 if category else 0.3
             category = category or "Banking Services"
             rest = (1 - conf) / (len(self.labels) - 1)
-            out.append(SimplePrediction(category, conf, {lab: conf if lab == category else rest for lab in self.labels}))
+            out.append(
+                SimplePrediction(category, conf, {lab: conf if lab == category else rest for lab in self.labels})
+            )
         return out
 
 

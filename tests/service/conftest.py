@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service extra is not installed: pip install -e '.[serve]'")
 
+from _service_support import LABELS, PG_URL, FakeClassifier  # noqa: E402,F401
 from fastapi.testclient import TestClient  # noqa: E402
 
 from ticket_triage.service import Settings, create_app  # noqa: E402
 
-from _service_support import LABELS, PG_URL, FakeClassifier  # noqa: E402,F401
 
 @pytest.fixture
 def fake_classifier() -> FakeClassifier:

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from _service_support import LABELS
 
 MORTGAGE = {"subject": "Escrow shortage", "body": "My mortgage servicer raised my escrow payment twice.", "channel": "email", "customer_ref": "C-1", "metadata": {"lang": "en"}}

@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
+from _service_support import PG_URL, issue_key, run_cli
 from sqlalchemy import create_engine, inspect, text
 
-from _service_support import PG_URL, issue_key, run_cli
 from ticket_triage.service.cli_ops import revoke_key
 
 TICKET = {"body": "The debt collector keeps calling me at work."}

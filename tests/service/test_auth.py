@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from _service_support import issue_key
 from sqlalchemy import select
 
-from _service_support import issue_key
 from ticket_triage.errors import ConfigError
 from ticket_triage.service.models import ApiKey
 from ticket_triage.service.security import hash_key, issue_api_key

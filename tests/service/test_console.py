@@ -7,7 +7,6 @@ import shutil
 
 import httpx
 import pytest
-
 from _service_support import issue_key, serving
 
 

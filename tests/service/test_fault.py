@@ -13,7 +13,6 @@ import time
 
 import httpx
 import pytest
-
 from _service_support import free_port
 
 try:

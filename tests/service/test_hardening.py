@@ -11,9 +11,9 @@ import shutil
 
 import httpx
 import pytest
+from _service_support import FakeClassifier, SimplePrediction, issue_key, serving
 from fastapi.testclient import TestClient
 
-from _service_support import FakeClassifier, SimplePrediction, issue_key, serving
 from ticket_triage.service import Settings, create_app
 from ticket_triage.service.middleware import CONSOLE_CSP, DOCS_CSP
 

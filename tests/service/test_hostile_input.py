@@ -9,7 +9,6 @@ import io
 import json
 
 import pytest
-
 from _service_support import LABELS
 
 BIG = [2**31, 2**63, 2**64, 10**30]

@@ -10,14 +10,13 @@ import json
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from datetime import datetime, timezone
-
+from _service_support import LABELS, free_port
 from sqlalchemy import create_engine, func, select, text, update
 
-from _service_support import LABELS, free_port
 from ticket_triage.service import crud
 from ticket_triage.service.models import Notification, Ticket
 from ticket_triage.service.routing import parse_routing

@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from _service_support import LABELS, free_port
 
 try:  # the inference stage is developed alongside; say so plainly if it is missing

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from _service_support import LABELS
+
 
 @pytest.fixture
 def database_url(sqlite_url):  # the data layer is covered on both databases elsewhere; SQLite is enough here

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _service_support import LABELS
+
 from ticket_triage.errors import ConfigError
 from ticket_triage.service.routing import load_routing, parse_routing
 from ticket_triage.taxonomy import load_taxonomy

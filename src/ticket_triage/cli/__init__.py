@@ -11,9 +11,11 @@ import sys
 from rich.console import Console
 
 from ..errors import TicketTriageError
+
+# isort: off
 from ._app import app
 
-# Importing a command module registers its commands on `app`.
+# Importing a command module registers its commands on `app`, in the order `triage --help` lists them.
 from . import data as _data  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 from . import predict as _predict  # noqa: E402,F401
@@ -22,6 +24,7 @@ from . import serve as _serve  # noqa: E402,F401
 from . import tune as _tune  # noqa: E402,F401
 from . import distill as _distill  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
+# isort: on
 
 _err = Console(stderr=True)
 

@@ -64,15 +64,22 @@ def text_shingles(con, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     connection, which hashes the words (vectorised)."""
     con.register("neardup_texts", pa.table({"text": texts}))
     try:
-        words = con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM neardup_texts").to_arrow_table().column(0).combine_chunks()
+        words = (
+            con.sql(f"SELECT {word_hashes_sql('text')} AS w FROM neardup_texts")
+            .to_arrow_table()
+            .column(0)
+            .combine_chunks()
+        )
     finally:
         con.unregister("neardup_texts")
     offsets = words.offsets.to_numpy()
-    return shingle_hashes(words.values.to_numpy()[offsets[0]:offsets[-1]], offsets - offsets[0])
+    return shingle_hashes(words.values.to_numpy()[offsets[0] : offsets[-1]], offsets - offsets[0])
 
 
 @functools.lru_cache(maxsize=None)
-def lsh_params(threshold: float, num_perm: int = NUM_PERM, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+def lsh_params(
+    threshold: float, num_perm: int = NUM_PERM, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
     """(bands, rows per band) for `num_perm` permutations that minimise the weighted areas of
     false positives (Jaccard below the threshold, still a candidate) and false negatives
     (above it, missed) under the LSH S-curve 1 - (1 - J^r)^b: the choice datasketch's
@@ -86,7 +93,7 @@ def lsh_params(threshold: float, num_perm: int = NUM_PERM, fp_weight: float = 0.
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
             false_pos = quad(candidate, 0.0, threshold, args=(b, r))[0]
-            false_neg = quad(lambda j: 1.0 - candidate(j, b, r), threshold, 1.0)[0]
+            false_neg = quad(lambda j, b=b, r=r: 1.0 - candidate(j, b, r), threshold, 1.0)[0]
             err = fp_weight * false_pos + fn_weight * false_neg
             if err < best:
                 best, params = err, (b, r)
@@ -110,7 +117,9 @@ def shingle_hashes(words: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
     mixed = words.copy()
     if words.size >= k:
         with np.errstate(over="ignore"):
-            mixed[: words.size - k + 1] = words[: -k + 1] ^ (words[1: words.size - k + 2] * _C1) ^ (words[k - 1:] * _C2)
+            mixed[: words.size - k + 1] = (
+                words[: -k + 1] ^ (words[1 : words.size - k + 2] * _C1) ^ (words[k - 1 :] * _C2)
+            )
     out = mixed[keep]
     counts = np.where(lengths < k, lengths, lengths - k + 1)
     new_offsets = np.zeros(n_docs + 1, dtype=np.uint64)
@@ -158,7 +167,11 @@ class NearDuplicateIndex:
             self._checks[g].write(np.ascontiguousarray(low[:, cols]).tobytes())
         empty = np.flatnonzero(np.diff(offsets) == 0)
         for b in range(self.bands):
-            key = pd.util.hash_pandas_object(pd.DataFrame(sig[:, self._slices[b]]), index=False).to_numpy().astype(np.uint64)
+            key = (
+                pd.util.hash_pandas_object(pd.DataFrame(sig[:, self._slices[b]]), index=False)
+                .to_numpy()
+                .astype(np.uint64)
+            )
             # a text without words matches nothing: a key of its own
             key[empty] = (empty + self.n).astype(np.uint64) | np.uint64(1 << 63)
             self._keys[b].write(key.tobytes())
@@ -236,8 +249,8 @@ def _signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int) -> np.
     step = 4096  # rensa hands the digests back as Python lists: a few thousand rows at a time keeps that small
     for i in range(0, n_docs, step):
         j = min(n_docs, i + step)
-        part = offsets[i:j + 1]
-        flat = shingles[int(part[0]):int(part[-1])]
+        part = offsets[i : j + 1]
+        flat = shingles[int(part[0]) : int(part[-1])]
         sig[i:j] = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, part - part[0], num_perm, SEED).to_rows()
     return sig
 

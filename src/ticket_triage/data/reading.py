@@ -14,7 +14,6 @@ Every reader yields record batches with four string columns, whatever the source
 from __future__ import annotations
 
 import codecs
-from contextlib import contextmanager
 import csv
 import gzip
 import io
@@ -23,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator

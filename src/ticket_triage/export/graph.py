@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-
 # Ops that treat each position along the sequence axis on its own (given the data inputs below),
 # so slicing one position before them gives the same result as slicing after them.
 _ROW_WISE = {

@@ -378,7 +378,14 @@ class _ProgressPoller:
     """Rank 0's bar: a thread sums the progress files every process writes after each chunk."""
 
     def __init__(self, work: Path, plan: Plan):
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.work, self.plan = work, plan
         self.progress = Progress(TextColumn("predicting"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]} rows"),

@@ -30,14 +30,22 @@ from ..calibration import nll
 from ..data.io import Split, load_splits
 from ..errors import ConfigError
 from ..inference.classifier import Classifier
+from ..modeling import ModelMeta, build_model, load_tokenizer, pick_device, resolve_model_source, save_model_folder
 from ..provenance import training_provenance
-from ..modeling import ModelMeta, build_model, pick_device, load_tokenizer, resolve_model_source, save_model_folder
 from ..tokenization import encode_for, group_windows, length_grouped_batches, pad_batch, pool_windows
-from .checkpoint import CHECKPOINT_DIR, LoopState, check_resume_config, read_checkpoint, replace_dir_atomically, restore_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    LoopState,
+    check_resume_config,
+    read_checkpoint,
+    replace_dir_atomically,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import balanced_class_weights, stratified_indices
-from .targets import UNLABELLED, SoftTargets, distillation_loss
 from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard
+from .targets import UNLABELLED, SoftTargets, distillation_loss
 
 
 @dataclass

@@ -42,7 +42,6 @@ class SoftTargets:
 def distillation_loss(student_logits, targets, teacher_logprobs, temperature: float, alpha: float, class_weight=None):
     """The loss above for one batch. student_logits (B, C); targets (B,) with -1 for unlabelled;
     teacher_logprobs (B, C) at temperature 1 (they are re-softened here, so T can change on resume)."""
-    import torch
     import torch.nn.functional as F
 
     t = float(temperature)

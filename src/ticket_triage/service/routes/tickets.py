@@ -12,7 +12,20 @@ from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
 from ..intake import NewTicket
 from ..models import TicketStatus
 from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
-from ._limits import AUTH, BODY, DATABASE, NOT_FOUND, DateQuery, GuardedRoute, Limit, Offset, QueryStr, TicketId, check_metadata_size, check_text_size
+from ._limits import (
+    AUTH,
+    BODY,
+    DATABASE,
+    NOT_FOUND,
+    DateQuery,
+    GuardedRoute,
+    Limit,
+    Offset,
+    QueryStr,
+    TicketId,
+    check_metadata_size,
+    check_text_size,
+)
 
 router = APIRouter(prefix="/v1", tags=["tickets"], route_class=GuardedRoute)
 log = logging.getLogger("ticket_triage.service")
