@@ -17,7 +17,9 @@ def cast_floats(src: Path, dst: Path, dtype: str) -> int:
 
     to = {"fp16": torch.float16, "fp32": torch.float32}[dtype]
     weights = load_file(str(src))
-    save_file({k: v.to(to) if v.is_floating_point() else v for k, v in weights.items()}, str(dst), metadata={"format": "pt"})
+    save_file(
+        {k: v.to(to) if v.is_floating_point() else v for k, v in weights.items()}, str(dst), metadata={"format": "pt"}
+    )
     return len(weights)
 
 

@@ -32,14 +32,18 @@ def main() -> None:
     parser.add_argument("--profile", choices=("quick", "full"), default="full")
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--run", type=Path, help="report on this finished run folder instead of training")
-    parser.add_argument("--label", help="with --run: a run of other settings than a profile's; names its own RESULTS section")
+    parser.add_argument(
+        "--label", help="with --run: a run of other settings than a profile's; names its own RESULTS section"
+    )
     args = parser.parse_args()
 
     if args.label and not args.run:
         parser.error("--label names a finished run: give --run too")
     run = args.run or train(args.profile, args.out)
     what = f"run `{run.name}`: {args.label}" if args.label else f"`{args.profile}` profile"
-    section = "accuracy-" + ("".join(c if c.isalnum() else "-" for c in args.label.lower()) if args.label else args.profile)
+    section = "accuracy-" + (
+        "".join(c if c.isalnum() else "-" for c in args.label.lower()) if args.label else args.profile
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     body = report(metrics, what, args.profile if not args.label else None)
     write_section(section, body)
@@ -50,7 +54,11 @@ def _encoder_name(model: str) -> str:
     """The encoder a run fine-tuned, as `triage models` names it where it is one of those."""
     from ticket_triage.modeling import EMBEDDED_MODEL
 
-    known = {EMBEDDED_MODEL: "all-MiniLM-L6-v2 (embedded)", "minilm": "all-MiniLM-L6-v2 (embedded)", "mpnet": "all-mpnet-base-v2"}
+    known = {
+        EMBEDDED_MODEL: "all-MiniLM-L6-v2 (embedded)",
+        "minilm": "all-MiniLM-L6-v2 (embedded)",
+        "mpnet": "all-mpnet-base-v2",
+    }
     return known.get(model, model)
 
 
@@ -59,17 +67,54 @@ def report(metrics: dict, what: str, profile: str | None) -> str:
     test, baseline, config = metrics["test"], metrics["baseline"], metrics["config"]
     ensemble = metrics.get("ensemble") or None
     # `test` scores the folder as shipped (the hybrid where it is on); the target is the transformer's alone
-    alone = ensemble["scores"]["test"]["transformer"] if ensemble else {"macro_f1": test["macro_f1"], "accuracy": test["accuracy"],
-                                                                        "recall": {c: r["recall"] for c, r in test["per_class"].items()}}
+    alone = (
+        ensemble["scores"]["test"]["transformer"]
+        if ensemble
+        else {
+            "macro_f1": test["macro_f1"],
+            "accuracy": test["accuracy"],
+            "recall": {c: r["recall"] for c, r in test["per_class"].items()},
+        }
+    )
     gain = 100 * (alone["macro_f1"] - baseline["macro_f1"])
     worst = min(alone["recall"].items(), key=lambda kv: kv[1])
-    models = [("transformer", alone), ("TF-IDF + linear SVM (baseline)", {"macro_f1": baseline["macro_f1"], "accuracy": baseline["accuracy"],
-                                                                       "recall": {c: r["recall"] for c, r in baseline["per_class"].items()}})]
+    models = [
+        ("transformer", alone),
+        (
+            "TF-IDF + linear SVM (baseline)",
+            {
+                "macro_f1": baseline["macro_f1"],
+                "accuracy": baseline["accuracy"],
+                "recall": {c: r["recall"] for c, r in baseline["per_class"].items()},
+            },
+        ),
+    ]
     if ensemble:
-        models += [("TF-IDF + logistic regression", ensemble["scores"]["test"]["tfidf"]),
-                   (f"hybrid (w={ensemble['weight']:.2f}, {'on' if ensemble['enabled'] else 'off'})", ensemble["scores"]["test"]["hybrid"])]
-    settings = ", ".join(f"{k}={config[k]}" for k in ("epochs", "max_length", "truncation", "long_text", "batch_size", "lr", "layer_lr_decay",
-                                                      "warmup_ratio", "class_weights", "max_train_rows", "ensemble", "seed") if k in config)
+        models += [
+            ("TF-IDF + logistic regression", ensemble["scores"]["test"]["tfidf"]),
+            (
+                f"hybrid (w={ensemble['weight']:.2f}, {'on' if ensemble['enabled'] else 'off'})",
+                ensemble["scores"]["test"]["hybrid"],
+            ),
+        ]
+    settings = ", ".join(
+        f"{k}={config[k]}"
+        for k in (
+            "epochs",
+            "max_length",
+            "truncation",
+            "long_text",
+            "batch_size",
+            "lr",
+            "layer_lr_decay",
+            "warmup_ratio",
+            "class_weights",
+            "max_train_rows",
+            "ensemble",
+            "seed",
+        )
+        if k in config
+    )
     lines = [
         f"## Accuracy on the bundled data, {what} (`bench/accuracy.py`)",
         "",
@@ -81,21 +126,40 @@ def report(metrics: dict, what: str, profile: str | None) -> str:
         "|---|" + "---:|" * len(models),
         "| macro-F1 | " + " | ".join(f"{m['macro_f1']:.4f}" for _, m in models) + " |",
         "| accuracy | " + " | ".join(f"{m['accuracy']:.4f}" for _, m in models) + " |",
-        *(f"| recall {c} ({test['per_class'][c]['support']}) | " + " | ".join(f"{m['recall'][c]:.3f}" for _, m in models) + " |" for c in test["per_class"]),
+        *(
+            f"| recall {c} ({test['per_class'][c]['support']}) | "
+            + " | ".join(f"{m['recall'][c]:.3f}" for _, m in models)
+            + " |"
+            for c in test["per_class"]
+        ),
     ]
     if ensemble:
         val = ensemble["val_macro_f1"]
-        lines += ["", f"Validation macro-F1 (where the hybrid's weight and switch are chosen): transformer {val['transformer']:.4f}, "
-                      f"TF-IDF {val['tfidf']:.4f}, hybrid {val['hybrid']:.4f}."]
+        lines += [
+            "",
+            f"Validation macro-F1 (where the hybrid's weight and switch are chosen): transformer {val['transformer']:.4f}, "
+            f"TF-IDF {val['tfidf']:.4f}, hybrid {val['hybrid']:.4f}.",
+        ]
     for key, title in (("by_source", "input file"), ("by_year", "year received")):
         table = test.get(key)
         if table:
-            lines += ["", f"By {title}, the model as shipped: " + "; ".join(
-                f"{name} macro-F1 {row['macro_f1']:.3f} (n={row['n']})" for name, row in table.items()) + "."]
-    lines += ["", f"- transformer macro-F1 over the baseline: **{gain:+.1f} points** (target >= +3): **{'met' if gain >= 3 else 'NOT met'}**."]
+            lines += [
+                "",
+                f"By {title}, the model as shipped: "
+                + "; ".join(f"{name} macro-F1 {row['macro_f1']:.3f} (n={row['n']})" for name, row in table.items())
+                + ".",
+            ]
+    lines += [
+        "",
+        f"- transformer macro-F1 over the baseline: **{gain:+.1f} points** (target >= +3): **{'met' if gain >= 3 else 'NOT met'}**.",
+    ]
     if profile == "full":
-        lines.append(f"- test macro-F1 as shipped {test['macro_f1']:.4f} (target >= 0.85): **{'met' if test['macro_f1'] >= 0.85 else 'NOT met'}**.")
-    lines.append(f"- lowest transformer recall: {worst[0]} {worst[1]:.3f} (the per-category floor of 0.80 is judged by 5-fold cross-validation, `bench/accuracy_cv.py`).")
+        lines.append(
+            f"- test macro-F1 as shipped {test['macro_f1']:.4f} (target >= 0.85): **{'met' if test['macro_f1'] >= 0.85 else 'NOT met'}**."
+        )
+    lines.append(
+        f"- lowest transformer recall: {worst[0]} {worst[1]:.3f} (the per-category floor of 0.80 is judged by 5-fold cross-validation, `bench/accuracy_cv.py`)."
+    )
     return "\n".join(lines)
 
 

@@ -55,7 +55,9 @@ def main() -> int:
     from ticket_triage.training import TrainConfig, train_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path("runs/demo/data"), help="a prepared folder (train/val/test.parquet)")
+    p.add_argument(
+        "--data", type=Path, default=Path("runs/demo/data"), help="a prepared folder (train/val/test.parquet)"
+    )
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
@@ -77,14 +79,22 @@ def main() -> int:
         fold_dir = args.out / f"fold{k}"
         write_fold(rows, train_idx, val_idx, test_idx, args.data, fold_dir / "data")
         extra = {"model": args.model} if args.model else {}
-        config = TrainConfig(**PROFILES[args.profile], **extra, max_train_rows=args.max_train_rows, baseline=False, calibrate=False)
-        print(f"fold {k + 1}/{args.folds}: {len(train_idx)} train, {len(val_idx)} val, {len(test_idx)} test rows", flush=True)
+        config = TrainConfig(
+            **PROFILES[args.profile], **extra, max_train_rows=args.max_train_rows, baseline=False, calibrate=False
+        )
+        print(
+            f"fold {k + 1}/{args.folds}: {len(train_idx)} train, {len(val_idx)} val, {len(test_idx)} test rows",
+            flush=True,
+        )
         shutil.rmtree(fold_dir / "run", ignore_errors=True)
         result = train_model(config, fold_dir / "data", fold_dir / "run", progress=False, log=lambda m: None)
         oof[test_idx] = _predict(fold_dir, rows, test_idx, labels)
         base = fit_baseline(rows["text"].iloc[train_idx].tolist(), y[train_idx], seed=args.seed)
         oof_base[test_idx] = base.predict(rows["text"].iloc[test_idx].tolist())
-        print(f"  fold macro-F1 {result.test['macro_f1']:.4f}; {(time.perf_counter() - started) / 60:.1f} min so far", flush=True)
+        print(
+            f"  fold macro-F1 {result.test['macro_f1']:.4f}; {(time.perf_counter() - started) / 60:.1f} min so far",
+            flush=True,
+        )
     return report(args, labels, y, oof, oof_base, time.perf_counter() - started)
 
 
@@ -111,7 +121,9 @@ def report(args, labels: list[str], y: np.ndarray, oof: np.ndarray, oof_base: np
         n, k = int((y == c).sum()), int(((oof == c) & (y == c)).sum())
         lo, hi = wilson(k, n)
         worst = min(worst, k / n)
-        lines.append(f"| {name} | {n} | {k / n:.3f} ({lo:.2f} to {hi:.2f}) | {((oof_base == c) & (y == c)).sum() / n:.3f} |")
+        lines.append(
+            f"| {name} | {n} | {k / n:.3f} ({lo:.2f} to {hi:.2f}) | {((oof_base == c) & (y == c)).sum() / n:.3f} |"
+        )
     f1, f1_base = f1_score(y, oof, average="macro"), f1_score(y, oof_base, average="macro")
     body = (
         f"## Accuracy by {args.folds}-fold cross-validation (`bench/accuracy_cv.py`)\n\n"

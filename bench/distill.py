@@ -30,9 +30,19 @@ def distill(args) -> Path:
     from ticket_triage.distill import DistillConfig, distill_model
     from ticket_triage.training import TrainConfig
 
-    config = DistillConfig(teachers=[str(t) for t in args.teacher], temperature=args.temperature, alpha=args.alpha, unlabeled=[str(u) for u in args.unlabeled],
-                           alone_run=str(args.alone) if args.alone else None, train_alone=args.alone is None, max_unlabeled=args.max_unlabeled)
-    settings = {**PROFILES[args.profile], **{k: v for k, v in (("epochs", args.epochs), ("max_train_rows", args.max_train_rows)) if v}}
+    config = DistillConfig(
+        teachers=[str(t) for t in args.teacher],
+        temperature=args.temperature,
+        alpha=args.alpha,
+        unlabeled=[str(u) for u in args.unlabeled],
+        alone_run=str(args.alone) if args.alone else None,
+        train_alone=args.alone is None,
+        max_unlabeled=args.max_unlabeled,
+    )
+    settings = {
+        **PROFILES[args.profile],
+        **{k: v for k, v in (("epochs", args.epochs), ("max_train_rows", args.max_train_rows)) if v},
+    }
     distill_model(config, TrainConfig(**settings), args.data, args.out, resume=(args.out / "checkpoint").exists())
     return args.out
 
@@ -41,7 +51,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, action="append", default=[])
     parser.add_argument("--data", type=Path)
-    parser.add_argument("--alone", type=Path, help="run folder of the student trained alone (e.g. a `triage demo` run); without it the student is also trained alone here")
+    parser.add_argument(
+        "--alone",
+        type=Path,
+        help="run folder of the student trained alone (e.g. a `triage demo` run); without it the student is also trained alone here",
+    )
     parser.add_argument("--unlabeled", type=Path, action="append", default=None)
     parser.add_argument("--profile", choices=("quick", "full"), default="quick")
     parser.add_argument("--temperature", type=float, default=2.0)
@@ -51,7 +65,9 @@ def main() -> None:
     parser.add_argument("--max-train-rows", type=int, help="override the profile's training rows (smoke runs)")
     parser.add_argument("--max-unlabeled", type=int, help="use at most this many unlabelled texts")
     parser.add_argument("--run", type=Path, help="report on this finished distillation instead of running one")
-    parser.add_argument("--section", default="distill", help="the RESULTS.md section to (re)write, e.g. one per teacher")
+    parser.add_argument(
+        "--section", default="distill", help="the RESULTS.md section to (re)write, e.g. one per teacher"
+    )
     args = parser.parse_args()
     if args.unlabeled is None:
         args.unlabeled = [REPO / "data" / "cfpb_unlabeled.csv.gz"]
@@ -68,10 +84,21 @@ def report(run: Path) -> str:
     d = metrics["distillation"]
     teacher, student = d["models"]["teacher"], d["models"]["student"]
     alone = d["models"].get("student_alone")
-    rows = [("teacher: " + ", ".join(Path(t).parent.name or t for t in d["teachers"]), teacher), ("student, distilled (as shipped)", student)]
+    rows = [
+        ("teacher: " + ", ".join(Path(t).parent.name or t for t in d["teachers"]), teacher),
+        ("student, distilled (as shipped)", student),
+    ]
     ensemble = metrics.get("ensemble")
     if ensemble:
-        rows.append(("student, distilled: transformer alone", {"val": ensemble["scores"]["validation"]["transformer"], "test": ensemble["scores"]["test"]["transformer"]}))
+        rows.append(
+            (
+                "student, distilled: transformer alone",
+                {
+                    "val": ensemble["scores"]["validation"]["transformer"],
+                    "test": ensemble["scores"]["test"]["transformer"],
+                },
+            )
+        )
     alone_t = None
     if alone:
         rows.append((f"student trained alone ({alone.get('scored', 'as shipped')})", alone))
@@ -87,18 +114,28 @@ def report(run: Path) -> str:
         "| model | validation macro-F1 | test macro-F1 | test accuracy |",
         "|---|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {row['val']['macro_f1']:.4f} | {row['test']['macro_f1']:.4f} | {row['test'].get('accuracy', float('nan')):.4f} |" for name, row in rows]
+    lines += [
+        f"| {name} | {row['val']['macro_f1']:.4f} | {row['test']['macro_f1']:.4f} | {row['test'].get('accuracy', float('nan')):.4f} |"
+        for name, row in rows
+    ]
     if d.get("baseline_test_macro_f1") is not None:
         lines.append(f"| TF-IDF + linear SVM | | {d['baseline_test_macro_f1']:.4f} | |")
     gap = 100 * (student["test"]["macro_f1"] - teacher["test"]["macro_f1"])
-    lines += ["", f"- Student as shipped vs teacher: {gap:+.1f} points (target: within 1): {'met' if gap >= -1 else 'MISSED'}."]
+    lines += [
+        "",
+        f"- Student as shipped vs teacher: {gap:+.1f} points (target: within 1): {'met' if gap >= -1 else 'MISSED'}.",
+    ]
     if alone:
         gain = 100 * (student["test"]["macro_f1"] - alone["test"]["macro_f1"])
-        lines.append(f"- Student vs the same student trained alone, both as shipped: {gain:+.1f} points (target: at least +1): {'met' if gain >= 1 else 'MISSED'}.")
+        lines.append(
+            f"- Student vs the same student trained alone, both as shipped: {gain:+.1f} points (target: at least +1): {'met' if gain >= 1 else 'MISSED'}."
+        )
     if ensemble and alone_t:
         gain_t = 100 * (ensemble["scores"]["test"]["transformer"]["macro_f1"] - alone_t["test"]["macro_f1"])
         lines.append(f"- Transformers alone (no TF-IDF half on either side): {gain_t:+.1f} points.")
-    lines.append(f"- Student vs teacher on validation: KL {student['val_kl_to_teacher']:.3f} nats, same category on {student['val_agreement_with_teacher']:.1%} of texts.")
+    lines.append(
+        f"- Student vs teacher on validation: KL {student['val_kl_to_teacher']:.3f} nats, same category on {student['val_agreement_with_teacher']:.1%} of texts."
+    )
     return "\n".join(lines)
 
 
@@ -113,7 +150,11 @@ def _alone_transformer(run: Path) -> dict | None:
     if not path.is_file():
         return None
     ens = json.loads(path.read_text()).get("ensemble")
-    return {"val": ens["scores"]["validation"]["transformer"], "test": ens["scores"]["test"]["transformer"]} if ens else None
+    return (
+        {"val": ens["scores"]["validation"]["transformer"], "test": ens["scores"]["test"]["transformer"]}
+        if ens
+        else None
+    )
 
 
 if __name__ == "__main__":

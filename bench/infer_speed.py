@@ -37,8 +37,13 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "data" / "cfpb_sample.csv.gz"
 SECTION = "infer"
 # backend name -> contender label; "auto" runs on the model and its export side by side.
-CLASSIFIER_BACKENDS = {"torch": "Classifier, torch fp32", "torch-bf16": "Classifier, torch bf16", "onnx-fp32": "Classifier, ONNX fp32",
-                       "onnx-int8": "Classifier, ONNX int8", "auto": "Classifier, auto"}
+CLASSIFIER_BACKENDS = {
+    "torch": "Classifier, torch fp32",
+    "torch-bf16": "Classifier, torch bf16",
+    "onnx-fp32": "Classifier, ONNX fp32",
+    "onnx-int8": "Classifier, ONNX int8",
+    "auto": "Classifier, auto",
+}
 
 
 def write_results(body: str) -> Path:
@@ -161,22 +166,41 @@ def combined_folder(model_dir: Path, onnx_dir: Path) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="trained model folder (with PyTorch weights)")
-    parser.add_argument("--data", type=Path, default=None, help="labelled texts: text,label parquet/csv or a CFPB csv(.gz); default: "
-                        "the run's held-out data/test.parquet if found next to the model, else the bundled CFPB sample")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="labelled texts: text,label parquet/csv or a CFPB csv(.gz); default: "
+        "the run's held-out data/test.parquet if found next to the model, else the bundled CFPB sample",
+    )
     parser.add_argument("--rows", type=int, default=2000, help="texts to classify (default 2000)")
-    parser.add_argument("--skip-rows", type=int, default=0, help="leave out the first N rows of --data (e.g. rows used in training)")
+    parser.add_argument(
+        "--skip-rows", type=int, default=0, help="leave out the first N rows of --data (e.g. rows used in training)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single", type=int, default=200, help="single-text calls for latency")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every contender")
-    parser.add_argument("--onnx-dir", type=Path, default=None, help="exported ONNX folder to use if it has model.onnx and model.int8.onnx, "
-                        "else where to export them when the model folder has none (default: a temp folder)")
+    parser.add_argument(
+        "--onnx-dir",
+        type=Path,
+        default=None,
+        help="exported ONNX folder to use if it has model.onnx and model.int8.onnx, "
+        "else where to export them when the model folder has none (default: a temp folder)",
+    )
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline baseline")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a line added to the RESULTS.md section (e.g. what the model is)")
-    parser.add_argument("--backends", default=",".join(CLASSIFIER_BACKENDS),
-                        help=f"Classifier backends to time, comma-separated (default all: {','.join(CLASSIFIER_BACKENDS)}); torch is always run: it is the reference")
-    parser.add_argument("--repeat", type=int, default=2, help="timed passes over all texts per contender; the best counts (default 2)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 texts, 20 single calls, one pass, RESULTS.md left alone")
+    parser.add_argument(
+        "--backends",
+        default=",".join(CLASSIFIER_BACKENDS),
+        help=f"Classifier backends to time, comma-separated (default all: {','.join(CLASSIFIER_BACKENDS)}); torch is always run: it is the reference",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="timed passes over all texts per contender; the best counts (default 2)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 200 texts, 20 single calls, one pass, RESULTS.md left alone"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.single, args.repeat, args.no_write = min(args.rows, 200), min(args.single, 20), 1, True
@@ -200,13 +224,18 @@ def main(argv=None) -> int:
     quiet_transformers()
     torch.set_num_threads(args.threads)
     meta = ModelMeta.load(args.model)
-    texts, y, skipped = read_labelled(args.data, list(meta.labels), load_folder_taxonomy(args.model), max_rows=args.rows + args.skip_rows)
+    texts, y, skipped = read_labelled(
+        args.data, list(meta.labels), load_folder_taxonomy(args.model), max_rows=args.rows + args.skip_rows
+    )
     texts, y = texts[args.skip_rows :], y[args.skip_rows :]
     texts, y = texts[: args.rows], y[: args.rows]
     rng = np.random.default_rng(0)
     singles = [texts[i] for i in rng.choice(len(texts), size=min(args.single, len(texts)), replace=False)]
-    console.print(f"{len(texts)} texts from {args.data} ({skipped} rows without text/label skipped), max_length {meta.max_length}, "
-                  f"{args.threads} threads, batch {args.batch_size}, {len(singles)} single calls", highlight=False)
+    console.print(
+        f"{len(texts)} texts from {args.data} ({skipped} rows without text/label skipped), max_length {meta.max_length}, "
+        f"{args.threads} threads, batch {args.batch_size}, {len(singles)} single calls",
+        highlight=False,
+    )
     console.print(f"CPU: {cpu_summary()}", highlight=False)
 
     def has_onnx(folder):
@@ -214,11 +243,16 @@ def main(argv=None) -> int:
 
     onnx_dir = args.model if has_onnx(args.model) else args.onnx_dir
     needs_onnx = any(b.startswith("onnx") or b == "auto" for b in wanted)
-    if needs_onnx and not has_onnx(onnx_dir):  # an existing export (e.g. `triage export --check-data ...`) is used as it is
+    if needs_onnx and not has_onnx(
+        onnx_dir
+    ):  # an existing export (e.g. `triage export --check-data ...`) is used as it is
         onnx_dir = args.onnx_dir or Path(tempfile.mkdtemp(prefix="infer-bench-"))
         with console.status("exporting ONNX fp32 + int8 ..."):
             report = export_onnx(args.model, onnx_dir, quantize="int8")
-        console.print(f"exported to {onnx_dir} (parity {report.parity_max_abs_diff:.1e}, optimised: {report.optimized})", highlight=False)
+        console.print(
+            f"exported to {onnx_dir} (parity {report.parity_max_abs_diff:.1e}, optimised: {report.optimized})",
+            highlight=False,
+        )
 
     results = []
     contenders = []
@@ -228,7 +262,13 @@ def main(argv=None) -> int:
 
     def load(backend):
         nonlocal auto_reason
-        folder = combined_folder(args.model, onnx_dir) if backend == "auto" else onnx_dir if backend.startswith("onnx") else args.model
+        folder = (
+            combined_folder(args.model, onnx_dir)
+            if backend == "auto"
+            else onnx_dir
+            if backend.startswith("onnx")
+            else args.model
+        )
         # The transformer alone: a folder's TF-IDF mix would hide the backends' differences.
         clf = Classifier.load(folder, backend=backend, threads=args.threads, ensemble=False)
         if backend == "auto":
@@ -241,13 +281,27 @@ def main(argv=None) -> int:
             batch_fn, single_fn = make()
             results.append(time_contender(name, batch_fn, single_fn, texts, y, singles, args.batch_size, args.repeat))
         r = results[-1]
-        console.print(f"  {name}: {r['texts_per_s']:.1f} texts/s, p50 {r['p50_ms']:.1f} ms, macro-F1 {r['macro_f1']:.4f}", highlight=False)
+        console.print(
+            f"  {name}: {r['texts_per_s']:.1f} texts/s, p50 {r['p50_ms']:.1f} ms, macro-F1 {r['macro_f1']:.4f}",
+            highlight=False,
+        )
 
     base = results[0]
     ref = next(r for r in results if r["name"] == CLASSIFIER_BACKENDS["torch"])
     cpu = cpu_summary()
-    columns = ("contender", "texts/s", "vs pipeline" if base["name"].startswith("HF") else "vs torch fp32", "p50 ms", "p99 ms", "macro-F1",
-               "Δ F1 vs fp32 (points)", "agree with fp32", "log-loss", "Δ log-loss vs fp32", "accuracy")
+    columns = (
+        "contender",
+        "texts/s",
+        "vs pipeline" if base["name"].startswith("HF") else "vs torch fp32",
+        "p50 ms",
+        "p99 ms",
+        "macro-F1",
+        "Δ F1 vs fp32 (points)",
+        "agree with fp32",
+        "log-loss",
+        "Δ log-loss vs fp32",
+        "accuracy",
+    )
     table = Table(title=f"Inference on {len(texts)} texts, {args.threads} threads; CPU {cpu}")
     for col in columns:
         table.add_column(col, justify="left" if col == "contender" else "right")
@@ -255,9 +309,17 @@ def main(argv=None) -> int:
     for r in results:
         name = r["name"] + (f" ({auto_reason.split(',')[0]})" if r["name"] == CLASSIFIER_BACKENDS["auto"] else "")
         cells = [
-            name, f"{r['texts_per_s']:.1f}", f"{r['texts_per_s'] / base['texts_per_s']:.2f}x", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-            f"{r['macro_f1']:.4f}", f"{100 * (r['macro_f1'] - ref['macro_f1']):+.2f}", f"{np.mean(r['pred'] == ref['pred']):.4f}",
-            f"{r['log_loss']:.4f}", f"{r['log_loss'] - ref['log_loss']:+.4f}", f"{r['accuracy']:.4f}",
+            name,
+            f"{r['texts_per_s']:.1f}",
+            f"{r['texts_per_s'] / base['texts_per_s']:.2f}x",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['macro_f1']:.4f}",
+            f"{100 * (r['macro_f1'] - ref['macro_f1']):+.2f}",
+            f"{np.mean(r['pred'] == ref['pred']):.4f}",
+            f"{r['log_loss']:.4f}",
+            f"{r['log_loss'] - ref['log_loss']:+.4f}",
+            f"{r['accuracy']:.4f}",
         ]
         table.add_row(*cells)
         rows_md.append("| " + " | ".join(cells) + " |")
@@ -272,7 +334,8 @@ def main(argv=None) -> int:
                 "## Inference speed (`bench/infer_speed.py`)",
                 "",
                 f"Model `{args.model}` ({meta.pooling} pooling, max_length {meta.max_length}, {meta.truncation} truncation); "
-                f"{len(texts)} labelled texts from `{args.data.name}`" + (f" (after skipping {args.skip_rows})" if args.skip_rows else "")
+                f"{len(texts)} labelled texts from `{args.data.name}`"
+                + (f" (after skipping {args.skip_rows})" if args.skip_rows else "")
                 + f"; batch {args.batch_size}; {args.threads} threads; texts/s: the best of {args.repeat} pass(es); latency over {len(singles)} single-text calls. CPU: {cpu}.",
                 *(["", f"Note: {args.note}"] if args.note else []),
                 "",
@@ -306,6 +369,7 @@ def verdict_lines(results, base, ref, auto_reason: str) -> list[str]:
         f"log-loss {judged['log_loss'] - ref['log_loss']:+.4f}; vs {base['name']}: {100 * (judged['macro_f1'] - base['macro_f1']):+.2f} points.",
         f"- Single-text p50 of {label}: **{judged['p50_ms']:.1f} ms** (target < 15 ms: {'met' if judged['p50_ms'] < 15 else 'NOT met'}).",
     ]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,9 +35,23 @@ def build_file(n_rows: int, path: Path, seed: int = 0, no_narrative: float = 0.5
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    base = pacsv.read_csv(BUNDLED, parse_options=pacsv.ParseOptions(newlines_in_values=True), convert_options=pacsv.ConvertOptions(column_types={
-        c: pa.string() for c in ["Date received", "Product", "Sub-product", "Company", "Consumer complaint narrative", "Complaint ID"]
-    }))
+    base = pacsv.read_csv(
+        BUNDLED,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                c: pa.string()
+                for c in [
+                    "Date received",
+                    "Product",
+                    "Sub-product",
+                    "Company",
+                    "Consumer complaint narrative",
+                    "Complaint ID",
+                ]
+            }
+        ),
+    )
     rng = np.random.default_rng(seed)
     chunk = 250_000
     with pacsv.CSVWriter(path, base.schema) as writer:
@@ -50,7 +64,9 @@ def build_file(n_rows: int, path: Path, seed: int = 0, no_narrative: float = 0.5
                 text = pc.binary_join_element_wise(text, pa.array([f"ref {i}" for i in range(start, start + n)]), " ")
             text = pc.if_else(mask, pa.nulls(n, pa.string()), text)
             ids = pa.array(np.arange(10_000_000 + start, 10_000_000 + start + n)).cast(pa.string())
-            t = t.set_column(t.schema.get_field_index("Consumer complaint narrative"), "Consumer complaint narrative", text)
+            t = t.set_column(
+                t.schema.get_field_index("Consumer complaint narrative"), "Consumer complaint narrative", text
+            )
             t = t.set_column(t.schema.get_field_index("Complaint ID"), "Complaint ID", ids)
             writer.write_table(t)
     return path
@@ -62,10 +78,17 @@ def work_prepare(path: str, out: str) -> dict:
 
     m = prepare_dataset(DataConfig(input=Path(path), out_dir=Path(out))).manifest  # defaults: near-duplicates on
     near = m["near_duplicates"]
-    return {"rows": m["counts"]["rows_read"], "kept": m["counts"]["kept"], "duplicates": m["dropped"]["duplicate"],
-            "near_dup": m["dropped"]["near_duplicate"], "near_conflict": m["dropped"]["near_duplicate_conflicting_label"],
-            "near_groups": near.get("groups"), "near_compared": near.get("texts_compared"), "near_seconds": near.get("seconds"),
-            "memory_limit": m["plan"]["memory_limit"]}
+    return {
+        "rows": m["counts"]["rows_read"],
+        "kept": m["counts"]["kept"],
+        "duplicates": m["dropped"]["duplicate"],
+        "near_dup": m["dropped"]["near_duplicate"],
+        "near_conflict": m["dropped"]["near_duplicate_conflicting_label"],
+        "near_groups": near.get("groups"),
+        "near_compared": near.get("texts_compared"),
+        "near_seconds": near.get("seconds"),
+        "memory_limit": m["plan"]["memory_limit"],
+    }
 
 
 def work_baseline(path: str, out: str) -> dict:
@@ -125,7 +148,11 @@ def run_worker(kind: str, path: Path, out: Path, timeout: int) -> dict:
     wall = time.perf_counter() - t0
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
-        return {"kind": kind, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"], "wall_s": wall}
+        return {
+            "kind": kind,
+            "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"],
+            "wall_s": wall,
+        }
     info = json.loads(line[7:])
     info.update(kind=kind, wall_s=wall, rows_per_s=info["rows"] / info["seconds"])
     return info
@@ -151,13 +178,17 @@ def target_lines(results: list[dict]) -> list[str]:
         b = next((b for b in results if b["kind"] == "baseline" and b["size"] == p["size"] and "error" not in b), None)
         rss_ok = p["peak_rss_mb"] < RSS_BOUND_MB
         if p.get("distinct"):
-            out.append(f"- {p['size']:,} rows, all distinct: peak RSS {p['peak_rss_mb']:,.0f} MB, "
-                       f"{'under' if rss_ok else '**over**'} the {RSS_BOUND_MB:,} MB bound.")
+            out.append(
+                f"- {p['size']:,} rows, all distinct: peak RSS {p['peak_rss_mb']:,.0f} MB, "
+                f"{'under' if rss_ok else '**over**'} the {RSS_BOUND_MB:,} MB bound."
+            )
         elif b is not None:
             ratio = p["rows_per_s"] / b["rows_per_s"]
             met = "meets" if ratio >= SPEED_TARGET and rss_ok else "**misses**"
-            out.append(f"- {p['size']:,} rows: {ratio:.1f}x the baseline's rows/s (target {SPEED_TARGET:.0f}x), "
-                       f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS (bound {RSS_BOUND_MB:,} MB): {met} both.")
+            out.append(
+                f"- {p['size']:,} rows: {ratio:.1f}x the baseline's rows/s (target {SPEED_TARGET:.0f}x), "
+                f"{p['peak_rss_mb']:,.0f} MB vs {b['peak_rss_mb']:,.0f} MB peak RSS (bound {RSS_BOUND_MB:,} MB): {met} both."
+            )
     return out
 
 
@@ -168,8 +199,12 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None, help="where to build the files (default: system temp)")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    ap.add_argument("--worst-case", type=int, default=4_000_000,
-                    help="also run prepare on a file of this many rows, every one with a narrative and all distinct (0 skips)")
+    ap.add_argument(
+        "--worst-case",
+        type=int,
+        default=4_000_000,
+        help="also run prepare on a file of this many rows, every one with a narrative and all distinct (0 skips)",
+    )
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -188,21 +223,40 @@ def main() -> None:
             path = build_file(n, tmp / f"complaints_{n}.csv")
             mb = path.stat().st_size / 1e6
             if n in args.sizes:
-                results.append({"size": n, "file_mb": mb, **run_worker("prepare", path, tmp / f"out_p_{n}", args.timeout)})
+                results.append(
+                    {"size": n, "file_mb": mb, **run_worker("prepare", path, tmp / f"out_p_{n}", args.timeout)}
+                )
             if n == args.baseline_size:
-                results.append({"size": n, "file_mb": mb, **run_worker("baseline", path, tmp / f"out_b_{n}", args.timeout)})
+                results.append(
+                    {"size": n, "file_mb": mb, **run_worker("baseline", path, tmp / f"out_b_{n}", args.timeout)}
+                )
             path.unlink()
         if args.worst_case:
             n = args.worst_case
             path = build_file(n, tmp / f"distinct_{n}.csv", unique=True, no_narrative=0.0)
-            results.append({"size": n, "file_mb": path.stat().st_size / 1e6, "distinct": True,
-                            **run_worker("prepare", path, tmp / f"out_u_{n}", args.timeout)})
+            results.append(
+                {
+                    "size": n,
+                    "file_mb": path.stat().st_size / 1e6,
+                    "distinct": True,
+                    **run_worker("prepare", path, tmp / f"out_u_{n}", args.timeout),
+                }
+            )
             path.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     table = Table(title="ingest: prepare_dataset vs naive pandas")
-    for col in ("pipeline", "input rows", "file MB", "kept", "near-dup dropped (conflicting) / groups", "seconds", "rows/s", "peak RSS MB"):
+    for col in (
+        "pipeline",
+        "input rows",
+        "file MB",
+        "kept",
+        "near-dup dropped (conflicting) / groups",
+        "seconds",
+        "rows/s",
+        "peak RSS MB",
+    ):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
     lines = [
         "## Ingest (`bench/ingest.py`)",
@@ -223,12 +277,25 @@ def main() -> None:
         if r.get("distinct"):
             name += ", all texts distinct"
         if "error" in r:
-            table.add_row(name, f"{r['size']:,}", f"{r['file_mb']:.0f}", "-", "-", f"{r['wall_s']:.1f}", "failed", str(r["error"]))
+            table.add_row(
+                name, f"{r['size']:,}", f"{r['file_mb']:.0f}", "-", "-", f"{r['wall_s']:.1f}", "failed", str(r["error"])
+            )
             lines.append(f"| {name} | {r['size']:,} | {r['file_mb']:.0f} | failed: {r['error']} | | | | |")
             continue
-        near = (f"{r['near_dup']:,} ({r['near_conflict']:,}) / {r['near_groups']:,} in {r['near_seconds']:.0f} s"
-                if r.get("near_groups") is not None else "-")
-        cells = [f"{r['size']:,}", f"{r['file_mb']:.0f}", f"{r['kept']:,}", near, f"{r['seconds']:.1f}", f"{r['rows_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}"]
+        near = (
+            f"{r['near_dup']:,} ({r['near_conflict']:,}) / {r['near_groups']:,} in {r['near_seconds']:.0f} s"
+            if r.get("near_groups") is not None
+            else "-"
+        )
+        cells = [
+            f"{r['size']:,}",
+            f"{r['file_mb']:.0f}",
+            f"{r['kept']:,}",
+            near,
+            f"{r['seconds']:.1f}",
+            f"{r['rows_per_s']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        ]
         table.add_row(name, *cells)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     targets = target_lines(results)

@@ -35,7 +35,9 @@ BACKLOG = 18_000_000  # the CFPB database, about 18M complaints
 def write_texts(dest: Path, rows: int, seed: int) -> Path:
     import pandas as pd
 
-    frames = [pd.read_csv(p, usecols=["Consumer complaint narrative"]) for p in sorted((REPO / "data").glob("*.csv.gz"))]
+    frames = [
+        pd.read_csv(p, usecols=["Consumer complaint narrative"]) for p in sorted((REPO / "data").glob("*.csv.gz"))
+    ]
     texts = pd.concat(frames, ignore_index=True)["Consumer complaint narrative"].dropna()
     texts = texts.sample(n=rows, replace=True, random_state=seed).reset_index(drop=True)
     pd.DataFrame({"id": [f"b{i:06d}" for i in range(rows)], "text": texts}).to_csv(dest, index=False)
@@ -59,23 +61,49 @@ def build_model(dest: Path, max_length: int) -> Path:
 
 
 def run(model: Path, texts: Path, out: Path, nproc: int, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "ticket_triage", "predict", "--model", str(model), "--input", str(texts), "--out", str(out), "--batch-size", "32", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "ticket_triage",
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(texts),
+        "--out",
+        str(out),
+        "--batch-size",
+        "32",
+        *extra,
+    ]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
     else:
-        command += ["--work-dir", str(out.with_name(out.name + ".parts"))]  # the sharded path in one process: a manifest with its timing
+        command += [
+            "--work-dir",
+            str(out.with_name(out.name + ".parts")),
+        ]  # the sharded path in one process: a manifest with its timing
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    load = (load_before + os.getloadavg()[0]) / 2  # other work on the machine: the figures are only comparable within a run
+    load = (
+        load_before + os.getloadavg()[0]
+    ) / 2  # other work on the machine: the figures are only comparable within a run
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     slowest = max(p["seconds"] for p in manifest["parts"])
-    return {"nproc": nproc, "wall": wall, "rows": manifest["rows"], "steady": manifest["rows"] / slowest, "backend": manifest["backend"],
-            "per_process": [p["rows_per_s"] for p in manifest["parts"]], "load": load}
+    return {
+        "nproc": nproc,
+        "wall": wall,
+        "rows": manifest["rows"],
+        "steady": manifest["rows"] / slowest,
+        "backend": manifest["backend"],
+        "per_process": [p["rows_per_s"] for p in manifest["parts"]],
+        "load": load,
+    }
 
 
 def hours(rate: float) -> str:
@@ -85,12 +113,20 @@ def hours(rate: float) -> str:
 
 def table(results: list[dict], gpu_note: str) -> str:
     base = results[0]
-    lines = ["| configuration | backend | wall s (incl. start-up) | rows/s, wall | rows/s, scoring | per process rows/s | vs 1 process (scoring) | 18M texts, projected | load avg |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | backend | wall s (incl. start-up) | rows/s, wall | rows/s, scoring | per process rows/s | vs 1 process (scoring) | 18M texts, projected | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        label = r.get("label") or (f"{r['nproc']} CPU processes x {r['threads']} thread(s)" if r["nproc"] > 1 else f"1 CPU process x {r['threads']} threads")
-        lines.append(f"| {label} | {r['backend']} | {r['wall']:.1f} | {r['rows'] / r['wall']:.0f} | {r['steady']:.0f} | "
-                     f"{', '.join(f'{x:.0f}' for x in r['per_process'])} | {r['steady'] / base['steady']:.2f}x | {hours(r['steady'])} | {r['load']:.1f} |")
+        label = r.get("label") or (
+            f"{r['nproc']} CPU processes x {r['threads']} thread(s)"
+            if r["nproc"] > 1
+            else f"1 CPU process x {r['threads']} threads"
+        )
+        lines.append(
+            f"| {label} | {r['backend']} | {r['wall']:.1f} | {r['rows'] / r['wall']:.0f} | {r['steady']:.0f} | "
+            f"{', '.join(f'{x:.0f}' for x in r['per_process'])} | {r['steady'] / base['steady']:.2f}x | {hours(r['steady'])} | {r['load']:.1f} |"
+        )
     if gpu_note:
         lines.append(gpu_note)
     return "\n".join(lines)
@@ -124,14 +160,20 @@ def main(argv=None) -> int:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus:
             result = run(model, texts, tmp / "gpu.parquet", gpus, ["--backend", "torch", "--device", "cuda"])
-            result["label"], result["threads"] = f"{gpus} GPU process(es), 1 per GPU ({torch.cuda.get_device_name(0)})", 0
+            result["label"], result["threads"] = (
+                f"{gpus} GPU process(es), 1 per GPU ({torch.cuda.get_device_name(0)})",
+                0,
+            )
             results.append(result)
         else:
             gpu_note = "| 1 process per GPU | pending: no GPU lent yet; run `python bench/predict_scale.py` on a GPU machine (adds `--nproc <GPUs> --device cuda --backend torch`) | | | | | | | |"
-    body = (f"## Scoring the backlog: `bench/predict_scale.py`\n\n{args.rows:,} CFPB narratives (the bundled files resampled), "
-            f"embedded MiniLM with an untrained head, {args.max_length} tokens, batch 32, on {cores} CPU cores. Each row is one "
-            "`triage predict` command; rows/s, scoring is rows over the slowest process's scoring time (no start-up), "
-            "which the 18M projection uses; load avg is the machine's 1-minute load while it ran (other jobs share these cores).\n\n" + table(results, gpu_note))
+    body = (
+        f"## Scoring the backlog: `bench/predict_scale.py`\n\n{args.rows:,} CFPB narratives (the bundled files resampled), "
+        f"embedded MiniLM with an untrained head, {args.max_length} tokens, batch 32, on {cores} CPU cores. Each row is one "
+        "`triage predict` command; rows/s, scoring is rows over the slowest process's scoring time (no start-up), "
+        "which the 18M projection uses; load avg is the machine's 1-minute load while it ran (other jobs share these cores).\n\n"
+        + table(results, gpu_note)
+    )
     print(body)
     if not args.quick:
         sys.path.insert(0, str(Path(__file__).resolve().parent))

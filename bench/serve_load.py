@@ -54,12 +54,19 @@ def pick_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
     )
 
     if arg == "minilm":
-        source, note = embedded_model_path(), "untrained 6-class head on the embedded all-MiniLM-L6-v2 (same compute as a trained one)"
+        source, note = (
+            embedded_model_path(),
+            "untrained 6-class head on the embedded all-MiniLM-L6-v2 (same compute as a trained one)",
+        )
         max_length = 256
     else:
         words = "credit report debt collector mortgage loan card bank account payment fee the my i to and".split()
         source = str(tiny_bert(workdir / "tiny-encoder", words))
-        note = "a tiny random BERT (2 layers, 32 wide" + ("" if arg == "tiny" else "; made because runs/demo/model does not exist") + "): model compute is negligible, so this measures the service's own overhead"
+        note = (
+            "a tiny random BERT (2 layers, 32 wide"
+            + ("" if arg == "tiny" else "; made because runs/demo/model does not exist")
+            + "): model compute is negligible, so this measures the service's own overhead"
+        )
         max_length = 128
     folder = workdir / "model"
     model = build_model(source, LABELS)
@@ -92,10 +99,31 @@ class Server:
     def __init__(self, model: Path, db: Path, max_batch_size: int, max_wait_ms: float, log: Path):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "ticket_triage", "serve", "--model", str(model), "--db", f"sqlite:///{db}", "--host", "127.0.0.1",
-               "--port", str(self.port), "--no-auth", "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ticket_triage",
+            "serve",
+            "--model",
+            str(model),
+            "--db",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-auth",
+            "--max-batch-size",
+            str(max_batch_size),
+            "--max-wait-ms",
+            str(max_wait_ms),
+            "--log-level",
+            "warning",
+        ]
         self.log = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        )
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -103,7 +131,9 @@ class Server:
             if self.proc.poll() is not None:
                 self.log.flush()
                 tail = "".join(Path(self.log.name).read_text(errors="replace").splitlines(keepends=True)[-25:])
-                raise SystemExit(f"triage serve exited with {self.proc.returncode}; the end of its log ({self.log.name}):\n{tail}")
+                raise SystemExit(
+                    f"triage serve exited with {self.proc.returncode}; the end of its log ({self.log.name}):\n{tail}"
+                )
             try:
                 if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
                     return
@@ -124,12 +154,16 @@ class Server:
 # -- the load -------------------------------------------------------------------------------------
 # The clients can run in several processes: one Python process with httpx tops out near a
 # thousand requests/s, and a load test must measure the server, not its own client.
-def send_part(base: str, texts: list[str], clients: int, requests: int, duration: float, run: str, part: int, parts: int) -> dict:
+def send_part(
+    base: str, texts: list[str], clients: int, requests: int, duration: float, run: str, part: int, parts: int
+) -> dict:
     """One process's share: `clients` concurrent clients sending request numbers part, part+parts, ..."""
     return asyncio.run(_send(base, texts, clients, requests, duration, run, part, parts))
 
 
-async def _send(base: str, texts: list[str], clients: int, requests: int, duration: float, run: str, part: int, parts: int) -> dict:
+async def _send(
+    base: str, texts: list[str], clients: int, requests: int, duration: float, run: str, part: int, parts: int
+) -> dict:
     latencies: list[float] = []
     acked: list[int] = []
     errors: dict[str, int] = {}
@@ -143,7 +177,12 @@ async def _send(base: str, texts: list[str], clients: int, requests: int, durati
             for i in numbers:
                 if time.perf_counter() >= stop_at:
                     return
-                body = {"subject": f"ticket {i}", "body": texts[i % len(texts)], "channel": "web", "customer_ref": f"C-{i}"}
+                body = {
+                    "subject": f"ticket {i}",
+                    "body": texts[i % len(texts)],
+                    "channel": "web",
+                    "customer_ref": f"C-{i}",
+                }
                 t0 = time.perf_counter()
                 try:
                     r = await http.post("/v1/tickets", json=body, headers={"Idempotency-Key": f"{run}-{i}"})
@@ -157,8 +196,14 @@ async def _send(base: str, texts: list[str], clients: int, requests: int, durati
                     errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
 
         await asyncio.gather(*(worker() for _ in range(clients)))
-        return {"latencies": latencies, "acked": acked, "errors": errors, "sent": len(latencies) + sum(errors.values()),
-                "started": started, "ended": time.time()}
+        return {
+            "latencies": latencies,
+            "acked": acked,
+            "errors": errors,
+            "sent": len(latencies) + sum(errors.values()),
+            "started": started,
+            "ended": time.time(),
+        }
 
 
 def load(base: str, texts: list[str], clients: int, requests: int, duration: float, run: str, procs: int = 1) -> dict:
@@ -171,7 +216,9 @@ def load(base: str, texts: list[str], clients: int, requests: int, duration: flo
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(procs, mp_context=ctx) as pool:
-            futures = [pool.submit(send_part, base, texts, n, requests, duration, run, k, procs) for k, n in enumerate(shares)]
+            futures = [
+                pool.submit(send_part, base, texts, n, requests, duration, run, k, procs) for k, n in enumerate(shares)
+            ]
             parts = [f.result() for f in futures]
     latencies = [x for p in parts for x in p["latencies"]]
     acked = [x for p in parts for x in p["acked"]]
@@ -192,8 +239,15 @@ def load(base: str, texts: list[str], clients: int, requests: int, duration: flo
     missing = len(set(acked) - ids)
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
     return {
-        "requests": sum(p["sent"] for p in parts), "acked": len(acked), "stored": stored, "missing": missing, "errors": errors,
-        "seconds": elapsed, "throughput": len(acked) / elapsed if elapsed else 0.0, "p50": q[49] * 1000, "p99": q[98] * 1000,
+        "requests": sum(p["sent"] for p in parts),
+        "acked": len(acked),
+        "stored": stored,
+        "missing": missing,
+        "errors": errors,
+        "seconds": elapsed,
+        "throughput": len(acked) / elapsed if elapsed else 0.0,
+        "p50": q[49] * 1000,
+        "p99": q[98] * 1000,
         "mean_batch": mean_batch(metrics),
     }
 
@@ -261,18 +315,32 @@ def write_section(body: str, section: str = SECTION) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", help="model folder; 'minilm' (untrained head on the embedded MiniLM) or 'tiny'; default runs/demo/model, else tiny; repeat to compare models")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        help="model folder; 'minilm' (untrained head on the embedded MiniLM) or 'tiny'; default runs/demo/model, else tiny; repeat to compare models",
+    )
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--requests", type=int, default=1500, help="most requests per setting")
     p.add_argument("--duration", type=float, default=45.0, help="most seconds of load per setting")
     p.add_argument("--warmup", type=int, default=32)
-    p.add_argument("--client-procs", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 4)),
-                   help="processes the clients are spread over (default: a quarter of the cores, at most 4)")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=max(1, min(4, (os.cpu_count() or 2) // 4)),
+        help="processes the clients are spread over (default: a quarter of the cores, at most 4)",
+    )
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    p.add_argument("--section", default=SECTION, help="section of bench/RESULTS.md to write (e.g. serve-gpu for a GPU machine's run)")
+    p.add_argument(
+        "--section",
+        default=SECTION,
+        help="section of bench/RESULTS.md to write (e.g. serve-gpu for a GPU machine's run)",
+    )
     args = p.parse_args(argv)
 
     sections, ok = [], True

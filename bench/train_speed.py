@@ -34,8 +34,17 @@ def run_triage(data_dir: Path, workdir: Path, args) -> dict:
     from ticket_triage.training import TrainConfig, train_model
 
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr, warmup_ratio=0.1,
-        weight_decay=0.01, max_train_rows=args.rows, patience=args.epochs, calibrate=False, baseline=False, seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        lr=args.lr,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        max_train_rows=args.rows,
+        patience=args.epochs,
+        calibrate=False,
+        baseline=False,
+        seed=args.seed,
     )
     start = time.perf_counter()
     result = train_model(config, data_dir, workdir / "triage-run", log=lambda *_: None)
@@ -63,7 +72,9 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
     train = stratified_subset(splits["train"], args.rows, args.seed)
     path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
 
     class Encoded(torch.utils.data.Dataset):
         def __init__(self, texts, ys):
@@ -82,12 +93,30 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
         return {"macro_f1": f1_score(pred.label_ids, pred.predictions.argmax(-1), average="macro")}
 
     training_args = TrainingArguments(
-        output_dir=str(workdir / "hf-run"), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=64, learning_rate=args.lr, warmup_steps=0.1, weight_decay=0.01,  # a float < 1 is a ratio in transformers 5
-        eval_strategy="epoch", save_strategy="no", logging_strategy="epoch", report_to=[], seed=args.seed,
-        bf16=_cpu_has_native_bf16(), use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(workdir / "hf-run"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=args.lr,
+        warmup_steps=0.1,
+        weight_decay=0.01,  # a float < 1 is a ratio in transformers 5
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to=[],
+        seed=args.seed,
+        bf16=_cpu_has_native_bf16(),
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=Encoded(train.texts, train.labels), eval_dataset=Encoded(splits["val"].texts, splits["val"].labels), compute_metrics=macro_f1)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=Encoded(train.texts, train.labels),
+        eval_dataset=Encoded(splits["val"].texts, splits["val"].labels),
+        compute_metrics=macro_f1,
+    )
     start = time.perf_counter()
     output = trainer.train()
     wall = time.perf_counter() - start
@@ -97,7 +126,9 @@ def run_hf_trainer(data_dir: Path, workdir: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=800, help="training rows (stratified subset of the bundled train split)")
+    parser.add_argument(
+        "--rows", type=int, default=800, help="training rows (stratified subset of the bundled train split)"
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -115,7 +146,9 @@ def main() -> None:
         ours = run_triage(data_dir, workdir, args)
 
     ratio = ours["samples_per_s"] / hf["samples_per_s"]
-    table = Table(title=f"Training speed: {args.rows} rows x {args.epochs} epoch(s), max length {args.max_length}, batch {args.batch_size}")
+    table = Table(
+        title=f"Training speed: {args.rows} rows x {args.epochs} epoch(s), max length {args.max_length}, batch {args.batch_size}"
+    )
     for col in ("trainer", "train samples/s", "val macro-F1", "wall s"):
         table.add_column(col)
     for name, row in (("Hugging Face Trainer (baseline)", hf), ("triage train", ours)):
@@ -124,18 +157,20 @@ def main() -> None:
     verdict = "met" if ratio >= 1.5 and ours["val_macro_f1"] >= hf["val_macro_f1"] else "NOT met"
     print(f"speed ratio {ratio:.2f}x (target >= 1.5x at equal or better validation macro-F1): {verdict}")
 
-    body = "\n".join([
-        "## Training speed (`bench/train_speed.py`)",
-        "",
-        f"Embedded all-MiniLM-L6-v2, {args.rows} stratified training rows of the bundled data, {args.epochs} epoch(s), max length {args.max_length}, batch {args.batch_size}, lr {args.lr}, warm-up 10%, weight decay 0.01; validation split of the bundled data.",
-        "",
-        "| trainer | train samples/s | val macro-F1 | wall s |",
-        "|---|---:|---:|---:|",
-        f"| Hugging Face Trainer, padding to max length (baseline) | {hf['samples_per_s']:.2f} | {hf['val_macro_f1']:.4f} | {hf['wall_s']:.0f} |",
-        f"| `triage train` (dynamic padding, length-grouped batches, head+tail) | {ours['samples_per_s']:.2f} | {ours['val_macro_f1']:.4f} | {ours['wall_s']:.0f} |",
-        "",
-        f"**Speed ratio {ratio:.2f}x** (target: at least 1.5x at equal or better validation macro-F1): **{verdict}**.",
-    ])
+    body = "\n".join(
+        [
+            "## Training speed (`bench/train_speed.py`)",
+            "",
+            f"Embedded all-MiniLM-L6-v2, {args.rows} stratified training rows of the bundled data, {args.epochs} epoch(s), max length {args.max_length}, batch {args.batch_size}, lr {args.lr}, warm-up 10%, weight decay 0.01; validation split of the bundled data.",
+            "",
+            "| trainer | train samples/s | val macro-F1 | wall s |",
+            "|---|---:|---:|---:|",
+            f"| Hugging Face Trainer, padding to max length (baseline) | {hf['samples_per_s']:.2f} | {hf['val_macro_f1']:.4f} | {hf['wall_s']:.0f} |",
+            f"| `triage train` (dynamic padding, length-grouped batches, head+tail) | {ours['samples_per_s']:.2f} | {ours['val_macro_f1']:.4f} | {ours['wall_s']:.0f} |",
+            "",
+            f"**Speed ratio {ratio:.2f}x** (target: at least 1.5x at equal or better validation macro-F1): **{verdict}**.",
+        ]
+    )
     write_section("train-speed", body)
 
 

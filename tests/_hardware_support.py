@@ -19,7 +19,9 @@ PLAIN = CpuInfo("Test CPU (VNNI, no bf16)", frozenset({"avx2", "avx512f", "avx51
 # AVX-512 BF16 without AMX (AMD Zen 4).
 BF16_NO_AMX = CpuInfo("Test CPU (AVX-512 BF16, no AMX)", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
 # Intel Sapphire Rapids and later.
-AMX = CpuInfo("Test CPU (AMX)", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}))
+AMX = CpuInfo(
+    "Test CPU (AMX)", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
+)
 
 
 @contextmanager

@@ -68,7 +68,9 @@ def write_prepared(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> Pa
     frame.iloc[:n_train].to_parquet(folder / "train.parquet")
     frame.iloc[n_train : n_train + n_eval].to_parquet(folder / "val.parquet")
     frame.iloc[n_train + n_eval : n_train + 2 * n_eval].to_parquet(folder / "test.parquet")
-    (folder / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "labels": list(taxonomy.categories)}))
+    (folder / "manifest.json").write_text(
+        json.dumps({"format_version": FORMAT_VERSION, "labels": list(taxonomy.categories)})
+    )
     taxonomy.save(folder / "taxonomy.yaml")
     return folder
 

@@ -43,7 +43,10 @@ def test_cpuinfo_is_parsed_and_summarised():
     assert info.model == "Intel(R) Xeon(R) Platinum 8480+" and "amx_bf16" in info.flags and "fpu" in info.flags
     with assume_cpu(info):
         assert hardware.has_native_bf16() and hardware.has_amx() and hardware.has_vnni()
-        assert hardware.cpu_summary() == "Intel(R) Xeon(R) Platinum 8480+; amx_bf16 amx_int8 amx_tile avx512_bf16 avx512_vnni avx_vnni avx512f avx2"
+        assert (
+            hardware.cpu_summary()
+            == "Intel(R) Xeon(R) Platinum 8480+; amx_bf16 amx_int8 amx_tile avx512_bf16 avx512_vnni avx_vnni avx512f avx2"
+        )
     with assume_cpu(BF16_NO_AMX):
         assert hardware.has_native_bf16() and not hardware.has_amx()
     with assume_cpu(PLAIN):
@@ -126,8 +129,14 @@ def test_auto_loads_bf16_where_the_cpu_has_amx(model_dir):
     assert clf.backend_label == "torch-bf16 (auto: CPU has AMX-BF16)"
     with assume_cpu(PLAIN):
         plain = Classifier.load(model_dir)
-    assert (plain.backend, plain.precision, plain.backend_label) == ("torch", "fp32", "torch-fp32 (auto: no ONNX export, no native bf16)")
-    assert plain.model_version == clf.model_version[: -len("-bf16")], "same weights, the precision is the only difference"
+    assert (plain.backend, plain.precision, plain.backend_label) == (
+        "torch",
+        "fp32",
+        "torch-fp32 (auto: no ONNX export, no native bf16)",
+    )
+    assert plain.model_version == clf.model_version[: -len("-bf16")], (
+        "same weights, the precision is the only difference"
+    )
 
 
 # -- the bf16 backend -------------------------------------------------------------------------
@@ -149,7 +158,10 @@ def test_bf16_logits_are_close_to_fp32(model_dir):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("fields", [{"pooling": "mean"}, {"max_length": 16, "long_text": "chunks", "max_chunks": 4, "chunk_pool": "attention"}])
+@pytest.mark.parametrize(
+    "fields",
+    [{"pooling": "mean"}, {"max_length": 16, "long_text": "chunks", "max_chunks": 4, "chunk_pool": "attention"}],
+)
 def test_bf16_runs_mean_pooling_and_chunks_models(tmp_path, tiny_model_dir, fields):
     from ticket_triage import Classifier
 
@@ -176,7 +188,9 @@ def test_bf16_is_refused_on_a_gpu_without_bf16(model_dir, monkeypatch):
 def test_unknown_backend_error_is_unchanged(model_dir):
     from ticket_triage import Classifier
 
-    with pytest.raises(ModelError, match=r"unknown backend 'tensorrt': use one of auto, torch, torch-bf16, onnx, onnx-fp32, onnx-int8$"):
+    with pytest.raises(
+        ModelError, match=r"unknown backend 'tensorrt': use one of auto, torch, torch-bf16, onnx, onnx-fp32, onnx-int8$"
+    ):
         Classifier.load(model_dir, backend="tensorrt")
 
 
@@ -186,14 +200,39 @@ def test_cli_predict_takes_torch_bf16_and_says_what_auto_chose(tmp_path, model_d
 
     src = tmp_path / "in.csv"
     pd.DataFrame({"text": TEXTS}).to_csv(src, index=False)
-    cli_ok(["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "a.csv"), "--backend", "torch-bf16"])
+    cli_ok(
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--out",
+            str(tmp_path / "a.csv"),
+            "--backend",
+            "torch-bf16",
+        ]
+    )
     out = capsys.readouterr().out
     assert "(torch-bf16; model " in out and "-torch-bf16)" in out
     assert len(pd.read_csv(tmp_path / "a.csv")) == len(TEXTS)
     with assume_cpu(AMX):
         cli_ok(["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "b.csv")])
     assert "torch-bf16, auto: CPU has AMX-BF16" in capsys.readouterr().out
-    assert "unknown backend 'tensorrt'" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "c.csv"), "--backend", "tensorrt"])
+    assert "unknown backend 'tensorrt'" in cli_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--out",
+            str(tmp_path / "c.csv"),
+            "--backend",
+            "tensorrt",
+        ],
+    )
 
 
 def test_service_loads_the_bf16_backend(model_dir):

@@ -86,11 +86,15 @@ def test_calibrate_model_writes_temperature_and_reports(tmp_path, tiny_model_dir
     assert report.n == 120 and report.nll_after <= report.nll_before + 1e-9
     assert json.loads((model_dir / "triage.json").read_text())["temperature"] == pytest.approx(report.temperature)
     saved = json.loads((model_dir / "calibration.json").read_text())
-    assert saved["temperature"] == pytest.approx(report.temperature) and saved["ece_before"] == pytest.approx(report.ece_before)
+    assert saved["temperature"] == pytest.approx(report.temperature) and saved["ece_before"] == pytest.approx(
+        report.ece_before
+    )
     assert (model_dir / "reliability_diagram.png").stat().st_size > 1000 and (model_dir / "coverage.png").is_file()
     reloaded = Classifier.load(model_dir)
     assert reloaded.temperature == pytest.approx(report.temperature)
-    np.testing.assert_allclose(reloaded.predict_proba(texts[:5]), softmax(clf.predict_logits(texts[:5]), report.temperature), atol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict_proba(texts[:5]), softmax(clf.predict_logits(texts[:5]), report.temperature), atol=1e-6
+    )
 
     cli_ok(["calibrate", "--model", str(model_dir), "--data", str(val), "--out", str(tmp_path / "cal")])
     assert "temperature" in capsys.readouterr().out and (tmp_path / "cal" / "calibration.json").is_file()

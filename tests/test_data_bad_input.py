@@ -16,7 +16,9 @@ HEADER = "Date received,Product,Consumer complaint narrative,Complaint ID"
 
 
 def good_lines(n=10):
-    return [f'2020-01-01,Mortgage,"my servicer lost payment number {i} and charged me a fee",{100 + i}' for i in range(n)]
+    return [
+        f'2020-01-01,Mortgage,"my servicer lost payment number {i} and charged me a fee",{100 + i}' for i in range(n)
+    ]
 
 
 def run_cli(args, capsys):
@@ -33,7 +35,9 @@ def run_ok(args):
 
 
 def prepare_fails(capsys, path, tmp_path, *extra):
-    code, out, err = run_cli(["data", "prepare", "--input", str(path), "--out", str(tmp_path / "out"), "-q", *extra], capsys)
+    code, out, err = run_cli(
+        ["data", "prepare", "--input", str(path), "--out", str(tmp_path / "out"), "-q", *extra], capsys
+    )
     assert code == 1
     assert "Traceback" not in err and "Traceback" not in out
     assert err.startswith("error: ")
@@ -99,7 +103,9 @@ def test_truncated_zip(tmp_path, capsys):
 
 def test_broken_json(tmp_path, capsys):
     path = tmp_path / "broken.json"
-    path.write_text('[{"product": "Mortgage", "complaint_what_happened": "my servicer lost my payment again"}, {"product": ')
+    path.write_text(
+        '[{"product": "Mortgage", "complaint_what_happened": "my servicer lost my payment again"}, {"product": '
+    )
     assert "cannot read broken.json as JSON" in prepare_fails(capsys, path, tmp_path)
 
 
@@ -118,7 +124,12 @@ def test_bad_option_is_one_line(tmp_path, capsys, bundled_csv):
 
 def test_strict_unknown_product_via_cli(tmp_path, capsys):
     path = tmp_path / "u.csv"
-    path.write_text(HEADER + "\n" + "\n".join(good_lines()) + '\n2020-01-01,Crypto lending,"my crypto loan was frozen without notice",9\n')
+    path.write_text(
+        HEADER
+        + "\n"
+        + "\n".join(good_lines())
+        + '\n2020-01-01,Crypto lending,"my crypto loan was frozen without notice",9\n'
+    )
     err = prepare_fails(capsys, path, tmp_path, "--strict")
     assert "'Crypto lending' (1 rows)" in err and "not in taxonomy 'cfpb-6'" in err
 

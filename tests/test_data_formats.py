@@ -12,11 +12,22 @@ import pytest
 from ticket_triage.data import DataConfig, load_split, prepare_dataset
 from ticket_triage.data.reading import detect_format, open_source
 
-ROWS = [
-    ("2021-03-04", "Debt collection", f"a collector called me {i} times about a debt I do not owe", str(5000 + i)) for i in range(20)
-] + [
-    ("2021-03-05", "Mortgage", f"my mortgage servicer lost payment number {i} and charged a late fee", str(6000 + i)) for i in range(20)
-] + [("2021-03-06", "Mortgage", None, "7000")]
+ROWS = (
+    [
+        ("2021-03-04", "Debt collection", f"a collector called me {i} times about a debt I do not owe", str(5000 + i))
+        for i in range(20)
+    ]
+    + [
+        (
+            "2021-03-05",
+            "Mortgage",
+            f"my mortgage servicer lost payment number {i} and charged a late fee",
+            str(6000 + i),
+        )
+        for i in range(20)
+    ]
+    + [("2021-03-06", "Mortgage", None, "7000")]
+)
 
 CSV_NAMES = ["Date received", "Product", "Consumer complaint narrative", "Complaint ID"]
 JSON_NAMES = ["date_received", "product", "complaint_what_happened", "complaint_id"]
@@ -71,7 +82,12 @@ def test_each_format_reads_the_same_rows(tmp_path, kind):
     src = open_source(path)
     rows = [r for b in src.batches for r in b.to_pylist()]
     assert len(rows) == len(ROWS)
-    assert rows[0] == {"text": ROWS[0][2], "product": "Debt collection", "complaint_id": "5000", "date_received": rows[0]["date_received"]}
+    assert rows[0] == {
+        "text": ROWS[0][2],
+        "product": "Debt collection",
+        "complaint_id": "5000",
+        "date_received": rows[0]["date_received"],
+    }
     assert rows[0]["date_received"].startswith("2021-03-04")
     assert rows[-1]["text"] is None
     r = prepare_dataset(DataConfig(input=path, out_dir=tmp_path / "out"))
@@ -84,7 +100,9 @@ def test_each_format_reads_the_same_rows(tmp_path, kind):
 
 def test_other_exports_with_named_columns(tmp_path):
     df = pd.DataFrame({"body": [t for _, _, t, _ in ROWS], "queue": [p for _, p, _, _ in ROWS]})
-    df["queue"] = df["queue"].map({"Debt collection": "Debt Collection", "Mortgage": "Mortgage"})  # category names directly
+    df["queue"] = df["queue"].map(
+        {"Debt collection": "Debt Collection", "Mortgage": "Mortgage"}
+    )  # category names directly
     path = tmp_path / "tickets.csv"
     df.to_csv(path, index=False)
     r = prepare_dataset(DataConfig(input=path, out_dir=tmp_path / "out", text_column="body", label_column="queue"))

@@ -17,9 +17,30 @@ CSV = ["Date received", "Product", "Consumer complaint narrative", "Complaint ID
 
 def rows(prefix: str, product: str, n: int, start: int) -> list[tuple]:
     # distinct stories (different words, not just numbers) so no two are near-duplicates
-    topics = ["fee", "payment", "letter", "call", "report", "balance", "interest", "account", "card", "loan", "escrow", "refund"]
-    return [("2022-01-01", product, f"{prefix} {topics[i % 12]} {topics[(i * 5 + 3) % 12]} story {i} told by customer {start + i} "
-             f"who waited {i * 3 + 7} weeks for the {topics[(i * 7 + 1) % 12]} problem {i * 13} to end", str(start + i)) for i in range(n)]
+    topics = [
+        "fee",
+        "payment",
+        "letter",
+        "call",
+        "report",
+        "balance",
+        "interest",
+        "account",
+        "card",
+        "loan",
+        "escrow",
+        "refund",
+    ]
+    return [
+        (
+            "2022-01-01",
+            product,
+            f"{prefix} {topics[i % 12]} {topics[(i * 5 + 3) % 12]} story {i} told by customer {start + i} "
+            f"who waited {i * 3 + 7} weeks for the {topics[(i * 7 + 1) % 12]} problem {i * 13} to end",
+            str(start + i),
+        )
+        for i in range(n)
+    ]
 
 
 def all_rows(out) -> pd.DataFrame:
@@ -39,13 +60,20 @@ def check_counts_add_up(m):
 
 @pytest.fixture
 def three_files(tmp_path):
-    a = pd.DataFrame(rows("collector", "Debt collection", 20, 100) + [("2022-01-01", "Mortgage", None, "999")], columns=CSV)
+    a = pd.DataFrame(
+        rows("collector", "Debt collection", 20, 100) + [("2022-01-01", "Mortgage", None, "999")], columns=CSV
+    )
     a.to_csv(tmp_path / "a.csv", index=False)
     b = pd.DataFrame(rows("servicer", "Mortgage", 20, 200), columns=CSV)
     b.loc[len(b)] = ["2022-01-02", "Debt collection", a.iloc[0, 2].upper(), "300"]  # exact duplicate of a's first row
     b.to_parquet(tmp_path / "b.parquet", index=False)
-    c = [{"product": p, "complaint_what_happened": t, "complaint_id": i, "date_received": d} for d, p, t, i in rows("lender", "Student loan", 10, 400)]
-    c.append({"product": "Mortgage", "complaint_what_happened": "too short", "complaint_id": "500", "date_received": None})
+    c = [
+        {"product": p, "complaint_what_happened": t, "complaint_id": i, "date_received": d}
+        for d, p, t, i in rows("lender", "Student loan", 10, 400)
+    ]
+    c.append(
+        {"product": "Mortgage", "complaint_what_happened": "too short", "complaint_id": "500", "date_received": None}
+    )
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in c) + "\n")
     return [tmp_path / "a.csv", tmp_path / "b.parquet", tmp_path / "c.jsonl"]
 
@@ -91,8 +119,16 @@ def test_glob_pattern_and_one_that_matches_nothing(tmp_path):
 def test_same_file_name_in_two_folders_gets_unique_sources(tmp_path):
     for k, folder in enumerate(("2023", "2024")):
         (tmp_path / folder).mkdir()
-        pd.DataFrame(rows(folder, "Mortgage", 10, 100 * (k + 1)), columns=CSV).to_csv(tmp_path / folder / "complaints.csv", index=False)
-    r = prepare_dataset(DataConfig(input=[tmp_path / "2023" / "complaints.csv", tmp_path / "2024" / "complaints.csv"], out_dir=tmp_path / "out", near_duplicates="off"))
+        pd.DataFrame(rows(folder, "Mortgage", 10, 100 * (k + 1)), columns=CSV).to_csv(
+            tmp_path / folder / "complaints.csv", index=False
+        )
+    r = prepare_dataset(
+        DataConfig(
+            input=[tmp_path / "2023" / "complaints.csv", tmp_path / "2024" / "complaints.csv"],
+            out_dir=tmp_path / "out",
+            near_duplicates="off",
+        )
+    )
     names = [i["name"] for i in r.manifest["inputs"]]
     assert names == ["2023/complaints.csv", "2024/complaints.csv"]
     assert set(all_rows(r.out_dir)["source"]) == set(names)
@@ -114,8 +150,13 @@ def test_bad_input_among_several_is_named_and_nothing_written(tmp_path, three_fi
 def test_truncated_input_mid_stream_is_named(tmp_path, three_files):
     import gzip
 
-    body = ("Date received,Product,Consumer complaint narrative,Complaint ID\n" + "".join(
-        f'2020-01-01,Mortgage,"my servicer lost payment number {i} and charged me a fee",{i}\n' for i in range(40000))).encode()
+    body = (
+        "Date received,Product,Consumer complaint narrative,Complaint ID\n"
+        + "".join(
+            f'2020-01-01,Mortgage,"my servicer lost payment number {i} and charged me a fee",{i}\n'
+            for i in range(40000)
+        )
+    ).encode()
     data = gzip.compress(body)
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(data[: len(data) // 2])
@@ -130,7 +171,20 @@ def test_truncated_input_mid_stream_is_named(tmp_path, three_files):
 def test_cli_repeated_input_and_near_duplicates_off(tmp_path, three_files, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["data", "prepare", "--input", str(three_files[0]), "-i", str(three_files[1]), "--out", str(out), "--near-duplicates", "off"])
+        main(
+            [
+                "data",
+                "prepare",
+                "--input",
+                str(three_files[0]),
+                "-i",
+                str(three_files[1]),
+                "--out",
+                str(out),
+                "--near-duplicates",
+                "off",
+            ]
+        )
     assert exc.value.code == 0
     printed = " ".join(capsys.readouterr().out.split())
     m = read_manifest(out)
@@ -139,11 +193,35 @@ def test_cli_repeated_input_and_near_duplicates_off(tmp_path, three_files, capsy
     assert "near-duplicates: off" in printed and "b.parquet" in printed and "plan: DuckDB memory limit" in printed
     check_counts_add_up(m)
     with pytest.raises(SystemExit) as exc:
-        main(["data", "prepare", "--input", str(tmp_path / "*.csv"), "--out", str(tmp_path / "g"), "-q", "--near-duplicates", "0.8"])
+        main(
+            [
+                "data",
+                "prepare",
+                "--input",
+                str(tmp_path / "*.csv"),
+                "--out",
+                str(tmp_path / "g"),
+                "-q",
+                "--near-duplicates",
+                "0.8",
+            ]
+        )
     assert exc.value.code == 0
     assert read_manifest(tmp_path / "g")["near_duplicates"]["threshold"] == 0.8
     with pytest.raises(SystemExit) as exc:
-        main(["data", "prepare", "--input", str(three_files[0]), "--out", str(tmp_path / "h"), "-q", "--near-duplicates", "1.5"])
+        main(
+            [
+                "data",
+                "prepare",
+                "--input",
+                str(three_files[0]),
+                "--out",
+                str(tmp_path / "h"),
+                "-q",
+                "--near-duplicates",
+                "1.5",
+            ]
+        )
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "near_duplicates must be" in err and "Traceback" not in err

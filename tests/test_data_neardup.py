@@ -97,7 +97,9 @@ def test_near_duplicate_across_two_inputs(tmp_path, base):
     a = tmp_path / "a.csv"
     base.to_csv(a, index=False)
     copy = base.iloc[[5]].copy()
-    copy["Consumer complaint narrative"] = copy["Consumer complaint narrative"] + " Please help me resolve this as soon as possible."
+    copy["Consumer complaint narrative"] = (
+        copy["Consumer complaint narrative"] + " Please help me resolve this as soon as possible."
+    )
     copy["Complaint ID"] = "777"
     b = tmp_path / "b.parquet"
     copy.to_parquet(b, index=False)
@@ -207,7 +209,7 @@ def index_of(sh, off, path, **kw):
     index = NearDuplicateIndex(0.7, path, **kw)
     half = int(off.size // 2)
     index.add(sh[: off[half]], off[: half + 1])  # added in two parts, as prepare streams them
-    index.add(sh[off[half]:], off[half:] - off[half])
+    index.add(sh[off[half] :], off[half:] - off[half])
     return index
 
 

@@ -63,7 +63,14 @@ def test_taxonomy_covers_every_bundled_product(bundled_csv):
     missing = [p for p in products if tax.category_of(p) is None]
     assert missing == []
     counts = pd.read_csv(bundled_csv, usecols=["Product"])["Product"].map(tax.category_of).value_counts().to_dict()
-    assert counts == {"Loans": 2615, "Credit Reporting": 1459, "Debt Collection": 887, "Mortgage": 300, "Card Services": 265, "Banking Services": 105}
+    assert counts == {
+        "Loans": 2615,
+        "Credit Reporting": 1459,
+        "Debt Collection": 887,
+        "Mortgage": 300,
+        "Card Services": 265,
+        "Banking Services": 105,
+    }
 
 
 def test_bundled_outputs_follow_the_contract(bundled_prepared):
@@ -71,7 +78,14 @@ def test_bundled_outputs_follow_the_contract(bundled_prepared):
     assert m["labels"] == list(load_taxonomy("cfpb-6").categories)
     assert m["counts"]["rows_read"] == 5631
     assert m["unknown_products"] == {}
-    for name in ("train.parquet", "val.parquet", "test.parquet", "manifest.json", "taxonomy.yaml", "class_distribution.png"):
+    for name in (
+        "train.parquet",
+        "val.parquet",
+        "test.parquet",
+        "manifest.json",
+        "taxonomy.yaml",
+        "class_distribution.png",
+    ):
         assert (bundled_prepared / name).is_file(), name
     assert (bundled_prepared / "class_distribution.png").read_bytes()[:4] == b"\x89PNG"
     total = 0
@@ -86,9 +100,21 @@ def test_bundled_outputs_follow_the_contract(bundled_prepared):
         total += len(df)
     # 13 bundled narratives have fewer than 5 words; nothing else is dropped
     assert m["dropped"]["too_short"] == 13
-    assert total == m["counts"]["kept"] == 5631 - 13 - sum(m["dropped"][r] for r in (
-        "duplicate", "conflicting_label", "near_duplicate", "near_duplicate_conflicting_label"))
-    assert m["near_duplicates"]["threshold"] == 0.7 and m["near_duplicates"]["texts_compared"] == 5631 - 13 - m["dropped"]["duplicate"] - m["dropped"]["conflicting_label"]
+    assert (
+        total
+        == m["counts"]["kept"]
+        == 5631
+        - 13
+        - sum(
+            m["dropped"][r]
+            for r in ("duplicate", "conflicting_label", "near_duplicate", "near_duplicate_conflicting_label")
+        )
+    )
+    assert (
+        m["near_duplicates"]["threshold"] == 0.7
+        and m["near_duplicates"]["texts_compared"]
+        == 5631 - 13 - m["dropped"]["duplicate"] - m["dropped"]["conflicting_label"]
+    )
     assert m["inputs"][0]["rows_read"] == 5631 and m["inputs"][0]["dropped"] == m["dropped"]
     assert load_taxonomy(bundled_prepared / "taxonomy.yaml").categories == tuple(m["labels"])
     assert m["input"]["sha256"] and len(m["input"]["sha256"]) == 64
@@ -122,6 +148,7 @@ def test_same_seed_same_splits_other_seed_different(tmp_path, bundled_csv, bundl
     for split in ("train", "val", "test"):
         pd.testing.assert_frame_equal(load_split(bundled_prepared, split), load_split(again, split))
     assert set(load_split(bundled_prepared, "test")["text"]) != set(load_split(other, "test")["text"])
+
     # the other seed still keeps the same rows overall
     def all_texts(d):
         return set(pd.concat([load_split(d, s) for s in ("train", "val", "test")])["text"])
@@ -131,9 +158,16 @@ def test_same_seed_same_splits_other_seed_different(tmp_path, bundled_csv, bundl
 
 def test_dedup_and_conflicting_labels(tmp_path):
     rows = synthetic_rows({"Debt collection": 30, "Mortgage": 30})
-    rows += [("Debt collection", rows[0][1]), ("Debt collection", "  " + rows[1][1].upper() + "  ")]  # 2 duplicates (case/space)
+    rows += [
+        ("Debt collection", rows[0][1]),
+        ("Debt collection", "  " + rows[1][1].upper() + "  "),
+    ]  # 2 duplicates (case/space)
     conflict = "the bank charged me twice for the same thing and would not fix it"
-    rows += [("Mortgage", conflict), ("Credit card", conflict), ("Credit card", conflict.upper())]  # 3 conflicting copies
+    rows += [
+        ("Mortgage", conflict),
+        ("Credit card", conflict),
+        ("Credit card", conflict.upper()),
+    ]  # 3 conflicting copies
     path = tmp_path / "c.csv"
     cfpb_frame(rows).to_csv(path, index=False)
     r = prepare_dataset(DataConfig(input=path, out_dir=tmp_path / "out"))
@@ -237,9 +271,26 @@ def test_load_split_and_manifest_errors(tmp_path):
 
 def test_manifest_is_json_and_complete(bundled_prepared):
     m = json.loads((bundled_prepared / "manifest.json").read_text())
-    for key in ("input", "taxonomy", "config", "labels", "counts", "dropped", "unknown_products", "broken_rows", "undecodable_chars_replaced"):
+    for key in (
+        "input",
+        "taxonomy",
+        "config",
+        "labels",
+        "counts",
+        "dropped",
+        "unknown_products",
+        "broken_rows",
+        "undecodable_chars_replaced",
+    ):
         assert key in m
-    assert set(m["dropped"]) >= {"no_narrative", "too_short", "unknown_product", "dropped_product", "duplicate", "conflicting_label"}
+    assert set(m["dropped"]) >= {
+        "no_narrative",
+        "too_short",
+        "unknown_product",
+        "dropped_product",
+        "duplicate",
+        "conflicting_label",
+    }
 
 
 def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monkeypatch):
@@ -267,14 +318,23 @@ def test_heap_limit_holds_only_while_prepare_streams(tmp_path, bundled_csv, monk
     assert calls == [(-3, 1 << 20), (-3, 32 << 20), (-1, 64 << 20)] and reading._heap_scopes == 0
 
 
-@pytest.mark.parametrize("env, expected", [
-    # the user's fixed thresholds are what the exit puts back
-    ({"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}, [(-3, 1 << 20), (-3, 4 << 20), (-1, 8 << 20)]),
-    ({"GLIBC_TUNABLES": f"glibc.malloc.check=0:glibc.malloc.mmap_threshold={16 << 20}"}, [(-3, 1 << 20), (-3, 16 << 20), (-1, 128 << 10)]),
-    # already at or below 1 MiB (or only the trim threshold set, which leaves glibc's 128 KiB): left alone
-    ({"MALLOC_MMAP_THRESHOLD_": str(256 << 10)}, []),
-    ({"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}, []),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        # the user's fixed thresholds are what the exit puts back
+        (
+            {"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)},
+            [(-3, 1 << 20), (-3, 4 << 20), (-1, 8 << 20)],
+        ),
+        (
+            {"GLIBC_TUNABLES": f"glibc.malloc.check=0:glibc.malloc.mmap_threshold={16 << 20}"},
+            [(-3, 1 << 20), (-3, 16 << 20), (-1, 128 << 10)],
+        ),
+        # already at or below 1 MiB (or only the trim threshold set, which leaves glibc's 128 KiB): left alone
+        ({"MALLOC_MMAP_THRESHOLD_": str(256 << 10)}, []),
+        ({"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}, []),
+    ],
+)
 def test_heap_limit_restores_the_users_own_thresholds(monkeypatch, env, expected):
     from ticket_triage.data import reading
 
@@ -310,7 +370,9 @@ def test_staged_file_streams_in_bounded_memory(tmp_path):
     group = 4096
     texts = pa.array([bytes(rng.integers(97, 123, 256, dtype=np.uint8)).decode() for _ in range(group * 24)])  # 24 MB
     path = tmp_path / "staged.parquet"
-    pq.write_table(pa.table({"rid": np.arange(len(texts)), "text": texts}), path, row_group_size=group, compression="zstd")
+    pq.write_table(
+        pa.table({"rid": np.arange(len(texts)), "text": texts}), path, row_group_size=group, compression="zstd"
+    )
     before = pa.total_allocated_bytes()
     peak, rows = 0, 0
     for rb in staged_batches(path, ["rid", "text"], batch_size=group):

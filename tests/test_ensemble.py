@@ -15,7 +15,13 @@ from ticket_triage.errors import ModelError
 from ticket_triage.inference.classifier import softmax
 from ticket_triage.training import TrainConfig, train_model
 
-TEXTS = ["my credit report shows a debt i do not owe", "the debt collector called about my mortgage payment", "bank charge on checking", "student loan interest", "card late fee"]
+TEXTS = [
+    "my credit report shows a debt i do not owe",
+    "the debt collector called about my mortgage payment",
+    "bank charge on checking",
+    "student loan interest",
+    "card late fee",
+]
 
 
 def quiet(*_args, **_kwargs):
@@ -35,7 +41,9 @@ def test_weight_is_picked_by_validation_macro_f1_and_the_mix_beats_both():
     assert f1[0.0] == 0.5 and f1[1.0] == 0.5 and f1[weight] == 1.0  # each alone: half right
     assert [r["weight"] for r in grid] == list(ens.WEIGHT_GRID)
     np.testing.assert_allclose(ens.mix(p_t, p_f, 0.25), 0.75 * p_t + 0.25 * p_f)
-    assert ens.ensemble_meta(weight, {"transformer": f1[0.0], "tfidf": f1[1.0], "hybrid": f1[weight]})["enabled"] is True
+    assert (
+        ens.ensemble_meta(weight, {"transformer": f1[0.0], "tfidf": f1[1.0], "hybrid": f1[weight]})["enabled"] is True
+    )
 
 
 def test_useless_tfidf_gets_weight_zero_and_stays_off():
@@ -50,7 +58,11 @@ def test_useless_tfidf_gets_weight_zero_and_stays_off():
 
 @pytest.mark.parametrize(
     "f1, enabled",
-    [({"transformer": 0.7, "tfidf": 0.6, "hybrid": 0.72}, True), ({"transformer": 0.7, "tfidf": 0.6, "hybrid": 0.7}, False), ({"transformer": 0.6, "tfidf": 0.75, "hybrid": 0.74}, False)],
+    [
+        ({"transformer": 0.7, "tfidf": 0.6, "hybrid": 0.72}, True),
+        ({"transformer": 0.7, "tfidf": 0.6, "hybrid": 0.7}, False),
+        ({"transformer": 0.6, "tfidf": 0.75, "hybrid": 0.74}, False),
+    ],
 )
 def test_enabled_only_when_hybrid_beats_both(f1, enabled):
     assert ens.should_enable(f1) is enabled
@@ -71,17 +83,32 @@ def test_saved_tfidf_model_reproduces_the_fitted_probabilities(small_prepared, t
     assert np.array_equal(loaded.predict_proba(test.texts), model.predict_proba(test.texts))
 
     # The rebuilt vectorizer + matrix product is scikit-learn's own pipeline with those weights.
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=ens.MAX_FEATURES).fit(train.texts)
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=ens.MAX_FEATURES).fit(
+        train.texts
+    )
     assert vec.get_feature_names_out().tolist() == loaded.vocabulary
     lr = LogisticRegression()
     lr.coef_, lr.intercept_, lr.classes_ = loaded.coef, loaded.intercept, np.arange(len(labels))
-    np.testing.assert_allclose(softmax(loaded.scores(test.texts)), lr.predict_proba(vec.transform(test.texts)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        softmax(loaded.scores(test.texts)), lr.predict_proba(vec.transform(test.texts)), rtol=0, atol=1e-12
+    )
 
 
 # -- a training run with --ensemble tfidf ------------------------------------------------------
 @pytest.fixture(scope="module")
 def ensemble_run(tiny_model_dir, small_prepared, tmp_path_factory):
-    config = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16, max_length=32, lr=1e-3, seed=7, precision="fp32", threads=1, baseline=False, ensemble="tfidf")
+    config = TrainConfig(
+        model=str(tiny_model_dir),
+        epochs=1,
+        batch_size=16,
+        max_length=32,
+        lr=1e-3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        baseline=False,
+        ensemble="tfidf",
+    )
     out = tmp_path_factory.mktemp("ens") / "run"
     train_model(config, small_prepared, out, log=quiet, progress=False)
     return out
@@ -112,7 +139,9 @@ def test_training_stores_the_tfidf_model_and_a_weight_fitted_on_validation(ensem
         scores = metrics["ensemble"]["scores"][split]
         assert set(scores) == {"transformer", "tfidf", "hybrid"}
         assert set(scores["hybrid"]["recall"]) == set(labels)
-    assert metrics["ensemble"]["scores"]["validation"]["hybrid"]["macro_f1"] == pytest.approx(spec["val_macro_f1"]["hybrid"])
+    assert metrics["ensemble"]["scores"]["validation"]["hybrid"]["macro_f1"] == pytest.approx(
+        spec["val_macro_f1"]["hybrid"]
+    )
     shipped = "hybrid" if spec["enabled"] else "transformer"
     assert metrics["test"]["macro_f1"] == pytest.approx(metrics["ensemble"]["scores"]["test"][shipped]["macro_f1"])
     report = (ensemble_run / "classification_report.md").read_text()
@@ -144,7 +173,9 @@ def test_classifier_mixes_exactly_when_enabled_and_not_when_disabled(ensemble_ru
     np.testing.assert_allclose(disabled.predict_proba(TEXTS), p_t, rtol=0, atol=1e-12)
     forced = Classifier.load(off, backend="torch", ensemble=True)
     np.testing.assert_allclose(forced.predict_proba(TEXTS), 0.7 * p_t + 0.3 * p_f, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(Classifier.load(on, backend="torch", ensemble=False).predict_proba(TEXTS), p_t, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        Classifier.load(on, backend="torch", ensemble=False).predict_proba(TEXTS), p_t, rtol=0, atol=1e-12
+    )
 
 
 def test_enabled_ensemble_with_missing_files_says_what_to_do(ensemble_run, tmp_path):
@@ -183,8 +214,14 @@ def test_onnx_export_carries_the_tfidf_model(ensemble_run, tmp_path):
         onnx_clf = Classifier.load(tmp_path / "onnx", backend=backend)
         assert onnx_clf.ensemble_enabled and onnx_clf.model_version.endswith("+tfidf")
         p_t = softmax(onnx_clf.predict_logits(TEXTS), onnx_clf.temperature)
-        np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS), 0.7 * p_t + 0.3 * onnx_clf.tfidf.predict_proba(TEXTS), atol=1e-12)
-    np.testing.assert_allclose(Classifier.load(tmp_path / "onnx", backend="onnx-fp32").predict_proba(TEXTS), torch_clf.predict_proba(TEXTS), atol=1e-4)
+        np.testing.assert_allclose(
+            onnx_clf.predict_proba(TEXTS), 0.7 * p_t + 0.3 * onnx_clf.tfidf.predict_proba(TEXTS), atol=1e-12
+        )
+    np.testing.assert_allclose(
+        Classifier.load(tmp_path / "onnx", backend="onnx-fp32").predict_proba(TEXTS),
+        torch_clf.predict_proba(TEXTS),
+        atol=1e-4,
+    )
 
 
 def test_ensemble_true_on_a_folder_without_one_is_an_error(tmp_path, tiny_model_dir):
@@ -216,7 +253,20 @@ def test_predict_and_serve_can_switch_an_enabled_hybrid_off(ensemble_run, tmp_pa
     assert np.abs(p_alone - p_hybrid).max() > 1e-3  # the switch must be visible in the output
     for flag, expected in (([], p_hybrid), (["--no-ensemble"], p_alone)):
         out = tmp_path / f"out{len(flag)}.parquet"
-        cli_ok(["predict", "--model", str(on), "--input", str(tmp_path / "in.csv"), "--out", str(out), "--backend", "torch", *flag])
+        cli_ok(
+            [
+                "predict",
+                "--model",
+                str(on),
+                "--input",
+                str(tmp_path / "in.csv"),
+                "--out",
+                str(out),
+                "--backend",
+                "torch",
+                *flag,
+            ]
+        )
         scored = pd.read_parquet(out)
         np.testing.assert_allclose(scored[[f"prob_{c}" for c in transformer.labels]].to_numpy(), expected, atol=1e-6)
     capsys.readouterr()
@@ -250,16 +300,33 @@ def test_calibrate_chooses_the_hybrid_weight_again_at_the_new_temperature(ensemb
     expected, _ = ens.choose_weight(p_t, p_f, splits["val"].labels, len(labels))
     meta = json.loads((folder / "triage.json").read_text())
     assert report.ensemble["previous_weight"] == 0.95 and report.ensemble["weight"] == pytest.approx(expected)
-    assert meta["ensemble"]["weight"] == pytest.approx(expected) and meta["temperature"] == pytest.approx(report.temperature)
+    assert meta["ensemble"]["weight"] == pytest.approx(expected) and meta["temperature"] == pytest.approx(
+        report.temperature
+    )
     assert meta["ensemble"]["enabled"] == ens.should_enable(report.ensemble["val_macro_f1"])
-    assert meta["ensemble"]["C"] == json.loads((ensemble_run / "model" / "triage.json").read_text())["ensemble"]["C"]  # the fit's facts kept
-    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["ensemble"]["weight"] == pytest.approx(expected)
+    assert (
+        meta["ensemble"]["C"] == json.loads((ensemble_run / "model" / "triage.json").read_text())["ensemble"]["C"]
+    )  # the fit's facts kept
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["ensemble"]["weight"] == pytest.approx(
+        expected
+    )
 
 
 def test_calibrate_leaves_a_folder_without_a_hybrid_alone(tiny_model_dir, small_prepared, tmp_path):
     from ticket_triage.calibration import calibrate_model
 
-    config = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16, max_length=32, lr=1e-3, seed=7, precision="fp32", threads=1, baseline=False, calibrate=False)
+    config = TrainConfig(
+        model=str(tiny_model_dir),
+        epochs=1,
+        batch_size=16,
+        max_length=32,
+        lr=1e-3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        baseline=False,
+        calibrate=False,
+    )
     run = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
     report = calibrate_model(run.model_dir, small_prepared / "val.parquet")
     assert report.ensemble is None and json.loads((run.model_dir / "triage.json").read_text())["ensemble"] is None
@@ -272,9 +339,25 @@ def test_the_end_of_a_hybrid_run_scores_each_split_once(tiny_model_dir, small_pr
 
     loads, scored = [], []
     real_load, real_logits = Classifier.load.__func__, Classifier.predict_logits
-    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, *a, **k: loads.append(a[0]) or real_load(cls, *a, **k)))
-    monkeypatch.setattr(Classifier, "predict_logits", lambda self, texts, *a, **k: scored.append((self.folder, len(texts))) or real_logits(self, texts, *a, **k))
-    config = TrainConfig(model=str(tiny_model_dir), epochs=1, max_length=32, lr=1e-3, seed=7, precision="fp32", threads=1, baseline=False, ensemble="tfidf")
+    monkeypatch.setattr(
+        Classifier, "load", classmethod(lambda cls, *a, **k: loads.append(a[0]) or real_load(cls, *a, **k))
+    )
+    monkeypatch.setattr(
+        Classifier,
+        "predict_logits",
+        lambda self, texts, *a, **k: scored.append((self.folder, len(texts))) or real_logits(self, texts, *a, **k),
+    )
+    config = TrainConfig(
+        model=str(tiny_model_dir),
+        epochs=1,
+        max_length=32,
+        lr=1e-3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        baseline=False,
+        ensemble="tfidf",
+    )
     result = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
     assert loads == [result.model_dir]
     assert [n for folder, n in scored if folder is not None] == [60, 60], "validation and test, once each"

@@ -22,7 +22,25 @@ def run_cli(args, capsys):
 def trained_run(tiny_model_dir, small_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-run") / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--data", str(small_prepared), "--out", str(out), "--model", str(tiny_model_dir), "--epochs", "1", "--max-length", "32", "--precision", "fp32", "--threads", "1"])
+        main(
+            [
+                "train",
+                "--data",
+                str(small_prepared),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--epochs",
+                "1",
+                "--max-length",
+                "32",
+                "--precision",
+                "fp32",
+                "--threads",
+                "1",
+            ]
+        )
     assert exit_info.value.code in (0, None)
     return out
 
@@ -34,7 +52,18 @@ def test_train_cli_writes_run_folder(trained_run):
 
 
 def test_model_from_train_loads_in_evaluate_on_prepared_split(trained_run, small_prepared, tmp_path, capsys):
-    code, output = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "eval")], capsys)
+    code, output = run_cli(
+        [
+            "evaluate",
+            "--model",
+            str(trained_run / "model"),
+            "--data",
+            str(small_prepared / "test.parquet"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        capsys,
+    )
     assert code == 0, output
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     trained = json.loads((trained_run / "metrics.json").read_text())["test"]
@@ -49,11 +78,19 @@ def test_evaluate_raw_cfpb_file_maps_products_and_reports_unknown(trained_run, t
     pd.DataFrame(
         {
             "Product": ["Mortgage", "Credit card", "Debt collection", "Hoverboard lease", "Other financial service"],
-            "Consumer complaint narrative": ["my mortgage escrow payment was wrong", "a late fee on my card", "the collector calls me", "my hoverboard lease is bad", "something else"],
+            "Consumer complaint narrative": [
+                "my mortgage escrow payment was wrong",
+                "a late fee on my card",
+                "the collector calls me",
+                "my hoverboard lease is bad",
+                "something else",
+            ],
             "Complaint ID": ["1", "2", "3", "4", "5"],
         }
     ).to_csv(raw, index=False)
-    code, output = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(raw), "--out", str(tmp_path / "eval")], capsys)
+    code, output = run_cli(
+        ["evaluate", "--model", str(trained_run / "model"), "--data", str(raw), "--out", str(tmp_path / "eval")], capsys
+    )
     assert code == 0, output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 3
@@ -83,22 +120,34 @@ def test_bad_input_is_one_line_without_traceback(args, message, capsys):
 
 
 def test_missing_model_folder_is_one_line(small_prepared, tmp_path, capsys):
-    code, output = run_cli(["train", "--data", str(small_prepared), "--out", str(tmp_path / "x"), "--model", "./no-such-folder"], capsys)
+    code, output = run_cli(
+        ["train", "--data", str(small_prepared), "--out", str(tmp_path / "x"), "--model", "./no-such-folder"], capsys
+    )
     assert code == 1 and "no-such-folder does not exist" in output and "Traceback" not in output
 
 
 def test_metrics_match_hand_count():
     metrics = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
     assert metrics["accuracy"] == pytest.approx(0.6)
-    assert metrics["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert metrics["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
 
 
 def test_training_report_has_slices_for_an_old_folder_without_source(trained_run, small_prepared):
     test = json.loads((trained_run / "metrics.json").read_text())["test"]
     # write_prepared makes no `source` or `date_received` column: one source, the folder, of unknown year.
-    assert list(test["by_source"]) == [small_prepared.resolve().name] and test["by_source"][small_prepared.resolve().name]["n"] == 60
-    assert list(test["by_year"]) == ["unknown"] and test["by_year"]["unknown"]["macro_f1"] == pytest.approx(test["macro_f1"])
+    assert (
+        list(test["by_source"]) == [small_prepared.resolve().name]
+        and test["by_source"][small_prepared.resolve().name]["n"] == 60
+    )
+    assert list(test["by_year"]) == ["unknown"] and test["by_year"]["unknown"]["macro_f1"] == pytest.approx(
+        test["macro_f1"]
+    )
     report = (trained_run / "classification_report.md").read_text()
     assert "## By input file (source)" in report and "## By year received" in report
 
@@ -108,11 +157,19 @@ def test_evaluate_raw_csv_reports_by_year_and_source(trained_run, tmp_path, caps
     pd.DataFrame(
         {
             "Product": ["Mortgage", "Credit card", "Debt collection", "Mortgage", "Checking or savings account"],
-            "Consumer complaint narrative": ["my mortgage escrow payment was wrong", "a late fee on my card", "the collector calls me", "foreclosure on my loan", "the bank closed my account"],
+            "Consumer complaint narrative": [
+                "my mortgage escrow payment was wrong",
+                "a late fee on my card",
+                "the collector calls me",
+                "foreclosure on my loan",
+                "the bank closed my account",
+            ],
             "Date received": ["2019-05-01", "2019-12-31", "03/15/2021", None, "2021-01-02"],
         }
     ).to_csv(raw, index=False)
-    code, output = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(raw), "--out", str(tmp_path / "eval")], capsys)
+    code, output = run_cli(
+        ["evaluate", "--model", str(trained_run / "model"), "--data", str(raw), "--out", str(tmp_path / "eval")], capsys
+    )
     assert code == 0, output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {k: v["n"] for k, v in metrics["by_year"].items()} == {"2019": 2, "2021": 2, "unknown": 1}
@@ -140,10 +197,34 @@ def test_evaluate_an_exported_onnx_folder(trained_run, small_prepared, tmp_path,
     onnx_dir = tmp_path / "onnx"
     export_onnx(trained_run / "model", onnx_dir)
     assert not (onnx_dir / "model.safetensors").exists()
-    code, out = run_cli(["evaluate", "--model", str(onnx_dir), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "ev")], capsys)
+    code, out = run_cli(
+        [
+            "evaluate",
+            "--model",
+            str(onnx_dir),
+            "--data",
+            str(small_prepared / "test.parquet"),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        capsys,
+    )
     assert code == 0, out
     onnx_metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert onnx_metrics["model"]["backend"] == "onnx" and onnx_metrics["n"] == 60
-    code, _ = run_cli(["evaluate", "--model", str(trained_run / "model"), "--data", str(small_prepared / "test.parquet"), "--out", str(tmp_path / "ev-torch"), "--backend", "torch"], capsys)
+    code, _ = run_cli(
+        [
+            "evaluate",
+            "--model",
+            str(trained_run / "model"),
+            "--data",
+            str(small_prepared / "test.parquet"),
+            "--out",
+            str(tmp_path / "ev-torch"),
+            "--backend",
+            "torch",
+        ],
+        capsys,
+    )
     torch_metrics = json.loads((tmp_path / "ev-torch" / "metrics.json").read_text())
     assert onnx_metrics["confusion_matrix"] == torch_metrics["confusion_matrix"]

@@ -68,7 +68,9 @@ def test_int8_export_loads_and_predicts(tmp_path, tiny_model_dir):
     from ticket_triage.evaluation.metrics import classification_metrics
 
     y = [torch_clf.labels.index(p.category) for p in torch_clf.predict(texts)]
-    assert report.check_rows == 40 and report.macro_f1_fp32 == pytest.approx(classification_metrics(y, y, torch_clf.labels)["macro_f1"])
+    assert report.check_rows == 40 and report.macro_f1_fp32 == pytest.approx(
+        classification_metrics(y, y, torch_clf.labels)["macro_f1"]
+    )
     assert report.macro_f1_delta_points == pytest.approx(100 * (report.macro_f1_int8 - report.macro_f1_fp32), abs=1e-3)
     assert report.int8_within_target == (report.macro_f1_delta_points >= -1.0)
     assert 0.8 <= report.check_argmax_agreement <= 1.0 and report.int8_per_channel in (True, False)
@@ -98,9 +100,15 @@ def test_cli_export(tmp_path, tiny_model_dir, capsys):
     cli_ok(["predict", "--model", str(tmp_path / "onnx"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
     assert "onnx-fp32" in capsys.readouterr().out
 
-    assert "only onnx" in cli_error(capsys, ["export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x")])
-    assert "int8" in cli_error(capsys, ["export", "--model", str(model_dir), "--quantize", "int4", "--out", str(tmp_path / "x")])
-    assert "does not exist" in cli_error(capsys, ["export", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    assert "only onnx" in cli_error(
+        capsys, ["export", "--model", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "x")]
+    )
+    assert "int8" in cli_error(
+        capsys, ["export", "--model", str(model_dir), "--quantize", "int4", "--out", str(tmp_path / "x")]
+    )
+    assert "does not exist" in cli_error(
+        capsys, ["export", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "x")]
+    )
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -134,10 +142,14 @@ def test_chunks_model_onnx_pools_like_pytorch(tmp_path, tiny_model_dir):
     from ticket_triage import Classifier
     from ticket_triage.export import export_onnx
 
-    model_dir = make_model_folder(tmp_path / "model", tiny_model_dir, max_length=16, long_text="chunks", max_chunks=4, chunk_pool="attention")
+    model_dir = make_model_folder(
+        tmp_path / "model", tiny_model_dir, max_length=16, long_text="chunks", max_chunks=4, chunk_pool="attention"
+    )
     report = export_onnx(model_dir, tmp_path / "onnx")
     assert report.parity_ok
     onnx_clf, torch_clf = Classifier.load(tmp_path / "onnx"), Classifier.load(model_dir, backend="torch")
     assert onnx_clf.backend == "onnx" and (onnx_clf.meta.long_text, onnx_clf.meta.chunk_pool) == ("chunks", "attention")
     texts = random_texts() + TEXTS
-    np.testing.assert_allclose(onnx_clf.predict_logits(texts, batch_size=7), torch_clf.predict_logits(texts, batch_size=5), atol=1e-4)
+    np.testing.assert_allclose(
+        onnx_clf.predict_logits(texts, batch_size=7), torch_clf.predict_logits(texts, batch_size=5), atol=1e-4
+    )

@@ -19,7 +19,9 @@ from ticket_triage.errors import DataError
 def make_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # stored: big enough to cut in the middle
-        rows = "\n".join(f'2020-01-01,Mortgage,"my servicer lost payment {i} and charged a fee",{i}' for i in range(3000))
+        rows = "\n".join(
+            f'2020-01-01,Mortgage,"my servicer lost payment {i} and charged a fee",{i}' for i in range(3000)
+        )
         z.writestr("complaints.csv", "Date received,Product,Consumer complaint narrative,Complaint ID\n" + rows + "\n")
     return buf.getvalue()
 

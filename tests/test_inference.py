@@ -145,7 +145,9 @@ def test_mean_pooling_model(tmp_path, tiny_model_dir):
     clf = Classifier.load(folder)
     preds = clf.predict(TEXTS)
     assert [p.category in clf.labels for p in preds] == [True] * len(TEXTS)
-    np.testing.assert_allclose(clf.predict_logits(TEXTS, batch_size=2), np.concatenate([clf.predict_logits([t]) for t in TEXTS]), atol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_logits(TEXTS, batch_size=2), np.concatenate([clf.predict_logits([t]) for t in TEXTS]), atol=1e-5
+    )
 
 
 def test_device_choice(tmp_path, model_dir, monkeypatch):
@@ -195,15 +197,32 @@ def test_chunks_model_pools_its_windows_logits(tmp_path, tiny_model_dir, pool):
     from ticket_triage.modeling import load_model_folder
     from ticket_triage.tokenization import chunk_stride, encode_texts, encode_windows
 
-    folder = make_model_folder(tmp_path / "model", tiny_model_dir, max_length=16, long_text="chunks", chunk_overlap=0.25, max_chunks=4, chunk_pool=pool)
+    folder = make_model_folder(
+        tmp_path / "model",
+        tiny_model_dir,
+        max_length=16,
+        long_text="chunks",
+        chunk_overlap=0.25,
+        max_chunks=4,
+        chunk_pool=pool,
+    )
     clf = Classifier.load(folder, backend="torch", device="cpu")
     assert (clf.meta.long_text, clf.meta.chunk_pool, clf.meta.max_chunks) == ("chunks", pool, 4)
     windows, owners = encode_windows(clf.tokenizer, TEXTS, 16, chunk_stride(16, 0.25), 4)
-    assert len(windows) > len(TEXTS) and max(owners.count(i) for i in set(owners)) == 4, "long texts give several windows, capped"
+    assert len(windows) > len(TEXTS) and max(owners.count(i) for i in set(owners)) == 4, (
+        "long texts give several windows, capped"
+    )
 
     model, _, _ = load_model_folder(folder)
     with torch.no_grad():  # each window on its own: no padding at all
-        per_window = np.stack([model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits[0].numpy() for ids in windows])
+        per_window = np.stack(
+            [
+                model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+                .logits[0]
+                .numpy()
+                for ids in windows
+            ]
+        )
     expected = []
     for text in range(len(TEXTS)):
         rows = per_window[[i for i, o in enumerate(owners) if o == text]]
@@ -239,7 +258,9 @@ def test_old_model_folder_reads_as_truncate_and_bad_settings_are_named(model_dir
         data.pop(key)  # a folder written before whole-text reading existed
     (old / "triage.json").write_text(json.dumps(data))
     assert ModelMeta.load(old).long_text == "truncate"
-    np.testing.assert_allclose(Classifier.load(old).predict_logits(TEXTS), Classifier.load(model_dir).predict_logits(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(
+        Classifier.load(old).predict_logits(TEXTS), Classifier.load(model_dir).predict_logits(TEXTS), atol=1e-6
+    )
 
     (old / "triage.json").write_text(json.dumps({**data, "long_text": "sliding"}))
     with pytest.raises(ModelError, match="long_text 'sliding' is not one of truncate, chunks"):

@@ -29,7 +29,13 @@ def frame(n=250, empty=(5, 77, 200)):
     texts = [TEXTS[i % len(TEXTS)] + f" number {i}" for i in range(n)]
     for i in empty:
         texts[i] = "   " if i % 2 else ""
-    return pd.DataFrame({"id": [f"t{i:04d}" for i in range(n)], "text": texts, "channel": ["web", "mail"] * (n // 2) + ["web"] * (n % 2)})
+    return pd.DataFrame(
+        {
+            "id": [f"t{i:04d}" for i in range(n)],
+            "text": texts,
+            "channel": ["web", "mail"] * (n // 2) + ["web"] * (n % 2),
+        }
+    )
 
 
 def test_streams_a_file_larger_than_a_chunk(tmp_path, clf, monkeypatch):
@@ -53,7 +59,15 @@ def test_streams_a_file_larger_than_a_chunk(tmp_path, clf, monkeypatch):
     assert report.text_column == "text" and report.rows_per_s > 0
 
     out = pd.read_csv(dest, keep_default_na=False, na_values=[""])
-    assert list(out.columns) == ["id", "text", "channel", "category", "confidence", *[f"prob_{l}" for l in clf.labels], "error"]
+    assert list(out.columns) == [
+        "id",
+        "text",
+        "channel",
+        "category",
+        "confidence",
+        *[f"prob_{l}" for l in clf.labels],
+        "error",
+    ]
     assert out["id"].tolist() == df["id"].tolist(), "row order is kept"
     bad = out["error"].notna()
     assert out.index[bad].tolist() == [5, 77, 200]
@@ -143,15 +157,60 @@ def test_bad_files_raise_data_errors(tmp_path, clf):
 def test_cli_predict(tmp_path, model_dir, capsys):
     src = tmp_path / "in.csv"
     frame(40, empty=(1,)).to_csv(src, index=False)
-    cli_ok(["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.parquet"), "--abstain-below", "0.5", "--batch-size", "8"])
+    cli_ok(
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--out",
+            str(tmp_path / "o.parquet"),
+            "--abstain-below",
+            "0.5",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert "40 rows" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "o.parquet")) == 40
 
-    assert "does not exist" in cli_error(capsys, ["predict", "--model", str(tmp_path / "nope"), "--input", str(src), "--out", str(tmp_path / "o.csv")])
-    assert "no column 'body'" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--text-column", "body"])
+    assert "does not exist" in cli_error(
+        capsys, ["predict", "--model", str(tmp_path / "nope"), "--input", str(src), "--out", str(tmp_path / "o.csv")]
+    )
+    assert "no column 'body'" in cli_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--text-column",
+            "body",
+        ],
+    )
     (tmp_path / "in.docx").write_text("x")
-    assert "unsupported input file type" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")])
-    assert "abstain_below" in cli_error(capsys, ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--abstain-below", "2"])
+    assert "unsupported input file type" in cli_error(
+        capsys,
+        ["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.docx"), "--out", str(tmp_path / "o.csv")],
+    )
+    assert "abstain_below" in cli_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--abstain-below",
+            "2",
+        ],
+    )
 
 
 def test_read_labelled_maps_products_and_stops_at_max_rows(tmp_path):
@@ -167,7 +226,13 @@ def test_read_labelled_maps_products_and_stops_at_max_rows(tmp_path):
     raw = pd.DataFrame(
         {
             "Product": ["Debt collection", "Mortgage", "Not a product", "Mortgage", "Debt collection"],
-            "Consumer complaint narrative": ["a collector calls", "escrow error", "what is this", "", "they keep calling"],
+            "Consumer complaint narrative": [
+                "a collector calls",
+                "escrow error",
+                "what is this",
+                "",
+                "they keep calling",
+            ],
         }
     )
     path = tmp_path / "cfpb.csv"

@@ -14,7 +14,16 @@ pytestmark = pytest.mark.integration
 
 def test_embedded_model_learns_the_categories(tmp_path, make_prepared):
     data = make_prepared(tmp_path / "data", n_train=360, n_eval=90, seed=1)
-    config = TrainConfig(epochs=1, batch_size=8, max_length=96, lr=1.5e-4, warmup_ratio=0.1, class_weights="balanced", seed=1, baseline=True)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        max_length=96,
+        lr=1.5e-4,
+        warmup_ratio=0.1,
+        class_weights="balanced",
+        seed=1,
+        baseline=True,
+    )
     result = train_model(config, data, tmp_path / "run", log=lambda *_: None)
     chance = 1 / 6
     assert result.test["macro_f1"] > chance + 0.3, result.test

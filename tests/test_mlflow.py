@@ -13,7 +13,16 @@ def test_params_metrics_and_artefacts_logged(tiny_model_dir, small_prepared, tmp
     store = tmp_path / "mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
-    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16, max_length=32, precision="fp32", threads=1, baseline=False, calibrate=False)
+    config = TrainConfig(
+        model=str(tiny_model_dir),
+        epochs=2,
+        batch_size=16,
+        max_length=32,
+        precision="fp32",
+        threads=1,
+        baseline=False,
+        calibrate=False,
+    )
     train_model(config, small_prepared, tmp_path / "run", log=lambda *_: None)
 
     client = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri())

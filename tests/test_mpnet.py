@@ -32,7 +32,18 @@ def _quiet(*_args, **_kwargs):
 
 
 def _config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(model=str(model_dir), epochs=1, batch_size=16, max_length=48, lr=1e-3, seed=7, precision="fp32", threads=1, calibrate=False, baseline=False)
+    settings = dict(
+        model=str(model_dir),
+        epochs=1,
+        batch_size=16,
+        max_length=48,
+        lr=1e-3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        calibrate=False,
+        baseline=False,
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -120,7 +131,12 @@ def test_tiny_mpnet_looks_like_all_mpnet_base_v2(tiny_mpnet_dir, tokenizer):
     assert encoded["input_ids"] == [BOS, *auto.convert_tokens_to_ids(["my", "credit", "report"]), EOS]
     assert "token_type_ids" not in encoded  # MPNet has no segment embeddings
     config = AutoConfig.from_pretrained(tiny_mpnet_dir)
-    assert (config.model_type, config.pad_token_id, config.max_position_embeddings, config.vocab_size) == ("mpnet", PAD, 514, len(auto))
+    assert (config.model_type, config.pad_token_id, config.max_position_embeddings, config.vocab_size) == (
+        "mpnet",
+        PAD,
+        514,
+        len(auto),
+    )
 
 
 def test_head_tail_cut_and_windows_place_s_and_slash_s(tokenizer):
@@ -196,13 +212,24 @@ def test_one_epoch_fine_tunes_and_saves_an_mpnet_folder(cls_run, tiny_mpnet_dir)
     from ticket_triage.modeling import load_tokenizer
 
     result, pads = cls_run
-    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.history[0]["val_loss"])
+    assert (
+        len(result.history) == 1
+        and np.isfinite(result.history[0]["train_loss"])
+        and np.isfinite(result.history[0]["val_loss"])
+    )
     assert pads and set(pads) == {PAD}
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["model_type"] == "mpnet" and config["architectures"] == ["MPNetForSequenceClassification"]
     assert load_tokenizer(str(result.model_dir)).pad_token_id == PAD
-    before, after = load_file(str(tiny_mpnet_dir / "model.safetensors")), load_file(str(result.model_dir / "model.safetensors"))
-    for name in ("encoder.relative_attention_bias.weight", "encoder.layer.0.attention.attn.q.weight", "embeddings.word_embeddings.weight"):
+    before, after = (
+        load_file(str(tiny_mpnet_dir / "model.safetensors")),
+        load_file(str(result.model_dir / "model.safetensors")),
+    )
+    for name in (
+        "encoder.relative_attention_bias.weight",
+        "encoder.layer.0.attention.attn.q.weight",
+        "embeddings.word_embeddings.weight",
+    ):
         assert not np.allclose(before[name].numpy(), after[f"mpnet.{name}"].numpy()), f"{name} did not train"
 
 
@@ -215,13 +242,23 @@ def test_frozen_encoder_mean_pooling_trains_only_the_head_and_exports(tiny_mpnet
     result, pads = _train(tiny_mpnet_dir, small_prepared, tmp_path / "run", freeze_encoder=True)  # mean pooling
     assert set(pads) == {PAD} and json.loads((result.model_dir / "triage.json").read_text())["pooling"] == "mean"
     assert (result.model_dir / "head.safetensors").is_file()
-    before, after = load_file(str(tiny_mpnet_dir / "model.safetensors")), load_file(str(result.model_dir / "model.safetensors"))
-    for name in ("encoder.relative_attention_bias.weight", "encoder.layer.1.output.dense.weight", "embeddings.word_embeddings.weight"):
+    before, after = (
+        load_file(str(tiny_mpnet_dir / "model.safetensors")),
+        load_file(str(result.model_dir / "model.safetensors")),
+    )
+    for name in (
+        "encoder.relative_attention_bias.weight",
+        "encoder.layer.1.output.dense.weight",
+        "embeddings.word_embeddings.weight",
+    ):
         np.testing.assert_array_equal(after[name].numpy(), before[name].numpy())
 
     report = export_onnx(result.model_dir, tmp_path / "onnx")
     assert report.parity_ok and report.pooling == "mean" and report.cls_only_ops == 0
-    torch_clf, onnx_clf = Classifier.load(result.model_dir, backend="torch", device="cpu"), Classifier.load(tmp_path / "onnx")
+    torch_clf, onnx_clf = (
+        Classifier.load(result.model_dir, backend="torch", device="cpu"),
+        Classifier.load(tmp_path / "onnx"),
+    )
     a, b = torch_clf.predict_logits(TEXTS, batch_size=3), onnx_clf.predict_logits(TEXTS, batch_size=4)
     assert a.std(0).max() > 1e-2  # the texts score differently, so agreeing means something
     np.testing.assert_allclose(b, a, atol=1e-4)
@@ -266,7 +303,9 @@ def test_classifier_torch_and_onnx_agree_and_pad_with_1(cls_run, onnx_dir):
     # Sequences far longer than the one traced: the relative position buckets are not baked in.
     for clf in (torch_clf, onnx_clf):
         clf.meta.max_length = 300
-    np.testing.assert_allclose(onnx_clf.predict_logits([LONG * 6, "loan"]), torch_clf.predict_logits([LONG * 6, "loan"]), atol=1e-4)
+    np.testing.assert_allclose(
+        onnx_clf.predict_logits([LONG * 6, "loan"]), torch_clf.predict_logits([LONG * 6, "loan"]), atol=1e-4
+    )
 
 
 def test_long_text_chunks_with_mpnet(cls_run, tmp_path):
@@ -279,10 +318,19 @@ def test_long_text_chunks_with_mpnet(cls_run, tmp_path):
     folder = tmp_path / "chunks"
     shutil.copytree(cls_run[0].model_dir, folder)
     meta = ModelMeta.load(folder)
-    meta.long_text, meta.max_length, meta.max_chunks, meta.chunk_overlap, meta.chunk_pool = "chunks", 16, 4, 0.25, "attention"
+    meta.long_text, meta.max_length, meta.max_chunks, meta.chunk_overlap, meta.chunk_pool = (
+        "chunks",
+        16,
+        4,
+        0.25,
+        "attention",
+    )
     meta.save(folder)
     export_onnx(folder, folder)
-    torch_clf, onnx_clf = Classifier.load(folder, backend="torch", device="cpu"), Classifier.load(folder, backend="onnx")
+    torch_clf, onnx_clf = (
+        Classifier.load(folder, backend="torch", device="cpu"),
+        Classifier.load(folder, backend="onnx"),
+    )
     onnx_clf.backend_impl = spy = Spy(onnx_clf.backend_impl)
     b = onnx_clf.predict_logits(TEXTS, batch_size=4)
     assert sum(len(ids) for ids, _ in spy.batches) > len(TEXTS), "the long texts were read in several windows"
@@ -308,7 +356,9 @@ def test_service_classifies_with_an_mpnet_folder(onnx_dir, cls_run, tmp_path):
     direct = Classifier.load(cls_run[0].model_dir, backend="torch", device="cpu").predict(TEXTS)
     with TestClient(app) as client:
         assert app.state.triage.classifier.model_version.endswith("-onnx-int8")
-        ticket = client.post("/v1/tickets", json={"subject": "card", "body": "I was charged a late fee on my credit card."})
+        ticket = client.post(
+            "/v1/tickets", json={"subject": "card", "body": "I was charged a late fee on my credit card."}
+        )
         assert ticket.status_code == 201, ticket.text
         assert ticket.json()["category"] in labels
         response = client.post("/v1/classify", json={"texts": TEXTS})

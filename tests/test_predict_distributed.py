@@ -48,11 +48,27 @@ def write_tickets(path: Path, n: int = 203) -> list[str]:
 
 
 def env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    )
 
 
 def predict_args(model_dir, src, dest) -> list[str]:
-    return ["predict", "--model", str(model_dir), "--input", str(src), "--out", str(dest), "--backend", "torch", "--chunk-rows", "16", "--batch-size", "8"]
+    return [
+        "predict",
+        "--model",
+        str(model_dir),
+        "--input",
+        str(src),
+        "--out",
+        str(dest),
+        "--backend",
+        "torch",
+        "--chunk-rows",
+        "16",
+        "--batch-size",
+        "8",
+    ]
 
 
 def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -68,13 +84,21 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, model_dir, clf
     ids = write_tickets(src)
     predict_file(clf, src, tmp_path / "one.parquet", chunk_rows=16, batch_size=8, progress=False)
     dest = tmp_path / "two.parquet"
-    done = subprocess.run([sys.executable, "-m", "ticket_triage", *predict_args(model_dir, src, dest), "--nproc", "2"], env=env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "ticket_triage", *predict_args(model_dir, src, dest), "--nproc", "2"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     two, one = pd.read_parquet(dest), pd.read_parquet(tmp_path / "one.parquet")
     assert two["id"].tolist() == ids
     assert_same_predictions(two, one)
-    assert two.drop(columns=[c for c in two if c.startswith(("prob_", "confidence"))]).equals(one.drop(columns=[c for c in one if c.startswith(("prob_", "confidence"))]))
+    assert two.drop(columns=[c for c in two if c.startswith(("prob_", "confidence"))]).equals(
+        one.drop(columns=[c for c in one if c.startswith(("prob_", "confidence"))])
+    )
     manifest = json.loads(dp.manifest_path(dest).read_text())
     assert (manifest["rows"], manifest["world_size"], manifest["process_group"]) == (203, 2, "gloo")
     assert [p["share"] for p in manifest["parts"]] == [0, 1] and [p["rank"] for p in manifest["parts"]] == [0, 1]
@@ -88,7 +112,15 @@ def test_a_killed_process_leaves_no_output_and_the_rerun_scores_only_its_share(t
     src, dest = tmp_path / "in.csv", tmp_path / "out.csv"
     ids = write_tickets(src)
     work = dp.work_dir_for(dest)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER), *predict_args(model_dir, src, dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(WORKER),
+        *predict_args(model_dir, src, dest),
+    ]
     kill = {"TRIAGE_TEST_KILL_RANK": "1", "TRIAGE_TEST_KILL_AFTER": str(dp.part_path(work, 0, "json"))}
     crashed = subprocess.run(command, env={**env(), **kill}, capture_output=True, text=True, timeout=600)
     assert crashed.returncode != 0
@@ -98,7 +130,9 @@ def test_a_killed_process_leaves_no_output_and_the_rerun_scores_only_its_share(t
 
     scored = []
     real = dp._score_share
-    monkeypatch.setattr(dp, "_score_share", lambda clf, plan, share, *a: scored.append(share.index) or real(clf, plan, share, *a))
+    monkeypatch.setattr(
+        dp, "_score_share", lambda clf, plan, share, *a: scored.append(share.index) or real(clf, plan, share, *a)
+    )
     from ticket_triage.cli import main
 
     with pytest.raises(SystemExit) as exit_info:  # the same command, now in one process: it resumes
@@ -108,7 +142,9 @@ def test_a_killed_process_leaves_no_output_and_the_rerun_scores_only_its_share(t
     out = pd.read_csv(dest, keep_default_na=False, na_values=[""])
     assert out["id"].tolist() == ids
     manifest = json.loads(dp.manifest_path(dest).read_text())
-    assert [(p["share"], p["kept"]) for p in manifest["parts"]] == [(0, True), (1, False)] and manifest["parts"][0]["sha256"] == kept_sha
+    assert [(p["share"], p["kept"]) for p in manifest["parts"]] == [(0, True), (1, False)] and manifest["parts"][0][
+        "sha256"
+    ] == kept_sha
     single = tmp_path / "single.csv"
     from ticket_triage.inference import predict_file
 
@@ -187,16 +223,36 @@ def test_devices_and_threads_per_process(monkeypatch):
     assert dp.rank_device("auto", 1) == "auto" and dp.rank_device("cpu", 1) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert dp.rank_device("auto", 1) == "cuda:1" and dp.rank_device("cuda", 5) == "cuda:1" and dp.rank_device("cpu", 1) == "cpu"
+    assert (
+        dp.rank_device("auto", 1) == "cuda:1"
+        and dp.rank_device("cuda", 5) == "cuda:1"
+        and dp.rank_device("cpu", 1) == "cpu"
+    )
 
 
 def test_nproc_is_taken_out_before_torchrun_sees_it():
     from ticket_triage.cli.predict import _without_nproc
 
-    assert _without_nproc(["predict", "--nproc", "2", "--input", "a.csv", "--nproc=3"]) == ["predict", "--input", "a.csv"]
+    assert _without_nproc(["predict", "--nproc", "2", "--input", "a.csv", "--nproc=3"]) == [
+        "predict",
+        "--input",
+        "a.csv",
+    ]
 
 
 def test_bad_input_is_one_line_error(tmp_path, model_dir):
-    done = subprocess.run([sys.executable, "-m", "ticket_triage", *predict_args(model_dir, tmp_path / "missing.csv", tmp_path / "o.csv"), "--work-dir", str(tmp_path / "w")],
-                          env=env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ticket_triage",
+            *predict_args(model_dir, tmp_path / "missing.csv", tmp_path / "o.csv"),
+            "--work-dir",
+            str(tmp_path / "w"),
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr

@@ -24,7 +24,12 @@ def test_pickle_round_trip_scores_the_same(model_dir):
     blob = pickle.dumps(clf)
     assert len(blob) < 2000, "the weights are not in the pickle: the worker loads the folder"
     again = pickle.loads(blob)
-    assert (again.model_version, again.backend, again.precision, again.labels) == (clf.model_version, "torch", "fp32", clf.labels)
+    assert (again.model_version, again.backend, again.precision, again.labels) == (
+        clf.model_version,
+        "torch",
+        "fp32",
+        clf.labels,
+    )
     np.testing.assert_allclose(again.predict_proba(TEXTS), clf.predict_proba(TEXTS), atol=1e-6)
 
 
@@ -39,6 +44,12 @@ def test_a_fresh_worker_process_loads_a_pickled_classifier(model_dir, tmp_path):
 
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "clf.pkl"), json.dumps(TEXTS)], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "clf.pkl"), json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [p.category for p in clf.predict(TEXTS)]

@@ -18,10 +18,12 @@ from ticket_triage.inference.sharding import iter_share, plan_shares
 
 # Text that makes row boundaries hard to find: quoted newlines (LF and CRLF), doubled quotes,
 # commas, and lines that look like the start of a CSV row.
-PIECES = ["a", "debt", " ", ",", '"', '""', "\n", "\r\n", "\n1,\"x\"\n", "é", "\n\n", "id,text"]
+PIECES = ["a", "debt", " ", ",", '"', '""', "\n", "\r\n", '\n1,"x"\n', "é", "\n\n", "id,text"]
 texts = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
 rows = st.lists(texts, min_size=0, max_size=40)
-PROPERTY = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def write_csv(path, texts, newline="\n"):
@@ -68,7 +70,9 @@ def test_csv_shares_cover_every_row_once(tmp_path_factory, texts, n, crlf):
 @given(texts=rows, n=st.integers(1, 5))
 def test_jsonl_shares_cover_every_row_once(tmp_path_factory, texts, n):
     path = tmp_path_factory.mktemp("jsonl") / "in.jsonl"
-    pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts}).to_json(path, orient="records", lines=True, force_ascii=False)
+    pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts}).to_json(
+        path, orient="records", lines=True, force_ascii=False
+    )
     plan, frame = ids_in_shares(path, n, path.parent)
     assert plan.unit == "bytes"
     assert frame["id"].tolist() == [f"r{i}" for i in range(len(texts))]
@@ -79,16 +83,20 @@ def test_jsonl_shares_cover_every_row_once(tmp_path_factory, texts, n):
 @given(n_rows=st.integers(0, 60), group=st.integers(1, 13), n=st.integers(1, 5))
 def test_parquet_shares_cover_every_row_once(tmp_path_factory, n_rows, group, n):
     path = tmp_path_factory.mktemp("pq") / "in.parquet"
-    pd.DataFrame({"id": [f"r{i}" for i in range(n_rows)], "text": ["x"] * n_rows}).to_parquet(path, row_group_size=group)
+    pd.DataFrame({"id": [f"r{i}" for i in range(n_rows)], "text": ["x"] * n_rows}).to_parquet(
+        path, row_group_size=group
+    )
     plan, frame = ids_in_shares(path, n, path.parent)
-    assert plan.unit == "rows" and [s.size for s in plan.shares] == [n_rows * (k + 1) // n - n_rows * k // n for k in range(n)]
+    assert plan.unit == "rows" and [s.size for s in plan.shares] == [
+        n_rows * (k + 1) // n - n_rows * k // n for k in range(n)
+    ]
     assert frame["id"].tolist() == [f"r{i}" for i in range(n_rows)]
 
 
 def test_a_naive_split_would_start_inside_a_quoted_field(tmp_path):
     """The byte half-way lies inside a quoted field whose next line looks like a row; the
     first newline after it is inside the quotes, so splitting there would cut the row in two."""
-    tricky = 'first line\n' + "r99,\"fake\"\n" * 30 + "last line"
+    tricky = "first line\n" + 'r99,"fake"\n' * 30 + "last line"
     texts = ["short", tricky, "after"]
     path = tmp_path / "in.csv"
     write_csv(path, texts)
@@ -105,7 +113,9 @@ def test_csv_with_a_stray_quote_is_staged_and_read_as_one_process_reads_it(tmp_p
     from ticket_triage.inference.files import iter_chunks
 
     path = tmp_path / "in.csv"
-    path.write_text('id,text\nr0,he said "hi\nr1,"quoted, with comma"\nr2,plain\n' + "".join(f"r{i},x\n" for i in range(3, 40)))
+    path.write_text(
+        'id,text\nr0,he said "hi\nr1,"quoted, with comma"\nr2,plain\n' + "".join(f"r{i},x\n" for i in range(3, 40))
+    )
     plan, frame = ids_in_shares(path, 3, tmp_path)
     assert plan.unit == "rows" and "unquoted field" in plan.staged_because
     expected = pd.concat(list(iter_chunks(path)), ignore_index=True)
@@ -114,7 +124,7 @@ def test_csv_with_a_stray_quote_is_staged_and_read_as_one_process_reads_it(tmp_p
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_zip_and_gzip_are_staged_to_parquet(tmp_path, n):
-    texts = [f"text {i}\nwith a quoted newline, and \"quotes\"" for i in range(25)]
+    texts = [f'text {i}\nwith a quoted newline, and "quotes"' for i in range(25)]
     buf = io.StringIO()
     csv.writer(buf).writerows([["id", "text"], *[[f"r{i}", t] for i, t in enumerate(texts)]])
     zipped = tmp_path / "complaints.csv.zip"

@@ -42,7 +42,16 @@ def test_slice_metrics_on_a_handmade_example():
 
 @pytest.mark.parametrize(
     "value, year",
-    [("2021-03-04", "2021"), ("03/04/2019", "2019"), ("2020-01-05T00:00:00", "2020"), ("3/4/21", "2021"), (None, UNKNOWN), ("", UNKNOWN), ("n/a", UNKNOWN), (float("nan"), UNKNOWN)],
+    [
+        ("2021-03-04", "2021"),
+        ("03/04/2019", "2019"),
+        ("2020-01-05T00:00:00", "2020"),
+        ("3/4/21", "2021"),
+        (None, UNKNOWN),
+        ("", UNKNOWN),
+        ("n/a", UNKNOWN),
+        (float("nan"), UNKNOWN),
+    ],
 )
 def test_year_of_reads_the_formats_seen(value, year):
     assert year_of(value) == year
@@ -60,13 +69,22 @@ def test_old_prepared_split_without_source_or_dates_is_one_source(small_prepared
 
 
 def test_manifest_input_names_the_source(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"input": {"name": "complaints.csv.zip", "path": "/x/complaints.csv.zip"}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"input": {"name": "complaints.csv.zip", "path": "/x/complaints.csv.zip"}})
+    )
     assert default_source_name(tmp_path) == "complaints.csv.zip"
 
 
 def test_split_with_source_and_dates(tmp_path):
     path = tmp_path / "test.parquet"
-    pd.DataFrame({"text": ["a", "b", "c"], "label": ["A", "B", "C"], "source": ["one.csv", None, "two.json"], "date_received": ["2020-01-01", None, "05/06/2023"]}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "text": ["a", "b", "c"],
+            "label": ["A", "B", "C"],
+            "source": ["one.csv", None, "two.json"],
+            "date_received": ["2020-01-01", None, "05/06/2023"],
+        }
+    ).to_parquet(path)
     sources, dates = split_slice_columns(path, "fallback")
     assert sources == ["one.csv", "fallback", "two.json"]
     assert years_of(dates) == ["2020", UNKNOWN, "2023"]

@@ -43,7 +43,11 @@ def test_budget_split_keeps_start_and_end():
 def test_huge_text_is_cut_cheaply_and_correctly(tokenizer):
     text = "credit " + "bank " * 200_000 + "mortgage"  # about 1 MB
     ids = encode_texts(tokenizer, [text], 64)[0]
-    assert len(ids) == 64 and ids[1] == tokenizer.convert_tokens_to_ids("credit") and ids[-2] == tokenizer.convert_tokens_to_ids("mortgage")
+    assert (
+        len(ids) == 64
+        and ids[1] == tokenizer.convert_tokens_to_ids("credit")
+        and ids[-2] == tokenizer.convert_tokens_to_ids("mortgage")
+    )
 
 
 def test_max_length_above_512_rejected(tokenizer):
@@ -124,7 +128,9 @@ def test_pooling_mean_max_attention_by_hand():
     owners = [0, 0, 1, 2]  # text 0 has two windows, texts 1 and 2 one each
     mean = pool_window_logits(logits, owners, 3, "mean")
     np.testing.assert_allclose(mean, [[2.0, -0.5, 0.25], logits[2], logits[3]], rtol=1e-6)
-    np.testing.assert_allclose(pool_window_logits(logits, owners, 3, "max"), [[3.0, 0.0, 0.5], logits[2], logits[3]], rtol=1e-6)
+    np.testing.assert_allclose(
+        pool_window_logits(logits, owners, 3, "max"), [[3.0, 0.0, 0.5], logits[2], logits[3]], rtol=1e-6
+    )
 
     def top_log_prob(row):
         return row.max() - np.log(np.exp(row).sum())

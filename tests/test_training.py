@@ -12,7 +12,19 @@ from ticket_triage.training import TrainConfig, train_model
 
 
 def tiny_config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(model=str(model_dir), epochs=2, batch_size=16, max_length=48, lr=1e-3, checkpoint_every=3, seed=7, precision="fp32", threads=1, calibrate=False, baseline=False)
+    settings = dict(
+        model=str(model_dir),
+        epochs=2,
+        batch_size=16,
+        max_length=48,
+        lr=1e-3,
+        checkpoint_every=3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        calibrate=False,
+        baseline=False,
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -36,13 +48,32 @@ def kill_at_step(n: int):
 
 
 def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
-    result = train_model(tiny_config(tiny_model_dir, baseline=True, calibrate=True), small_prepared, tmp_path / "run", log=quiet)
+    result = train_model(
+        tiny_config(tiny_model_dir, baseline=True, calibrate=True), small_prepared, tmp_path / "run", log=quiet
+    )
     run = tmp_path / "run"
-    for name in ("metrics.json", "classification_report.md", "confusion_matrix.png", "loss_curves.png", "train_config.yaml", "calibration.json", "reliability_diagram.png", "coverage.png"):
+    for name in (
+        "metrics.json",
+        "classification_report.md",
+        "confusion_matrix.png",
+        "loss_curves.png",
+        "train_config.yaml",
+        "calibration.json",
+        "reliability_diagram.png",
+        "coverage.png",
+    ):
         assert (run / name).stat().st_size > 0, name
     assert not (run / "checkpoint").exists(), "a finished run must not leave a resumable checkpoint behind"
     model_files = {p.name for p in (run / "model").iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "triage.json", "taxonomy.yaml", "train_config.yaml", "metrics.json"} <= model_files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "triage.json",
+        "taxonomy.yaml",
+        "train_config.yaml",
+        "metrics.json",
+    } <= model_files
     assert not [p for p in model_files if p.endswith((".bin", ".pt", ".pkl"))], "model folder must hold no pickles"
 
     metrics = json.loads((run / "metrics.json").read_text())
@@ -51,7 +82,14 @@ def test_run_folder_has_everything(tiny_model_dir, small_prepared, tmp_path):
         assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1"} <= set(record)
         assert np.isfinite(record["train_loss"]) and np.isfinite(record["val_loss"])
     test = metrics["test"]
-    assert set(test["per_class"]) == {"Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"}
+    assert set(test["per_class"]) == {
+        "Credit Reporting",
+        "Debt Collection",
+        "Mortgage",
+        "Card Services",
+        "Loans",
+        "Banking Services",
+    }
     assert sum(row["support"] for row in test["per_class"].values()) == test["n"] == 60
     assert 0 <= test["macro_f1"] <= 1 and metrics["train_samples_per_s"] > 0
     assert metrics["baseline"]["macro_f1"] > 0.2, "the TF-IDF baseline learns something from 240 rows"
@@ -68,7 +106,14 @@ def test_labels_survive_save_and_load(tiny_model_dir, small_prepared, tmp_path):
 
     train_model(tiny_config(tiny_model_dir, epochs=1), small_prepared, tmp_path / "run", log=quiet)
     model, _tokenizer, meta = load_model_folder(tmp_path / "run" / "model")
-    assert meta.labels == ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
+    assert meta.labels == [
+        "Credit Reporting",
+        "Debt Collection",
+        "Mortgage",
+        "Card Services",
+        "Loans",
+        "Banking Services",
+    ]
     assert [model.config.id2label[i] for i in range(6)] == meta.labels
     assert not any(name.startswith("LABEL_") for name in model.config.id2label.values())
     assert meta.max_length == 48 and meta.truncation == "head+tail"
@@ -113,13 +158,17 @@ def test_freeze_encoder_leaves_encoder_unchanged(tiny_model_dir, small_prepared,
     assert before.keys() == after.keys()
     for name in before:
         assert np.array_equal(before[name].numpy(), after[name].numpy()), f"encoder weight {name} changed"
-    assert not np.allclose(fresh.classifier.weight.detach().numpy(), trained.classifier.weight.detach().numpy()), "the head must train"
+    assert not np.allclose(fresh.classifier.weight.detach().numpy(), trained.classifier.weight.detach().numpy()), (
+        "the head must train"
+    )
 
 
 def test_max_train_rows_and_class_weights(tiny_model_dir, small_prepared, tmp_path):
     import pandas as pd
 
-    config = tiny_config(tiny_model_dir, epochs=1, max_train_rows=50, class_weights="balanced", baseline=True, ensemble="tfidf")
+    config = tiny_config(
+        tiny_model_dir, epochs=1, max_train_rows=50, class_weights="balanced", baseline=True, ensemble="tfidf"
+    )
     result = train_model(config, small_prepared, tmp_path / "run", log=quiet)
     assert result.metrics["train_rows"] == 50
     # the cap is the transformer's: the baseline and the hybrid's TF-IDF half read the whole split
@@ -130,7 +179,9 @@ def test_max_train_rows_and_class_weights(tiny_model_dir, small_prepared, tmp_pa
 
 def test_early_stopping_keeps_best_epoch(tiny_model_dir, small_prepared, tmp_path):
     # lr 0: nothing improves after epoch 1, so patience 1 stops after epoch 2 and keeps epoch 1.
-    result = train_model(tiny_config(tiny_model_dir, epochs=5, lr=0.0, patience=1), small_prepared, tmp_path / "run", log=quiet)
+    result = train_model(
+        tiny_config(tiny_model_dir, epochs=5, lr=0.0, patience=1), small_prepared, tmp_path / "run", log=quiet
+    )
     assert len(result.history) == 2 and result.best_epoch == 1
 
 
@@ -186,7 +237,12 @@ def test_yaml_config_with_overrides(tmp_path):
 def _determinism_flags():
     import torch
 
-    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
 
 
 def test_deterministic_kernels_switch_on_for_cuda_only_and_are_put_back(monkeypatch):
@@ -212,7 +268,9 @@ def test_deterministic_kernels_switch_on_for_cuda_only_and_are_put_back(monkeypa
     assert _determinism_flags() == before
 
 
-def test_training_under_deterministic_kernels_builds_eager_attention_and_restores_flags(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+def test_training_under_deterministic_kernels_builds_eager_attention_and_restores_flags(
+    tiny_model_dir, small_prepared, tmp_path, monkeypatch
+):
     """The CUDA branch of a run, exercised on CPU: the switch is entered, the model is built with
     plain attention, and the process-wide flags come back even when the run ends in an exception."""
     import torch
@@ -245,14 +303,20 @@ def test_training_under_deterministic_kernels_builds_eager_attention_and_restore
         raise StopTraining
 
     with pytest.raises(StopTraining):
-        train_model(tiny_config(tiny_model_dir, epochs=2), small_prepared, tmp_path / "stopped", on_epoch_end=stop, log=quiet)
+        train_model(
+            tiny_config(tiny_model_dir, epochs=2), small_prepared, tmp_path / "stopped", on_epoch_end=stop, log=quiet
+        )
     assert _determinism_flags() == before
 
-    off = train_model(tiny_config(tiny_model_dir, epochs=1, deterministic=False), small_prepared, tmp_path / "off", log=quiet)
+    off = train_model(
+        tiny_config(tiny_model_dir, epochs=1, deterministic=False), small_prepared, tmp_path / "off", log=quiet
+    )
     assert built[-1] != "eager" and off.metrics["run"]["deterministic_kernels"] is False
 
 
-def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(tiny_model_dir, small_prepared, tmp_path, monkeypatch):
+def test_loss_read_back_every_few_steps_gives_the_same_history_and_resume(
+    tiny_model_dir, small_prepared, tmp_path, monkeypatch
+):
     """On a GPU the loop reads the summed loss only every few steps (a read is a host sync). Forced
     here on CPU: every batch's loss must still be counted once, across checkpoints and a resume."""
     from ticket_triage.training import loop
@@ -309,7 +373,9 @@ def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir,
     real = Classifier.predict_logits
     monkeypatch.setattr(Classifier, "predict_logits", lambda *a, **k: scored.append(real(*a, **k)) or scored[-1])
     lines = []
-    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", chunk_overlap=0.5, max_chunks=3, chunk_pool="max")
+    config = tiny_config(
+        tiny_model_dir, epochs=1, max_length=24, long_text="chunks", chunk_overlap=0.5, max_chunks=3, chunk_pool="max"
+    )
     result = train_model(config, small_prepared, tmp_path / "run", log=lines.append)
     note = next(line for line in lines if line.startswith("training "))
     per_ticket = float(note.split("(")[1].split(" per ticket")[0])
@@ -317,7 +383,11 @@ def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir,
 
     meta = json.loads((tmp_path / "run" / "model" / "triage.json").read_text())
     assert {k: meta[k] for k in ("long_text", "chunk_overlap", "max_chunks", "chunk_pool", "max_length")} == {
-        "long_text": "chunks", "chunk_overlap": 0.5, "max_chunks": 3, "chunk_pool": "max", "max_length": 24,
+        "long_text": "chunks",
+        "chunk_overlap": 0.5,
+        "max_chunks": 3,
+        "chunk_pool": "max",
+        "max_length": 24,
     }
     monkeypatch.undo()
     clf = Classifier.load(tmp_path / "run" / "model", backend="torch", device="cpu")
@@ -331,11 +401,21 @@ def test_chunks_training_reads_whole_texts_and_its_scorers_agree(tiny_model_dir,
     np.testing.assert_allclose(scored[1], clf.predict_logits(test["text"].tolist()), atol=1e-6)
     clf.meta.chunk_pool = "mean"
     assert np.abs(clf.predict_logits(val["text"].tolist()) - val_logits).max() > 1e-4
-    assert result.history[0]["val_loss"] == pytest.approx(nll(val_logits, val["label"].map(clf.labels.index).to_numpy()), abs=1e-6)
+    assert result.history[0]["val_loss"] == pytest.approx(
+        nll(val_logits, val["label"].map(clf.labels.index).to_numpy()), abs=1e-6
+    )
 
 
 def test_chunks_training_resumes_like_an_uninterrupted_run(tiny_model_dir, small_prepared, tmp_path):
-    config = tiny_config(tiny_model_dir, epochs=1, max_length=24, long_text="chunks", max_chunks=3, chunk_pool="attention", checkpoint_every=4)
+    config = tiny_config(
+        tiny_model_dir,
+        epochs=1,
+        max_length=24,
+        long_text="chunks",
+        max_chunks=3,
+        chunk_pool="attention",
+        checkpoint_every=4,
+    )
     straight = train_model(config, small_prepared, tmp_path / "straight", log=quiet)
     with pytest.raises(Killed):  # 15 steps: dies after the checkpoint at step 8
         train_model(config, small_prepared, tmp_path / "resumed", on_step=kill_at_step(10), log=quiet)
@@ -360,7 +440,12 @@ def test_cli_long_text_options_reach_the_config(small_prepared, tmp_path, capsys
     monkeypatch.setattr(training, "train_model", fake_train)
     base = ["train", "--data", str(small_prepared), "--out", str(tmp_path / "run")]
     cli_ok(base + ["--long-text", "chunks", "--chunk-pool", "attention", "--max-chunks", "3", "--chunk-overlap", "0.5"])
-    assert (seen[0].long_text, seen[0].chunk_pool, seen[0].max_chunks, seen[0].chunk_overlap) == ("chunks", "attention", 3, 0.5)
+    assert (seen[0].long_text, seen[0].chunk_pool, seen[0].max_chunks, seen[0].chunk_overlap) == (
+        "chunks",
+        "attention",
+        3,
+        0.5,
+    )
     cli_ok(base)
     assert (seen[1].long_text, seen[1].max_chunks) == ("truncate", 8)
     capsys.readouterr()  # the two runs' "done" lines
@@ -377,10 +462,13 @@ def test_the_training_loop_imports_no_evaluation_module():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("manifest, message", [
-    ({"format_version": 99, "labels": ["a"]}, "format version 99.*reads version 1.*triage data prepare"),
-    ({"labels": ["a"]}, "format version None"),
-])
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ({"format_version": 99, "labels": ["a"]}, "format version 99.*reads version 1.*triage data prepare"),
+        ({"labels": ["a"]}, "format version None"),
+    ],
+)
 def test_a_prepared_folder_of_another_format_version_is_refused(small_prepared, tmp_path, manifest, message):
     """One reader (data/io.py) checks the manifest's version; labels never fall back to a sorted guess."""
     import shutil
@@ -435,14 +523,20 @@ def test_resume_refuses_settings_that_change_the_run_and_allows_the_safe_ones(ti
     with pytest.raises(ConfigError, match=r"lr 0.001 -> 0.01.*leave those options out.*only .*device.*may change"):
         train_model(dataclasses.replace(config, lr=1e-2), small_prepared, tmp_path / "run", resume=True, log=quiet)
     # The CLI's path: the checkpoint's config, with options given on top.
-    assert resume_config(tmp_path / "run", {"threads": 2, "lr": None}, fresh=None) == dataclasses.replace(config, threads=2)
+    assert resume_config(tmp_path / "run", {"threads": 2, "lr": None}, fresh=None) == dataclasses.replace(
+        config, threads=2
+    )
     with pytest.raises(ConfigError, match="epochs 2 -> 5"):
         resume_config(tmp_path / "run", {"epochs": 5}, fresh=None)
-    resumed = train_model(dataclasses.replace(config, eval_batch_size=7), small_prepared, tmp_path / "run", resume=True, log=quiet)
+    resumed = train_model(
+        dataclasses.replace(config, eval_batch_size=7), small_prepared, tmp_path / "run", resume=True, log=quiet
+    )
     assert len(resumed.history) == 2
 
 
-def test_resume_cli_takes_the_checkpoints_config_and_refuses_a_conflict_in_one_line(tiny_model_dir, small_prepared, tmp_path, capsys):
+def test_resume_cli_takes_the_checkpoints_config_and_refuses_a_conflict_in_one_line(
+    tiny_model_dir, small_prepared, tmp_path, capsys
+):
     from _model_support import cli_error, cli_ok
 
     _killed_run(tiny_model_dir, small_prepared, tmp_path / "run", max_length=40)
@@ -465,7 +559,9 @@ def test_an_old_checkpoint_without_a_config_is_a_clear_error(tiny_model_dir, sma
     state = torch.load(path, weights_only=True)
     del state["config"], state["format"]
     torch.save(state, path)
-    with pytest.raises(ConfigError, match="checkpoint format 1.*cannot be resumed: delete it and train again without --resume"):
+    with pytest.raises(
+        ConfigError, match="checkpoint format 1.*cannot be resumed: delete it and train again without --resume"
+    ):
         train_model(config, small_prepared, tmp_path / "run", resume=True, log=quiet)
     with pytest.raises(ConfigError, match="checkpoint format 1"):
         resume_config(tmp_path / "run", {}, fresh=None)

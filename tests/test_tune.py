@@ -31,13 +31,17 @@ def quiet(*_args, **_kwargs):
     pass
 
 
-def make_config(tiny_model_dir, small_prepared, tmp_path, space: str = SPACE, train: dict | None = None, **settings) -> TuneConfig:
+def make_config(
+    tiny_model_dir, small_prepared, tmp_path, space: str = SPACE, train: dict | None = None, **settings
+) -> TuneConfig:
     space_path = tmp_path / "space.yaml"
     space_path.write_text(space)
     fixed = dict(model=str(tiny_model_dir), epochs=1, max_length=32, precision="fp32", threads=1, seed=7)
     fixed.update(train or {})
     settings.setdefault("pruner", "none")
-    return TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "study"), space=str(space_path), train=fixed, **settings)
+    return TuneConfig(
+        data_dir=str(small_prepared), out_dir=str(tmp_path / "study"), space=str(space_path), train=fixed, **settings
+    )
 
 
 def read_trials_csv(config: TuneConfig) -> list[dict]:
@@ -64,11 +68,21 @@ def test_study_writes_every_output_and_retrains_best(tiny_model_dir, small_prepa
     # best_params.yaml is a full TrainConfig: the fixed settings plus the best values.
     best = TrainConfig.from_yaml(study / "best_params.yaml")
     assert best.model == str(tiny_model_dir) and best.max_length == 32 and best.epochs == 1
-    assert (best.lr, best.batch_size, best.truncation) == (result.best_params["lr"], result.best_params["batch_size"], result.best_params["truncation"])
+    assert (best.lr, best.batch_size, best.truncation) == (
+        result.best_params["lr"],
+        result.best_params["batch_size"],
+        result.best_params["truncation"],
+    )
     assert result.best_value == max(float(r["value"]) for r in rows)
     assert best.calibrate and best.baseline, "trials skip calibration/baseline; the saved config must not"
 
-    for name in ("optimization_history.png", "param_importances.png", "tune_config.yaml", "search_space.yaml", "study.db"):
+    for name in (
+        "optimization_history.png",
+        "param_importances.png",
+        "tune_config.yaml",
+        "search_space.yaml",
+        "study.db",
+    ):
         assert (study / name).stat().st_size > 0, name
     assert TuneConfig.from_yaml(study / "tune_config.yaml").n_trials == 4
     assert load_space(study / "search_space.yaml").params.keys() == {"lr", "batch_size", "truncation"}
@@ -76,22 +90,34 @@ def test_study_writes_every_output_and_retrains_best(tiny_model_dir, small_prepa
     # Every trial keeps its metrics; only the best keeps model weights.
     for number in range(4):
         run = study / "trials" / f"{number:04d}"
-        assert (run / "metrics.json").is_file() and (run / "train_config.yaml").is_file() and (run / "train.log").is_file()
+        assert (
+            (run / "metrics.json").is_file() and (run / "train_config.yaml").is_file() and (run / "train.log").is_file()
+        )
         assert not (run / "checkpoint").exists()
         assert (run / "model").is_dir() == (number == result.best_number), number
 
     # --retrain-best: the usual run folder, with calibration and the baseline on.
     metrics = json.loads((study / "best" / "metrics.json").read_text())
     assert metrics["baseline"] is not None and metrics["config"]["lr"] == result.best_params["lr"]
-    assert (study / "best" / "classification_report.md").is_file() and (study / "best" / "model" / "model.safetensors").is_file()
+    assert (study / "best" / "classification_report.md").is_file() and (
+        study / "best" / "model" / "model.safetensors"
+    ).is_file()
     assert result.best_run is not None and result.table.row_count == 4
 
 
 def test_pruner_stops_a_poor_trial_early(tiny_model_dir, small_prepared, tmp_path):
     # val_loss, minimised: a divergent learning rate is clearly worse after one epoch.
     config = make_config(
-        tiny_model_dir, small_prepared, tmp_path, space="lr: {type: float, low: 1.0e-6, high: 1.0, log: true}\n",
-        train=dict(epochs=2), n_trials=3, metric="val_loss", pruner="median", pruner_startup_trials=2, pruner_warmup_epochs=0,
+        tiny_model_dir,
+        small_prepared,
+        tmp_path,
+        space="lr: {type: float, low: 1.0e-6, high: 1.0, log: true}\n",
+        train=dict(epochs=2),
+        n_trials=3,
+        metric="val_loss",
+        pruner="median",
+        pruner_startup_trials=2,
+        pruner_warmup_epochs=0,
     )
     assert config.direction == "minimize"
     (tmp_path / "study").mkdir()
@@ -105,14 +131,18 @@ def test_pruner_stops_a_poor_trial_early(tiny_model_dir, small_prepared, tmp_pat
     assert len(states) == 3
     assert states[0].state.name == states[1].state.name == "COMPLETE"
     poor = states[2]
-    assert poor.state.name == "PRUNED", f"intermediate values {poor.intermediate_values} vs {states[0].intermediate_values}"
+    assert poor.state.name == "PRUNED", (
+        f"intermediate values {poor.intermediate_values} vs {states[0].intermediate_values}"
+    )
     assert list(poor.intermediate_values) == [1], "pruned after its first epoch, not trained to the end"
     assert result.count("PRUNED") == 1 and result.best_number in (0, 1)
     assert not (tmp_path / "study" / "trials" / "0002" / "model").exists()
 
 
 def test_two_worker_processes_share_one_study(tiny_model_dir, small_prepared, tmp_path):
-    config = make_config(tiny_model_dir, small_prepared, tmp_path, n_trials=4, workers=2, sampler="random", train=dict(max_train_rows=96))
+    config = make_config(
+        tiny_model_dir, small_prepared, tmp_path, n_trials=4, workers=2, sampler="random", train=dict(max_train_rows=96)
+    )
     result = tune(config, log=quiet)
 
     trials = storage_trials(config)
@@ -150,7 +180,9 @@ def test_interrupted_study_resumes_and_reports_the_lost_trial(tiny_model_dir, sm
     result = tune(resumed, log=messages.append)
 
     assert result.interrupted == [1, 2]
-    assert any("trial 1 was interrupted" in m for m in messages) and any("trial 2 was interrupted" in m for m in messages)
+    assert any("trial 1 was interrupted" in m for m in messages) and any(
+        "trial 2 was interrupted" in m for m in messages
+    )
     states = {t.number: t.state.name for t in storage_trials(resumed)}
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "FAIL", 3: "RUNNING", 4: "COMPLETE"}
     rows = {int(r["number"]): r for r in read_trials_csv(resumed)}
@@ -166,7 +198,11 @@ def test_interrupted_study_resumes_and_reports_the_lost_trial(tiny_model_dir, sm
         ("dropout: {type: beta, low: 0.0, high: 0.2}\n", "dropout", "unknown distribution type"),
         ("lr: {type: float, low: 0.0, high: 1.0e-4, log: true}\n", "lr", "low > 0"),
         ("max_length: {type: categorical, choices: [128, 1024]}\n", "max_length", "1024"),
-        ("epochs: {type: int, low: 1, high: 3}\ndevice: {type: categorical, choices: [cpu]}\n", "device", "fixed option"),
+        (
+            "epochs: {type: int, low: 1, high: 3}\ndevice: {type: categorical, choices: [cpu]}\n",
+            "device",
+            "fixed option",
+        ),
     ],
 )
 def test_invalid_space_is_rejected_with_the_entry_named(tmp_path, space, entry, message):
@@ -179,7 +215,18 @@ def test_invalid_space_is_rejected_with_the_entry_named(tmp_path, space, entry, 
 
 def test_default_space_is_valid_and_shipped():
     space = load_space(None)
-    assert {"lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "dropout", "max_length", "truncation", "class_weights", "layer_lr_decay"} <= set(space.params)
+    assert {
+        "lr",
+        "batch_size",
+        "epochs",
+        "warmup_ratio",
+        "weight_decay",
+        "dropout",
+        "max_length",
+        "truncation",
+        "class_weights",
+        "layer_lr_decay",
+    } <= set(space.params)
     assert space.params["lr"].log
 
 
@@ -200,15 +247,40 @@ def test_cli_grid_search(tiny_model_dir, small_prepared, tmp_path, capsys):
     space = tmp_path / "grid.yaml"
     space.write_text("batch_size: {type: categorical, choices: [16, 32]}\n")
     out = tmp_path / "study"
-    args = ["tune", "--data", str(small_prepared), "--out", str(out), "--space", str(space), "--n-trials", "5", "--sampler", "grid",
-            "--pruner", "none", "--model", str(tiny_model_dir), "--epochs", "1", "--max-length", "32", "--precision", "fp32", "--threads", "1"]
+    args = [
+        "tune",
+        "--data",
+        str(small_prepared),
+        "--out",
+        str(out),
+        "--space",
+        str(space),
+        "--n-trials",
+        "5",
+        "--sampler",
+        "grid",
+        "--pruner",
+        "none",
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "1",
+        "--max-length",
+        "32",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+    ]
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code in (0, None)
     err = capsys.readouterr().err
     assert "grid has only 2 combinations" in err and "best trial" in err
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    assert sorted(json.loads(r["params"])["batch_size"] for r in rows) == [16, 32], "the grid is covered, each point once"
+    assert sorted(json.loads(r["params"])["batch_size"] for r in rows) == [16, 32], (
+        "the grid is covered, each point once"
+    )
     assert yaml.safe_load((out / "best_params.yaml").read_text())["max_length"] == 32
 
 
@@ -244,23 +316,62 @@ def test_timeout_stops_new_trials_and_the_study_continues_later(tiny_model_dir, 
 
 def test_a_fixed_option_takes_its_setting_out_of_the_space_unless_the_space_wins(small_prepared, tmp_path):
     """`triage tune --epochs 1` with the shipped space (epochs 2 to 4) used to run 2-4 epochs."""
-    fixed = TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "a"), train={"epochs": 1, "lr": 1e-3}, fixed=["epochs"])
-    assert "epochs" not in fixed.search_space().params and "lr" in fixed.search_space().params, "only options are fixed, not --config"
+    fixed = TuneConfig(
+        data_dir=str(small_prepared), out_dir=str(tmp_path / "a"), train={"epochs": 1, "lr": 1e-3}, fixed=["epochs"]
+    )
+    assert "epochs" not in fixed.search_space().params and "lr" in fixed.search_space().params, (
+        "only options are fixed, not --config"
+    )
     assert fixed.fixed_in_space() == ["epochs"]
-    wins = TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "b"), train={"epochs": 1}, fixed=["epochs"], space_wins=True)
+    wins = TuneConfig(
+        data_dir=str(small_prepared),
+        out_dir=str(tmp_path / "b"),
+        train={"epochs": 1},
+        fixed=["epochs"],
+        space_wins=True,
+    )
     assert "epochs" in wins.search_space().params
     space = tmp_path / "one.yaml"
     space.write_text("epochs: {type: int, low: 2, high: 4}\n")
     with pytest.raises(ConfigError, match="every setting of search space .* is fixed by an option.*--space-wins"):
-        TuneConfig(data_dir=str(small_prepared), out_dir=str(tmp_path / "c"), space=str(space), train={"epochs": 1}, fixed=["epochs"])
+        TuneConfig(
+            data_dir=str(small_prepared),
+            out_dir=str(tmp_path / "c"),
+            space=str(space),
+            train={"epochs": 1},
+            fixed=["epochs"],
+        )
 
 
 def test_cli_tune_epochs_option_wins_over_the_shipped_space(tiny_model_dir, small_prepared, tmp_path, capsys):
     from ticket_triage.cli import main
 
     out = tmp_path / "study"
-    args = ["tune", "--data", str(small_prepared), "--out", str(out), "--n-trials", "1", "--pruner", "none", "--model", str(tiny_model_dir),
-            "--epochs", "1", "--max-length", "32", "--batch-size", "32", "--precision", "fp32", "--threads", "1", "--no-baseline", "--no-calibrate"]
+    args = [
+        "tune",
+        "--data",
+        str(small_prepared),
+        "--out",
+        str(out),
+        "--n-trials",
+        "1",
+        "--pruner",
+        "none",
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "1",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "32",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        "--no-baseline",
+        "--no-calibrate",
+    ]
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code in (0, None)
@@ -278,7 +389,11 @@ def test_cli_tune_bad_config_yaml_is_one_line(small_prepared, tmp_path, capsys):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1\nlr: 2\n")
-    err = cli_error(capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)])
+    err = cli_error(
+        capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)]
+    )
     assert f"config file {bad} is not valid YAML" in err
     bad.write_text("epochz: 1\n")
-    assert "unknown training setting 'epochz'" in cli_error(capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)])
+    assert "unknown training setting 'epochz'" in cli_error(
+        capsys, ["tune", "--data", str(small_prepared), "--out", str(tmp_path / "study"), "--config", str(bad)]
+    )

@@ -103,7 +103,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     """ECE: the count-weighted mean |accuracy - confidence| over equal-width confidence bins."""
     p, y = _check(probs, labels, "probs")
     total = len(y)
-    return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in _bins(p, y, n_bins) if r["count"]))
+    return float(
+        sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in _bins(p, y, n_bins) if r["count"])
+    )
 
 
 def reliability_diagram(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, title: str | None = None, ax=None):
@@ -135,7 +137,9 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15,
     return fig
 
 
-def coverage_curve(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
+def coverage_curve(
+    probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+) -> list[dict[str, Any]]:
     """For each threshold: the share of tickets routed automatically (confidence >= threshold)
     and the accuracy on those; the rest go to human review."""
     p, y = _check(probs, labels, "probs")
@@ -155,7 +159,9 @@ def coverage_curve(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[f
     return out
 
 
-def coverage_plot(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] | None = None, title: str | None = None):
+def coverage_plot(
+    probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] | None = None, title: str | None = None
+):
     """Share auto-routed and accuracy on it, against the abstention threshold (a Figure)."""
     from matplotlib.figure import Figure
 
@@ -165,7 +171,12 @@ def coverage_plot(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[fl
     ax = fig.add_subplot(1, 1, 1)
     xs = [r["threshold"] for r in rows]
     ax.plot(xs, [r["auto_routed_share"] for r in rows], label="share auto-routed", color="#4c72b0")
-    ax.plot(xs, [r["accuracy_on_routed"] if r["accuracy_on_routed"] is not None else np.nan for r in rows], label="accuracy on routed", color="#55a868")
+    ax.plot(
+        xs,
+        [r["accuracy_on_routed"] if r["accuracy_on_routed"] is not None else np.nan for r in rows],
+        label="accuracy on routed",
+        color="#55a868",
+    )
     ax.set_xlabel("abstain below (confidence threshold)")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, 1)
@@ -194,7 +205,15 @@ class CalibrationReport:
         return asdict(self)
 
 
-def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | Path | None = None, *, text_column: str | None = None, batch_size: int = 32, max_rows: int | None = None) -> CalibrationReport:
+def calibrate_model(
+    model_dir: str | Path,
+    val_data: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    text_column: str | None = None,
+    batch_size: int = 32,
+    max_rows: int | None = None,
+) -> CalibrationReport:
     """Fit the temperature on a labelled validation file and store it in the model's triage.json.
 
     "Before" is the model with T = 1 (raw logits). Writes calibration.json,
@@ -214,7 +233,16 @@ def calibrate_model(model_dir: str | Path, val_data: str | Path, out_dir: str | 
     return calibrate_scored(model_dir, texts, y, logits, out_dir, val_data=val_data, skipped=skipped)
 
 
-def calibrate_scored(model_dir: str | Path, texts: list[str], y: np.ndarray, logits: np.ndarray, out_dir: str | Path | None = None, *, val_data: str | Path = "", skipped: int = 0) -> CalibrationReport:
+def calibrate_scored(
+    model_dir: str | Path,
+    texts: list[str],
+    y: np.ndarray,
+    logits: np.ndarray,
+    out_dir: str | Path | None = None,
+    *,
+    val_data: str | Path = "",
+    skipped: int = 0,
+) -> CalibrationReport:
     """`calibrate_model` on texts already scored (raw logits, T = 1): what the end of a training run
     calls with the validation logits it has, so the split is scored once."""
     from .inference.classifier import softmax
@@ -248,8 +276,15 @@ def calibrate_scored(model_dir: str | Path, texts: list[str], y: np.ndarray, log
     fig = reliability_diagram(after, y, title=f"T={temperature:.2f}")
     fig.savefig(out / RELIABILITY_PNG, dpi=100, bbox_inches="tight")
     coverage_plot(after, y).savefig(out / COVERAGE_PNG, dpi=100, bbox_inches="tight")
-    report.files = {"calibration": str(out / CALIBRATION_FILE), "reliability_diagram": str(out / RELIABILITY_PNG), "coverage": str(out / COVERAGE_PNG), "triage.json": str(model_dir / "triage.json")}
-    (out / CALIBRATION_FILE).write_text(json.dumps({**report.to_dict(), "val_data": str(val_data), "reliability_bins": _bins(after, y, 15)}, indent=2))
+    report.files = {
+        "calibration": str(out / CALIBRATION_FILE),
+        "reliability_diagram": str(out / RELIABILITY_PNG),
+        "coverage": str(out / COVERAGE_PNG),
+        "triage.json": str(model_dir / "triage.json"),
+    }
+    (out / CALIBRATION_FILE).write_text(
+        json.dumps({**report.to_dict(), "val_data": str(val_data), "reliability_bins": _bins(after, y, 15)}, indent=2)
+    )
     return report
 
 
@@ -262,6 +297,15 @@ def _refit_ensemble(model_dir: Path, meta, texts, y: np.ndarray, p_transformer: 
         return None  # an unknown kind or a folder without its TF-IDF files: left as it is
     tfidf = ens.TfidfModel.load(model_dir)
     previous = float(meta.ensemble.get("weight", 0.0))
-    kept = {k: v for k, v in meta.ensemble.items() if k not in ("kind", "weight", "enabled", "file", "weights_file", "val_macro_f1")}
+    kept = {
+        k: v
+        for k, v in meta.ensemble.items()
+        if k not in ("kind", "weight", "enabled", "file", "weights_file", "val_macro_f1")
+    }
     meta.ensemble, _, _ = ens.fit_weight(p_transformer, tfidf.predict_proba(texts), y, meta.labels, kept)
-    return {"previous_weight": previous, "weight": meta.ensemble["weight"], "enabled": meta.ensemble["enabled"], "val_macro_f1": meta.ensemble["val_macro_f1"]}
+    return {
+        "previous_weight": previous,
+        "weight": meta.ensemble["weight"],
+        "enabled": meta.ensemble["enabled"],
+        "val_macro_f1": meta.ensemble["val_macro_f1"],
+    }

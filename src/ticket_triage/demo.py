@@ -18,8 +18,19 @@ BUNDLED_FILES = ("cfpb_sample.csv.gz", "cfpb_more.csv.gz")
 # "accuracy-quick"); "full" trains on every row as long as accuracy needs. Both fit the TF-IDF
 # hybrid, which the model folder uses only where it beats both models alone on validation.
 PROFILES = {
-    "quick": dict(epochs=2, max_length=128, batch_size=16, lr=1e-4, class_weights="balanced", patience=2, ensemble="tfidf", max_train_rows=6000),
-    "full": dict(epochs=6, max_length=256, batch_size=16, lr=8e-5, class_weights="balanced", patience=2, ensemble="tfidf"),
+    "quick": dict(
+        epochs=2,
+        max_length=128,
+        batch_size=16,
+        lr=1e-4,
+        class_weights="balanced",
+        patience=2,
+        ensemble="tfidf",
+        max_train_rows=6000,
+    ),
+    "full": dict(
+        epochs=6, max_length=256, batch_size=16, lr=8e-5, class_weights="balanced", patience=2, ensemble="tfidf"
+    ),
 }
 
 
@@ -33,7 +44,14 @@ def bundled_data_paths() -> list[Path]:
     return paths
 
 
-def run_demo(out: Path, *, input_paths: Sequence[Path] | None = None, full: bool = False, model: str | None = None, log: Callable[[str], None] = print):
+def run_demo(
+    out: Path,
+    *,
+    input_paths: Sequence[Path] | None = None,
+    full: bool = False,
+    model: str | None = None,
+    log: Callable[[str], None] = print,
+):
     from .data import DataConfig, prepare_dataset
     from .training import train_model
 
@@ -52,7 +70,9 @@ def run_demo(out: Path, *, input_paths: Sequence[Path] | None = None, full: bool
     baseline = result.metrics.get("baseline") or {}
     minutes = (time.perf_counter() - start) / 60
     log("")
-    log(f"test macro-F1 {result.test['macro_f1']:.4f} vs TF-IDF baseline {baseline.get('macro_f1', float('nan')):.4f}; took {minutes:.1f} min")
+    log(
+        f"test macro-F1 {result.test['macro_f1']:.4f} vs TF-IDF baseline {baseline.get('macro_f1', float('nan')):.4f}; took {minutes:.1f} min"
+    )
     for name in ("classification_report.md", "confusion_matrix.png", "loss_curves.png", "metrics.json"):
         log(f"  {run_dir / name}")
     log(f"  model folder: {result.model_dir}  (use it with `triage predict --model {result.model_dir} ...`)")

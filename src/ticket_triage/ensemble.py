@@ -47,7 +47,9 @@ def _softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def mix(p_transformer: np.ndarray, p_tfidf: np.ndarray, weight: float) -> np.ndarray:
     """The hybrid's probabilities: (1 - w) * p_transformer + w * p_tfidf (rows still sum to 1)."""
-    return (1.0 - float(weight)) * np.asarray(p_transformer, dtype=np.float64) + float(weight) * np.asarray(p_tfidf, dtype=np.float64)
+    return (1.0 - float(weight)) * np.asarray(p_transformer, dtype=np.float64) + float(weight) * np.asarray(
+        p_tfidf, dtype=np.float64
+    )
 
 
 @dataclass
@@ -93,8 +95,17 @@ class TfidfModel:
 
         folder = Path(folder)
         arrays = {"idf": self.idf, "coef": self.coef, "intercept": self.intercept}
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(folder / TFIDF_WEIGHTS_FILE))
-        spec = {"kind": KIND, "labels": list(self.labels), "temperature": float(self.temperature), "settings": self.settings, "weights_file": TFIDF_WEIGHTS_FILE, "vocabulary": list(self.vocabulary)}
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(folder / TFIDF_WEIGHTS_FILE)
+        )
+        spec = {
+            "kind": KIND,
+            "labels": list(self.labels),
+            "temperature": float(self.temperature),
+            "settings": self.settings,
+            "weights_file": TFIDF_WEIGHTS_FILE,
+            "vocabulary": list(self.vocabulary),
+        }
         (folder / TFIDF_FILE).write_text(json.dumps(spec))
         return [TFIDF_FILE, TFIDF_WEIGHTS_FILE]
 
@@ -105,18 +116,39 @@ class TfidfModel:
         folder = Path(folder)
         spec_path, weights_path = folder / TFIDF_FILE, folder / TFIDF_WEIGHTS_FILE
         if not (spec_path.is_file() and weights_path.is_file()):
-            raise ModelError(f"{folder} lacks {TFIDF_FILE} or {TFIDF_WEIGHTS_FILE}, which its triage.json ensemble needs: copy them from the training run's model/ folder, or load with ensemble=False")
+            raise ModelError(
+                f"{folder} lacks {TFIDF_FILE} or {TFIDF_WEIGHTS_FILE}, which its triage.json ensemble needs: copy them from the training run's model/ folder, or load with ensemble=False"
+            )
         try:
             spec = json.loads(spec_path.read_text())
             arrays = load_file(str(weights_path))
         except Exception as exc:  # JSON, OS and safetensors' own error types
-            raise ModelError(f"cannot read the TF-IDF model in {folder}: {str(exc).splitlines()[0]}; retrain with --ensemble tfidf or load with ensemble=False") from None
-        missing = sorted(({"vocabulary", "labels", "temperature", "settings"} - set(spec)) | ({"idf", "coef", "intercept"} - set(arrays)))
+            raise ModelError(
+                f"cannot read the TF-IDF model in {folder}: {str(exc).splitlines()[0]}; retrain with --ensemble tfidf or load with ensemble=False"
+            ) from None
+        missing = sorted(
+            ({"vocabulary", "labels", "temperature", "settings"} - set(spec))
+            | ({"idf", "coef", "intercept"} - set(arrays))
+        )
         if missing:
-            raise ModelError(f"the TF-IDF model in {folder} lacks {', '.join(missing)}; retrain with --ensemble tfidf or load with ensemble=False")
-        model = cls(spec["vocabulary"], arrays["idf"], arrays["coef"], arrays["intercept"], list(spec["labels"]), float(spec["temperature"]), dict(spec["settings"]))
-        if model.coef.shape != (len(model.labels), len(model.vocabulary)) or model.idf.shape != (len(model.vocabulary),):
-            raise ModelError(f"the TF-IDF model in {folder} is inconsistent (coef {model.coef.shape}, {len(model.vocabulary)} terms, {len(model.labels)} labels); retrain with --ensemble tfidf")
+            raise ModelError(
+                f"the TF-IDF model in {folder} lacks {', '.join(missing)}; retrain with --ensemble tfidf or load with ensemble=False"
+            )
+        model = cls(
+            spec["vocabulary"],
+            arrays["idf"],
+            arrays["coef"],
+            arrays["intercept"],
+            list(spec["labels"]),
+            float(spec["temperature"]),
+            dict(spec["settings"]),
+        )
+        if model.coef.shape != (len(model.labels), len(model.vocabulary)) or model.idf.shape != (
+            len(model.vocabulary),
+        ):
+            raise ModelError(
+                f"the TF-IDF model in {folder} is inconsistent (coef {model.coef.shape}, {len(model.vocabulary)} terms, {len(model.labels)} labels); retrain with --ensemble tfidf"
+            )
         return model
 
 
@@ -139,10 +171,22 @@ def _from_sklearn(vec, lr, labels: list[str], settings: dict[str, Any]) -> Tfidf
     coef = _full_rows(lr, coef, len(labels), 0.0)
     intercept = _full_rows(lr, intercept, len(labels), float(intercept.min()) - 30.0)
     vocabulary = vec.get_feature_names_out().tolist()
-    return TfidfModel(vocabulary, np.asarray(vec.idf_, dtype=np.float64), coef, intercept, list(labels), 1.0, dict(settings))
+    return TfidfModel(
+        vocabulary, np.asarray(vec.idf_, dtype=np.float64), coef, intercept, list(labels), 1.0, dict(settings)
+    )
 
 
-def fit_tfidf(train_texts: Sequence[str], train_y: np.ndarray, val_texts: Sequence[str], val_y: np.ndarray, labels: Sequence[str], *, seed: int = 42, class_weight: str | None = None, c_grid: Sequence[float] = C_GRID) -> tuple[TfidfModel, dict[str, Any]]:
+def fit_tfidf(
+    train_texts: Sequence[str],
+    train_y: np.ndarray,
+    val_texts: Sequence[str],
+    val_y: np.ndarray,
+    labels: Sequence[str],
+    *,
+    seed: int = 42,
+    class_weight: str | None = None,
+    c_grid: Sequence[float] = C_GRID,
+) -> tuple[TfidfModel, dict[str, Any]]:
     """Fit on train; pick C and the temperature on validation by log-loss. Returns (model, report)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -151,7 +195,14 @@ def fit_tfidf(train_texts: Sequence[str], train_y: np.ndarray, val_texts: Sequen
     from .calibration import fit_temperature
 
     settings = dict(VECTORIZER)
-    vec = TfidfVectorizer(ngram_range=tuple(settings["ngram_range"]), sublinear_tf=True, lowercase=True, min_df=settings["min_df"], max_features=MAX_FEATURES, dtype=np.float64)
+    vec = TfidfVectorizer(
+        ngram_range=tuple(settings["ngram_range"]),
+        sublinear_tf=True,
+        lowercase=True,
+        min_df=settings["min_df"],
+        max_features=MAX_FEATURES,
+        dtype=np.float64,
+    )
     try:
         x_train = vec.fit_transform(list(train_texts))
     except ValueError:  # min_df=2 on a handful of texts can leave no terms at all
@@ -172,10 +223,17 @@ def fit_tfidf(train_texts: Sequence[str], train_y: np.ndarray, val_texts: Sequen
         tried.append({"C": float(c), "temperature": model.temperature, "val_log_loss": loss})
         if best is None or loss < best[0]:
             best = (loss, model)
-    return best[1], {"c_grid": tried, "C": best[1].settings["C"], "temperature": best[1].temperature, "vocabulary_size": len(best[1].vocabulary)}
+    return best[1], {
+        "c_grid": tried,
+        "C": best[1].settings["C"],
+        "temperature": best[1].temperature,
+        "vocabulary_size": len(best[1].vocabulary),
+    }
 
 
-def choose_weight(p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray, n_labels: int, grid: Sequence[float] = WEIGHT_GRID) -> tuple[float, list[dict[str, float]]]:
+def choose_weight(
+    p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray, n_labels: int, grid: Sequence[float] = WEIGHT_GRID
+) -> tuple[float, list[dict[str, float]]]:
     """The grid weight with the best validation macro-F1 of the mix (ties: lower log-loss, then smaller w)."""
     from sklearn.metrics import f1_score, log_loss
 
@@ -183,16 +241,30 @@ def choose_weight(p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray,
     rows = []
     for w in grid:
         p = mix(p_transformer, p_tfidf, w)
-        rows.append({"weight": float(w), "macro_f1": float(f1_score(y, p.argmax(1), labels=ids, average="macro", zero_division=0)), "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1.0), labels=ids))})
+        rows.append(
+            {
+                "weight": float(w),
+                "macro_f1": float(f1_score(y, p.argmax(1), labels=ids, average="macro", zero_division=0)),
+                "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1.0), labels=ids)),
+            }
+        )
     best = min(rows, key=lambda r: (-round(r["macro_f1"], 12), r["log_loss"], r["weight"]))
     return best["weight"], rows
 
 
-def fit_weight(p_transformer: np.ndarray, p_tfidf: np.ndarray, y: np.ndarray, labels: Sequence[str], extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, float]]]:
+def fit_weight(
+    p_transformer: np.ndarray,
+    p_tfidf: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, float]]]:
     """Choose the mix on labelled (validation) probabilities, as training and `triage calibrate` do:
     (the triage.json `ensemble` entry, transformer / TF-IDF / hybrid scores there, the weight grid)."""
     weight, grid = choose_weight(p_transformer, p_tfidf, y, len(labels))
-    scores = compare_models(y, {"transformer": p_transformer, "tfidf": p_tfidf, "hybrid": mix(p_transformer, p_tfidf, weight)}, labels)
+    scores = compare_models(
+        y, {"transformer": p_transformer, "tfidf": p_tfidf, "hybrid": mix(p_transformer, p_tfidf, weight)}, labels
+    )
     return ensemble_meta(weight, {k: v["macro_f1"] for k, v in scores.items()}, extra), scores, grid
 
 
@@ -221,5 +293,9 @@ def compare_models(y: np.ndarray, probs: dict[str, np.ndarray], labels: Sequence
     out = {}
     for name, p in probs.items():
         m = classification_metrics(y, np.asarray(p).argmax(1), labels)
-        out[name] = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "recall": {c: row["recall"] for c, row in m["per_class"].items()}}
+        out[name] = {
+            "macro_f1": m["macro_f1"],
+            "accuracy": m["accuracy"],
+            "recall": {c: row["recall"] for c, row in m["per_class"].items()},
+        }
     return out

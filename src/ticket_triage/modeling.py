@@ -49,7 +49,9 @@ class ModelMeta:
     base_model: str = EMBEDDED_MODEL
     taxonomy: str | None = None
     ensemble: dict[str, Any] | None = None  # `--ensemble tfidf`: kind, weight, enabled, files (see ensemble.py)
-    teacher: dict[str, Any] | None = None  # `triage distill`: the teacher folder(s), temperature, alpha (see distill.py)
+    teacher: dict[str, Any] | None = (
+        None  # `triage distill`: the teacher folder(s), temperature, alpha (see distill.py)
+    )
     extra: dict[str, Any] = field(default_factory=dict)
     # What made it (provenance.training_provenance): library versions, data path and sha256, git commit.
     provenance: dict[str, Any] | None = None
@@ -62,7 +64,9 @@ class ModelMeta:
     def load(cls, folder: str | Path) -> "ModelMeta":
         path = Path(folder, META_FILE)
         if not path.is_file():
-            raise ModelError(f"{folder} is not a ticket-triage model folder (no {META_FILE}); give the `model/` folder that `triage train` wrote")
+            raise ModelError(
+                f"{folder} is not a ticket-triage model folder (no {META_FILE}); give the `model/` folder that `triage train` wrote"
+            )
         data = json.loads(path.read_text())
         version = data.get("format_version", 0)
         if not isinstance(version, int) or not 0 <= version <= MODEL_FORMAT_VERSION:
@@ -80,9 +84,18 @@ class ModelMeta:
         from .tokenization import CHUNK_POOLS, LONG_TEXT_MODES
 
         if self.long_text not in LONG_TEXT_MODES:
-            raise ModelError(f"{where}: long_text {self.long_text!r} is not one of {', '.join(LONG_TEXT_MODES)}; retrain the model or fix the file")
+            raise ModelError(
+                f"{where}: long_text {self.long_text!r} is not one of {', '.join(LONG_TEXT_MODES)}; retrain the model or fix the file"
+            )
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-        valid = self.chunk_pool in CHUNK_POOLS and number(self.max_chunks) and self.max_chunks >= 1 and self.max_chunks == int(self.max_chunks) and number(self.chunk_overlap) and 0 <= self.chunk_overlap < 1
+        valid = (
+            self.chunk_pool in CHUNK_POOLS
+            and number(self.max_chunks)
+            and self.max_chunks >= 1
+            and self.max_chunks == int(self.max_chunks)
+            and number(self.chunk_overlap)
+            and 0 <= self.chunk_overlap < 1
+        )
         if self.long_text == "chunks" and not valid:
             raise ModelError(
                 f"{where}: chunk settings chunk_pool={self.chunk_pool!r}, max_chunks={self.max_chunks!r}, chunk_overlap={self.chunk_overlap!r} "
@@ -109,7 +122,9 @@ def resolve_model_source(name: str | None) -> str:
 
     if not name:
         return embedded_model_path()
-    aliased = resolve_alias(name)  # an alias wins over a same-named folder in the working directory: give ./NAME for that
+    aliased = resolve_alias(
+        name
+    )  # an alias wins over a same-named folder in the working directory: give ./NAME for that
     if aliased is not None:
         return aliased
     path = Path(name).expanduser()
@@ -192,7 +207,15 @@ def _mean_pool_module():
     return MeanPoolHead, torch
 
 
-def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout: float | None = None, freeze_encoder: bool = False, attn_implementation: str | None = None):
+def build_model(
+    source: str,
+    labels: list[str],
+    *,
+    pooling: str = "cls",
+    dropout: float | None = None,
+    freeze_encoder: bool = False,
+    attn_implementation: str | None = None,
+):
     """A classifier over `labels` on top of the pre-trained encoder at `source`.
 
     `attn_implementation` ("eager", "sdpa"...) picks the attention kernels; None lets transformers
@@ -203,7 +226,14 @@ def build_model(source: str, labels: list[str], *, pooling: str = "cls", dropout
     label2id = {name: i for i, name in id2label.items()}
     config = _load_pretrained(AutoConfig, source, num_labels=len(labels), id2label=id2label, label2id=label2id)
     if dropout is not None:
-        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout", "attention_dropout", "seq_classif_dropout"):
+        for attr in (
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "classifier_dropout",
+            "dropout",
+            "attention_dropout",
+            "seq_classif_dropout",
+        ):
             if hasattr(config, attr):
                 setattr(config, attr, dropout)
     kernels = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -269,7 +299,9 @@ def pick_device(name: str = "auto"):
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
         if name == "mps" and not has_mps:
-            raise ModelError("device 'mps' asked for, but Apple's Metal (MPS) is not available here; use --device cpu or auto")
+            raise ModelError(
+                "device 'mps' asked for, but Apple's Metal (MPS) is not available here; use --device cpu or auto"
+            )
         try:
             return torch.device(name)
         except RuntimeError:
@@ -311,7 +343,9 @@ def load_folder_taxonomy(folder: str | Path):
     return load_taxonomy(path) if path.is_file() else None
 
 
-def tiny_bert(folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def tiny_bert(
+    folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0
+) -> Path:
     """Write a tiny randomly initialised BERT with a WordPiece tokenizer: for tests and smoke runs."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -321,22 +355,51 @@ def tiny_bert(folder: str | Path, vocab_words: list[str] | None = None, *, layer
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = vocab_words or []
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(specials + [w.lower() for w in words] + list("abcdefghijklmnopqrstuvwxyz0123456789") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]))}
+    vocab = {
+        tok: i
+        for i, tok in enumerate(
+            dict.fromkeys(
+                specials
+                + [w.lower() for w in words]
+                + list("abcdefghijklmnopqrstuvwxyz0123456789")
+                + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+            )
+        )
+    }
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
-def tiny_mpnet(folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def tiny_mpnet(
+    folder: str | Path, vocab_words: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0
+) -> Path:
     """Write a tiny randomly initialised MPNet with a tokenizer laid out like all-mpnet-base-v2's:
     for tests of everything MPNet does differently from BERT (special tokens, pad id, positions)."""
     import torch
@@ -346,7 +409,11 @@ def tiny_mpnet(folder: str | Path, vocab_words: list[str] | None = None, *, laye
     folder.mkdir(parents=True, exist_ok=True)
     # The real vocabulary's ids: <s>=0, <pad>=1, </s>=2, [UNK]=3 ... <mask> last.
     words = vocab_words or []
-    pieces = [w.lower() for w in words] + list("abcdefghijklmnopqrstuvwxyz0123456789") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces = (
+        [w.lower() for w in words]
+        + list("abcdefghijklmnopqrstuvwxyz0123456789")
+        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    )
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(["<s>", "<pad>", "</s>", "[UNK]", *pieces, "<mask>"]))}
     # MPNetTokenizer (fast, WordPiece, lowercase) adds <s> ... </s>, as the real one does.
     MPNetTokenizer(vocab=vocab, model_max_length=512).save_pretrained(folder)
@@ -355,8 +422,13 @@ def tiny_mpnet(folder: str | Path, vocab_words: list[str] | None = None, *, laye
     # Weights 10x the usual init (std 0.2): at 0.02 the <s> output hardly depends on the text and the
     # relative position bias moves logits by ~1e-6, so a parity check could not tell a graph that lost them.
     config = MPNetConfig(
-        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=hidden * 2,
-        max_position_embeddings=514, initializer_range=0.2,
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=514,
+        initializer_range=0.2,
     )
     MPNetModel(config).save_pretrained(folder, safe_serialization=True)
     return folder

@@ -72,7 +72,9 @@ class Taxonomy:
                 drop=frozenset(str(p) for p in (data.get("drop") or [])),
             )
         except KeyError as exc:
-            raise TaxonomyError(f"taxonomy {source} lacks the key {exc}: it needs `categories:` and `products:`") from None
+            raise TaxonomyError(
+                f"taxonomy {source} lacks the key {exc}: it needs `categories:` and `products:`"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -86,7 +88,9 @@ def load_taxonomy(name_or_path: str | Path | None = None) -> Taxonomy:
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
-            raise TaxonomyError(f"taxonomy file {path} does not exist; give a YAML file or a shipped name ({', '.join(shipped_taxonomies())})")
+            raise TaxonomyError(
+                f"taxonomy file {path} does not exist; give a YAML file or a shipped name ({', '.join(shipped_taxonomies())})"
+            )
         text = path.read_text()
         source = str(path)
     else:
@@ -105,4 +109,6 @@ def load_taxonomy(name_or_path: str | Path | None = None) -> Taxonomy:
 
 
 def shipped_taxonomies() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ticket_triage.taxonomies").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("ticket_triage.taxonomies").iterdir() if p.name.endswith(".yaml")
+    )

@@ -72,7 +72,9 @@ def _content_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     Special-token strings typed in a ticket ("<s>", "</s>", "<pad>", "[SEP]") are tokenized as
     plain text: read as the real tokens they would start or end a sequence mid-text, and in MPNet
     a "<pad>" (id 1, its padding_idx) also shifts the position of every token after it."""
-    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False, split_special_tokens=True)["input_ids"]
+    return tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False, split_special_tokens=True)[
+        "input_ids"
+    ]
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int, truncation: str = "head+tail") -> list[list[int]]:
@@ -86,7 +88,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int, truncation: s
     out = []
     for ids in pieces:
         if len(ids) > budget:
-            ids = ids[:head] + (ids[len(ids) - tail:] if tail else [])
+            ids = ids[:head] + (ids[len(ids) - tail :] if tail else [])
         out.append([first, *ids, last])
     return out
 
@@ -120,7 +122,9 @@ def window_starts(n_tokens: int, width: int, stride: int, max_chunks: int) -> li
     return [(i * end + k // 2) // k for i in range(max_chunks)]  # round(i * end / k), in integers
 
 
-def encode_windows(tokenizer, texts: Sequence[str], max_length: int, stride: int, max_chunks: int) -> tuple[list[list[int]], list[int]]:
+def encode_windows(
+    tokenizer, texts: Sequence[str], max_length: int, stride: int, max_chunks: int
+) -> tuple[list[list[int]], list[int]]:
     """Windows of at most `max_length` ids ([CLS] ... [SEP] each) over every text, and the index
     of the text each window comes from (non-decreasing: a text's windows are consecutive).
 
@@ -215,7 +219,9 @@ def pad_batch(batch_ids: Sequence[Sequence[int]], pad_id: int):
     return input_ids, attention_mask
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator=None, shuffle: bool = True, mega_batches: int = 8) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, generator=None, shuffle: bool = True, mega_batches: int = 8
+) -> list[list[int]]:
     """Batches of indices whose members have similar lengths, so little compute goes to padding.
 
     Shuffle, cut into mega-chunks of `mega_batches` batches, sort each chunk by length, slice

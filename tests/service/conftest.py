@@ -120,5 +120,11 @@ def tiny_model_folder(tiny_model_dir, tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("served-model")
     model = build_model(str(tiny_model_dir), LABELS)
-    save_model_folder(model, load_tokenizer(str(tiny_model_dir)), folder, ModelMeta(labels=LABELS, max_length=64), load_taxonomy("cfpb-6"))
+    save_model_folder(
+        model,
+        load_tokenizer(str(tiny_model_dir)),
+        folder,
+        ModelMeta(labels=LABELS, max_length=64),
+        load_taxonomy("cfpb-6"),
+    )
     return folder

@@ -11,7 +11,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from _service_support import LABELS
 
-MORTGAGE = {"subject": "Escrow shortage", "body": "My mortgage servicer raised my escrow payment twice.", "channel": "email", "customer_ref": "C-1", "metadata": {"lang": "en"}}
+MORTGAGE = {
+    "subject": "Escrow shortage",
+    "body": "My mortgage servicer raised my escrow payment twice.",
+    "channel": "email",
+    "customer_ref": "C-1",
+    "metadata": {"lang": "en"},
+}
 VAGUE = {"body": "Nobody answers the phone, please call me back.", "channel": "chat"}
 
 
@@ -67,7 +73,11 @@ def test_validation_errors_name_the_field(client):
     r = client.post("/v1/tickets", json={"body": "x", "surprise": 1})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "surprise"]
     r = client.post("/v1/tickets", json={"body": " \n\t "})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "body"] and "whitespace" in r.json()["detail"][0]["msg"]
+    assert (
+        r.status_code == 422
+        and r.json()["detail"][0]["loc"] == ["body", "body"]
+        and "whitespace" in r.json()["detail"][0]["msg"]
+    )
     r = client.get("/v1/tickets/abc")
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "ticket_id"]
 
@@ -127,7 +137,11 @@ def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_on
     state = client.app.state.triage
     first = post(client, MORTGAGE, **{"Idempotency-Key": "used"}).json()
     commits: list[int] = []  # the writer's only: the notification deliverer commits too, now and then
-    event.listen(state.engine, "commit", lambda _conn: commits.append(1) if threading.current_thread().name.startswith("triage-store") else None)
+    event.listen(
+        state.engine,
+        "commit",
+        lambda _conn: commits.append(1) if threading.current_thread().name.startswith("triage-store") else None,
+    )
     prediction = state.classifier.predict(["card fee"], batch_size=1)[0]
 
     def ticket(payload: dict, key: str) -> NewTicket:
@@ -144,7 +158,14 @@ def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_on
     assert all(created for [(_, created)] in fresh) and len({t.id for [(t, _)] in fresh}) == 6
 
     commits.clear()
-    mixed = store_together([ticket({"body": "card fee a"}, "a"), ticket(MORTGAGE, "used"), ticket(VAGUE, "used"), ticket({"body": "card fee b"}, "b")])
+    mixed = store_together(
+        [
+            ticket({"body": "card fee a"}, "a"),
+            ticket(MORTGAGE, "used"),
+            ticket(VAGUE, "used"),
+            ticket({"body": "card fee b"}, "b"),
+        ]
+    )
     [(a, a_created)], [(retry, retry_created)], conflict, [(b, b_created)] = mixed
     assert a_created and b_created and a.id != b.id
     assert retry.id == first["id"] and not retry_created
@@ -185,9 +206,17 @@ def test_list_filters_and_pagination(client):
     assert client.get("/v1/tickets", params={"category": "Debt Collection"}).json()["count"] == 1
     assert client.get("/v1/tickets", params={"status": "needs-review"}).json()["count"] == 1
     now = datetime.now(timezone.utc)
-    assert client.get("/v1/tickets", params={"created_from": (now - timedelta(minutes=5)).isoformat()}).json()["count"] == 5
-    assert client.get("/v1/tickets", params={"created_from": (now + timedelta(minutes=5)).isoformat()}).json()["count"] == 0
-    assert client.get("/v1/tickets", params={"created_to": (now - timedelta(minutes=5)).isoformat()}).json()["count"] == 0
+    assert (
+        client.get("/v1/tickets", params={"created_from": (now - timedelta(minutes=5)).isoformat()}).json()["count"]
+        == 5
+    )
+    assert (
+        client.get("/v1/tickets", params={"created_from": (now + timedelta(minutes=5)).isoformat()}).json()["count"]
+        == 0
+    )
+    assert (
+        client.get("/v1/tickets", params={"created_to": (now - timedelta(minutes=5)).isoformat()}).json()["count"] == 0
+    )
     # another time zone, same instant
     later = (now + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=-5))).isoformat()
     assert client.get("/v1/tickets", params={"created_to": later}).json()["count"] == 5
@@ -211,31 +240,44 @@ def test_queues_lists_every_routing_queue_with_counts(client):
 # -- feedback and export ------------------------------------------------------------------------------
 def test_feedback_reroutes_and_keeps_the_correction(client):
     t = post(client, VAGUE).json()
-    r = client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Card Services", "agent": "ann", "note": "about a card"})
+    r = client.post(
+        f"/v1/tickets/{t['id']}/feedback", json={"category": "Card Services", "agent": "ann", "note": "about a card"}
+    )
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["category"] == "Card Services" and got["queue"] == "card-services" and got["status"] == "corrected"
     assert got["predicted_category"] == "Banking Services"
     (fb,) = got["feedback"]
-    assert fb["agent"] == "ann" and fb["previous_category"] == "Banking Services" and fb["previous_queue"] == "needs-review"
+    assert (
+        fb["agent"] == "ann"
+        and fb["previous_category"] == "Banking Services"
+        and fb["previous_queue"] == "needs-review"
+    )
     assert fb["queue"] == "card-services" and fb["note"] == "about a card"
     assert abs(datetime.fromisoformat(fb["created_at"]) - datetime.now(timezone.utc)) < timedelta(minutes=1)
     assert client.get("/v1/tickets", params={"queue": "card-services"}).json()["count"] == 1
     # a second correction is kept too
     client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Loans"})
-    assert [f["category"] for f in client.get(f"/v1/tickets/{t['id']}").json()["feedback"]] == ["Card Services", "Loans"]
+    assert [f["category"] for f in client.get(f"/v1/tickets/{t['id']}").json()["feedback"]] == [
+        "Card Services",
+        "Loans",
+    ]
 
 
 def test_feedback_errors(client):
     t = post(client, MORTGAGE).json()
     r = client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Crypto"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "category"] and "Crypto" in r.json()["detail"][0]["msg"]
+    assert (
+        r.status_code == 422
+        and r.json()["detail"][0]["loc"] == ["body", "category"]
+        and "Crypto" in r.json()["detail"][0]["msg"]
+    )
     assert client.post("/v1/tickets/999/feedback", json={"category": "Loans"}).status_code == 404
     assert client.post(f"/v1/tickets/{t['id']}/feedback", json={}).status_code == 422
 
 
 def test_export_is_cfpb_csv_of_corrected_tickets(client):
-    a = post(client, {"subject": "Card", "body": "Wrong fee, line one,\n\"quoted\" line two"}).json()
+    a = post(client, {"subject": "Card", "body": 'Wrong fee, line one,\n"quoted" line two'}).json()
     post(client, MORTGAGE)  # not corrected: not exported
     client.post(f"/v1/tickets/{a['id']}/feedback", json={"category": "Banking Services"})
     r = client.get("/v1/feedback/export")
@@ -245,7 +287,7 @@ def test_export_is_cfpb_csv_of_corrected_tickets(client):
     row = rows[0]
     assert {"Date received", "Product", "Consumer complaint narrative", "Complaint ID"} <= set(row)
     assert row["Product"] == "Banking Services" and row["Complaint ID"] == str(a["id"])
-    assert row["Consumer complaint narrative"] == "Card\n\nWrong fee, line one,\n\"quoted\" line two"
+    assert row["Consumer complaint narrative"] == 'Card\n\nWrong fee, line one,\n"quoted" line two'
     assert row["Date received"] == datetime.now(timezone.utc).date().isoformat()
     # the shipped taxonomy maps the exported Product (a category name) onto itself
     from ticket_triage.taxonomy import load_taxonomy
@@ -262,7 +304,9 @@ def test_classify_one_and_many_stores_nothing(client):
     body = r.json()
     assert body["model_version"] == "fake-keywords-1"
     first, second = body["predictions"]
-    assert first["category"] == "Credit Reporting" and first["queue"] == "credit-reporting" and not first["needs_review"]
+    assert (
+        first["category"] == "Credit Reporting" and first["queue"] == "credit-reporting" and not first["needs_review"]
+    )
     assert second["needs_review"] and second["queue"] == "needs-review"
     assert client.get("/v1/tickets").json()["count"] == 0
 
@@ -270,7 +314,11 @@ def test_classify_one_and_many_stores_nothing(client):
 def test_classify_limits(client):
     assert client.post("/v1/classify", json={"texts": ["card"] * 64}).status_code == 200
     r = client.post("/v1/classify", json={"texts": ["card"] * 65})  # the OpenAPI maxItems: a validation error
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "texts"] and "64" in r.json()["detail"][0]["msg"]
+    assert (
+        r.status_code == 422
+        and r.json()["detail"][0]["loc"] == ["body", "texts"]
+        and "64" in r.json()["detail"][0]["msg"]
+    )
     r = client.post("/v1/classify", json={"texts": ["ok", "x" * (64 * 1024 + 1)]})
     assert r.status_code == 413 and "texts[1]" in r.json()["detail"]
     assert client.post("/v1/classify", json={"texts": []}).status_code == 422
@@ -321,23 +369,37 @@ def test_a_ticket_the_model_cannot_read_blocks_neither_batch_neighbours_nor_the_
     fake_classifier.fail = True
     client = make_client(retry_interval_s=0.05, max_batch_size=4)
     fake_classifier.poison = "POISON"
-    ids = [post(client, {"body": b}).json()["id"] for b in ["POISON card", "card one", "loan two", "mortgage three", "debt four"]]
+    ids = [
+        post(client, {"body": b}).json()["id"]
+        for b in ["POISON card", "card one", "loan two", "mortgage three", "debt four"]
+    ]
     fake_classifier.fail = False
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and client.get("/v1/tickets", params={"status": "unclassified"}).json()["count"] > 1:
+    while (
+        time.monotonic() < deadline and client.get("/v1/tickets", params={"status": "unclassified"}).json()["count"] > 1
+    ):
         time.sleep(0.05)
     left = client.get("/v1/tickets", params={"status": "unclassified"}).json()["items"]
     assert [t["id"] for t in left] == [ids[0]]
-    assert [client.get(f"/v1/tickets/{i}").json()["category"] for i in ids[1:]] == ["Card Services", "Loans", "Mortgage", "Debt Collection"]
+    assert [client.get(f"/v1/tickets/{i}").json()["category"] for i in ids[1:]] == [
+        "Card Services",
+        "Loans",
+        "Mortgage",
+        "Debt Collection",
+    ]
     # and concurrent new tickets next to a poisoned one are classified
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        out = list(pool.map(lambda b: post(client, {"body": b}).json()["status"], ["POISON x", "card a", "card b", "card c"]))
+        out = list(
+            pool.map(lambda b: post(client, {"body": b}).json()["status"], ["POISON x", "card a", "card b", "card c"])
+        )
     assert out == ["unclassified", "routed", "routed", "routed"]
 
 
-def test_tickets_left_unclassified_by_a_previous_run_are_classified_at_start(make_client, fake_classifier, database_url):
+def test_tickets_left_unclassified_by_a_previous_run_are_classified_at_start(
+    make_client, fake_classifier, database_url
+):
     fake_classifier.fail = True
     post(make_client(retry_interval_s=3600), MORTGAGE)
     from _service_support import FakeClassifier

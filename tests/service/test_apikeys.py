@@ -119,12 +119,19 @@ def test_db_upgrade_migrates_a_0001_database_keeping_its_data(empty_database_url
     upgrade_database(engine, "0001")
     assert current_revision(engine) == "0001" and "notifications" not in inspect(engine).get_table_names()
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO tickets (created_at, updated_at, channel, subject, body, metadata, status, queue, classify_attempts)"
-            " VALUES (:t, :t, 'api', '', 'old ticket', '{}', 'routed', 'mortgage', 1)"
-        ), {"t": "2026-01-01 00:00:00"})
-        conn.execute(text("INSERT INTO api_keys (name, role, key_hash, prefix, created_at) VALUES ('old', 'agent', :h, 'tt_oldkey0', :t)"),
-                     {"h": "0" * 64, "t": "2026-01-01 00:00:00"})
+        conn.execute(
+            text(
+                "INSERT INTO tickets (created_at, updated_at, channel, subject, body, metadata, status, queue, classify_attempts)"
+                " VALUES (:t, :t, 'api', '', 'old ticket', '{}', 'routed', 'mortgage', 1)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (name, role, key_hash, prefix, created_at) VALUES ('old', 'agent', :h, 'tt_oldkey0', :t)"
+            ),
+            {"h": "0" * 64, "t": "2026-01-01 00:00:00"},
+        )
     engine.dispose()
 
     code, out, _ = run_cli(["db", "upgrade", "--db", empty_database_url], capsys)
@@ -133,7 +140,9 @@ def test_db_upgrade_migrates_a_0001_database_keeping_its_data(empty_database_url
     engine = make_engine(empty_database_url)
     insp = inspect(engine)
     assert "notifications" in insp.get_table_names()
-    assert {"ix_notifications_due", "ix_notifications_ticket_id"} <= {i["name"] for i in insp.get_indexes("notifications")}
+    assert {"ix_notifications_due", "ix_notifications_ticket_id"} <= {
+        i["name"] for i in insp.get_indexes("notifications")
+    }
     assert "ix_api_keys_prefix" in {i["name"] for i in insp.get_indexes("api_keys")}
     with engine.connect() as conn:
         assert conn.execute(text("SELECT body FROM tickets")).scalar_one() == "old ticket"

@@ -26,8 +26,13 @@ def bearer(key):
 def test_no_key_is_401_everywhere_but_health(authed):
     client, _, _ = authed
     for method, path, body in [
-        ("POST", "/v1/tickets", TICKET), ("GET", "/v1/tickets", None), ("GET", "/v1/tickets/1", None), ("GET", "/v1/queues", None),
-        ("POST", "/v1/tickets/1/feedback", {"category": "Loans"}), ("POST", "/v1/classify", {"texts": ["x"]}), ("GET", "/v1/feedback/export", None),
+        ("POST", "/v1/tickets", TICKET),
+        ("GET", "/v1/tickets", None),
+        ("GET", "/v1/tickets/1", None),
+        ("GET", "/v1/queues", None),
+        ("POST", "/v1/tickets/1/feedback", {"category": "Loans"}),
+        ("POST", "/v1/classify", {"texts": ["x"]}),
+        ("GET", "/v1/feedback/export", None),
     ]:
         r = client.request(method, path, json=body)
         assert r.status_code == 401, (method, path, r.status_code)
@@ -47,7 +52,12 @@ def test_docs_and_metrics_need_an_agent_key_unless_made_public(make_client):
     assert "triage_http_requests_total" in client.get("/metrics", headers=bearer(agent)).text
 
     docs_open = make_client(auth=True, public_docs=True)
-    assert [docs_open.get(p).status_code for p in ["/docs", "/redoc", "/openapi.json", "/metrics"]] == [200, 200, 200, 401]
+    assert [docs_open.get(p).status_code for p in ["/docs", "/redoc", "/openapi.json", "/metrics"]] == [
+        200,
+        200,
+        200,
+        401,
+    ]
     metrics_open = make_client(auth=True, public_metrics=True)
     assert [metrics_open.get(p).status_code for p in ["/metrics", "/docs", "/openapi.json"]] == [200, 401, 401]
 
@@ -55,7 +65,9 @@ def test_docs_and_metrics_need_an_agent_key_unless_made_public(make_client):
 def test_wrong_or_unknown_key_is_401(authed):
     client, intake, _ = authed
     assert client.post("/v1/tickets", json=TICKET, headers=bearer(intake + "x")).status_code == 401
-    assert client.post("/v1/tickets", json=TICKET, headers=bearer(hash_key(intake))).status_code == 401  # the hash is no key
+    assert (
+        client.post("/v1/tickets", json=TICKET, headers=bearer(hash_key(intake))).status_code == 401
+    )  # the hash is no key
 
 
 def test_roles(authed):
@@ -65,14 +77,21 @@ def test_roles(authed):
     tid = r.json()["id"]
     assert client.post("/v1/classify", json={"texts": ["card"]}, headers={"X-API-Key": intake}).status_code == 200
     # intake cannot read queues or correct
-    for method, path, body in [("GET", f"/v1/tickets/{tid}", None), ("GET", "/v1/tickets", None), ("POST", f"/v1/tickets/{tid}/feedback", {"category": "Loans"}), ("GET", "/v1/feedback/export", None)]:
+    for method, path, body in [
+        ("GET", f"/v1/tickets/{tid}", None),
+        ("GET", "/v1/tickets", None),
+        ("POST", f"/v1/tickets/{tid}/feedback", {"category": "Loans"}),
+        ("GET", "/v1/feedback/export", None),
+    ]:
         r = client.request(method, path, json=body, headers=bearer(intake))
         assert r.status_code == 403 and "'agent'" in r.json()["detail"], path
     # agent cannot create or classify
     assert client.post("/v1/tickets", json=TICKET, headers=bearer(agent)).status_code == 403
     assert client.post("/v1/classify", json={"texts": ["x"]}, headers=bearer(agent)).status_code == 403
     assert client.get(f"/v1/tickets/{tid}", headers=bearer(agent)).status_code == 200
-    r = client.post(f"/v1/tickets/{tid}/feedback", json={"category": "Loans", "agent": "someone-else"}, headers=bearer(agent))
+    r = client.post(
+        f"/v1/tickets/{tid}/feedback", json={"category": "Loans", "agent": "someone-else"}, headers=bearer(agent)
+    )
     assert r.status_code == 200 and r.json()["feedback"][0]["agent"] == "ann"  # who = the key's owner
 
 

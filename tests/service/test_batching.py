@@ -95,7 +95,9 @@ def test_one_bad_text_does_not_fail_its_batch_neighbours():
     async def main():
         batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=30)
         await batcher.start()
-        outcomes = await asyncio.gather(batcher.predict(["a"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            batcher.predict(["a"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True
+        )
         await batcher.stop()
         return outcomes
 
@@ -143,7 +145,9 @@ def test_service_batches_concurrent_tickets(make_client, fake_classifier):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(lambda i: client.post("/v1/tickets", json={"body": f"card fee {i}"}).status_code, range(16)))
+        codes = list(
+            pool.map(lambda i: client.post("/v1/tickets", json={"body": f"card fee {i}"}).status_code, range(16))
+        )
     assert codes == [201] * 16
     assert max(fake_classifier.batches) > 1
     assert "triage_batch_size_count" in client.get("/metrics").text

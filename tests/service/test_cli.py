@@ -13,7 +13,9 @@ def test_db_upgrade_creates_the_schema_idempotently(tmp_path, capsys):
     for _ in range(2):
         code, out, _ = run_cli(["db", "upgrade", "--db", url], capsys)
         assert code == 0 and "revision 0002" in out
-    tables = {r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("select name from sqlite_master where type='table'")}
+    tables = {
+        r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("select name from sqlite_master where type='table'")
+    }
     assert {"tickets", "feedback", "api_keys", "notifications", "alembic_version"} <= tables
 
 
@@ -42,13 +44,41 @@ def test_db_prune_notifications_deletes_only_old_finished_ones(tmp_path, capsys)
     upgrade_database(engine)
     now = utcnow()
     with make_sessionmaker(engine)() as session, session.begin():
-        ticket = Ticket(subject="", body="card fee", channel="api", metadata_={}, status="routed", queue="cards", classify_attempts=1)
+        ticket = Ticket(
+            subject="",
+            body="card fee",
+            channel="api",
+            metadata_={},
+            status="routed",
+            queue="cards",
+            classify_attempts=1,
+        )
         session.add(ticket)
         session.flush()
-        for status, age_days in [("sent", 40), ("failed", 40), ("skipped", 40), ("pending", 40), ("sending", 40), ("sent", 5)]:
+        for status, age_days in [
+            ("sent", 40),
+            ("failed", 40),
+            ("skipped", 40),
+            ("pending", 40),
+            ("sending", 40),
+            ("sent", 5),
+        ]:
             when = now - timedelta(days=age_days)
-            session.add(Notification(ticket_id=ticket.id, event="created", kind="webhook", target="http://x", queue="cards", payload={},
-                                     status=status, attempts=1, next_attempt_at=when, created_at=when, updated_at=when))
+            session.add(
+                Notification(
+                    ticket_id=ticket.id,
+                    event="created",
+                    kind="webhook",
+                    target="http://x",
+                    queue="cards",
+                    payload={},
+                    status=status,
+                    attempts=1,
+                    next_attempt_at=when,
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
     engine.dispose()
 
     code, out, _ = run_cli(["db", "prune-notifications", "--older-than", "30", "--db", url], capsys)
@@ -72,7 +102,9 @@ def test_apikey_create_prints_a_key_once_and_stores_its_hash(tmp_path, capsys):
 
 
 def test_apikey_unknown_role_is_one_line(tmp_path, capsys):
-    code, _, err = run_cli(["apikey", "create", "--role", "root", "--name", "x", "--db", f"sqlite:///{tmp_path / 'k.db'}"], capsys)
+    code, _, err = run_cli(
+        ["apikey", "create", "--role", "root", "--name", "x", "--db", f"sqlite:///{tmp_path / 'k.db'}"], capsys
+    )
     assert code == 1 and "unknown role 'root'" in err and err.strip().count("\n") == 0
 
 
@@ -92,5 +124,8 @@ def test_serve_errors_are_one_line(args, message, capsys):
 def test_serve_with_bad_routing_stops_naming_the_line(tiny_model_folder, tmp_path, capsys):
     rules = tmp_path / "bad.yaml"
     rules.write_text("routes:\n  Mortgage: {queue: m}\n  Pets: {queue: p}\n")
-    code, _, err = run_cli(["serve", "--model", str(tiny_model_folder), "--routing", str(rules), "--db", f"sqlite:///{tmp_path / 'a.db'}"], capsys)
+    code, _, err = run_cli(
+        ["serve", "--model", str(tiny_model_folder), "--routing", str(rules), "--db", f"sqlite:///{tmp_path / 'a.db'}"],
+        capsys,
+    )
     assert code == 1 and f"{rules}:3: unknown category 'Pets'" in err and err.strip().count("\n") == 0

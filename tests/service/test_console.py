@@ -50,7 +50,9 @@ def test_console_login_with_an_agent_key_sets_an_httponly_cookie(make_client):
     assert "signed in as ann" in page.text
     # the cookie also authorises the feedback API (what the page's script calls)
     tid = client.post("/v1/tickets", json={"body": "card"}, headers={"Authorization": f"Bearer {intake}"}).json()["id"]
-    assert client.post(f"/v1/tickets/{tid}/feedback", json={"category": "Loans"}).json()["feedback"][0]["agent"] == "ann"
+    assert (
+        client.post(f"/v1/tickets/{tid}/feedback", json={"category": "Loans"}).json()["feedback"][0]["agent"] == "ann"
+    )
     client.post("/console/logout")
     assert "Sign in" in client.get("/").text
 
@@ -73,14 +75,27 @@ def live_server(sqlite_url, fake_classifier):
 @pytest.fixture
 def browser(tmp_path):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver; .ci/run does)")
+        pytest.skip(
+            "chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver; .ci/run does)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"]:
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations are reported there
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -114,7 +129,10 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
     browser.find_element(By.ID, "key").send_keys(agent)
     browser.find_element(By.ID, "sign-in").click()
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "nav.queues")))
-    counts = {e.get_attribute("data-queue-count"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")}
+    counts = {
+        e.get_attribute("data-queue-count"): e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")
+    }
     assert counts["needs-review"] == "1" and counts["mortgage"] == "1" and counts["card-services"] == "0"
     assert browser.execute_script("return document.cookie") == ""  # the key is HttpOnly
 
@@ -126,7 +144,11 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
     # correct it to Card Services: the script calls the feedback API
     Select(row.find_element(By.NAME, "category")).select_by_value("Card Services")
     row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, f'tr[data-ticket="{ids[1]}"] .result'), "moved to card-services"))
+    wait.until(
+        EC.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, f'tr[data-ticket="{ids[1]}"] .result'), "moved to card-services"
+        )
+    )
     assert row.find_element(By.CSS_SELECTOR, ".status").text == "corrected"
     browser.save_screenshot(str(tmp_path / "console.png"))
     if os.environ.get("TRIAGE_CONSOLE_SCREENSHOT"):
@@ -138,7 +160,10 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
 
     # after a reload the counts follow
     browser.get(base + "/?queue=card-services")
-    counts = {e.get_attribute("data-queue-count"): e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")}
+    counts = {
+        e.get_attribute("data-queue-count"): e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, "[data-queue-count]")
+    }
     assert counts["needs-review"] == "0" and counts["card-services"] == "1"
     assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-ticket="{ids[1]}"]')
 

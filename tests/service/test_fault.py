@@ -33,8 +33,24 @@ def start_server(model, db: str, log_path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRIAGE_NOTIFY": "false"}
     log = open(log_path, "a")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ticket_triage", "serve", "--model", str(model), "--db", db, "--port", str(port), "--no-auth", "--max-batch-size", "8"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "ticket_triage",
+            "serve",
+            "--model",
+            str(model),
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--no-auth",
+            "--max-batch-size",
+            "8",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     log.close()
     base = f"http://127.0.0.1:{port}"
@@ -90,7 +106,9 @@ def test_kill_9_under_load_loses_and_duplicates_no_acknowledged_ticket(tiny_mode
     db, log_path = f"sqlite:///{db_file}", tmp_path / "serve.log"
     proc, base = start_server(tiny_model_folder, db, log_path)
     acked, unknown, lock, stop = {}, set(), threading.Lock(), threading.Event()
-    workers = [threading.Thread(target=load, args=(base, w, stop, acked, unknown, lock), daemon=True) for w in range(CLIENTS)]
+    workers = [
+        threading.Thread(target=load, args=(base, w, stop, acked, unknown, lock), daemon=True) for w in range(CLIENTS)
+    ]
     try:
         for t in workers:
             t.start()
@@ -115,7 +133,9 @@ def test_kill_9_under_load_loses_and_duplicates_no_acknowledged_ticket(tiny_mode
     lost = [k for k, tid in acknowledged.items() if by_key.get(k) != tid]
     assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged tickets lost"
     assert set(by_key) <= set(acknowledged) | unknown  # stored but unanswered: only requests in flight
-    print(f"killed after {len(acknowledged)} acknowledged; {len(unknown)} in flight, {len(rows) - len(acknowledged)} of them stored")
+    print(
+        f"killed after {len(acknowledged)} acknowledged; {len(unknown)} in flight, {len(rows) - len(acknowledged)} of them stored"
+    )
 
     # after a restart, clients retry what had no answer: each is stored once, however it ended
     proc, base = start_server(tiny_model_folder, db, log_path)

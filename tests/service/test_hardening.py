@@ -62,9 +62,20 @@ def test_a_chunked_body_over_the_limit_is_refused_after_limit_plus_one_chunk(sql
     async def send(message):
         messages.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/v1/tickets",
-             "raw_path": b"/v1/tickets", "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
-             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/tickets",
+        "raw_path": b"/v1/tickets",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
     asyncio.run(app(scope, receive, send))
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 413
     assert handed <= LIMIT + CHUNK  # bounded: nothing read past the first chunk over the limit
@@ -80,7 +91,9 @@ def test_a_chunked_upload_to_a_live_server_gets_413_and_the_app_stops_reading(sq
         # uvicorn hands the body over as it arrives: a message may join a few TCP reads
         assert LIMIT < probe.body_bytes <= LIMIT + 256 * 1024
         assert http.get("/healthz").status_code == 200
-        small = http.post("/v1/tickets", content=iter([json.dumps(TICKET).encode()]), headers={"Content-Type": "application/json"})
+        small = http.post(
+            "/v1/tickets", content=iter([json.dumps(TICKET).encode()]), headers={"Content-Type": "application/json"}
+        )
         assert small.status_code == 401  # under the limit: on to authentication as before
 
 
@@ -100,7 +113,11 @@ class BrokenPredictions(FakeClassifier):
 def test_an_unexpected_error_is_a_json_500_with_a_logged_request_id_and_keeps_the_connection(sqlite_url, caplog):
     app = create_app(Settings(database_url=sqlite_url, auth=False, max_wait_ms=1), classifier=BrokenPredictions())
     probe = Probe(app)
-    with caplog.at_level(logging.ERROR, logger="ticket_triage.service"), serving(probe) as base, httpx.Client(base_url=base, timeout=10) as http:
+    with (
+        caplog.at_level(logging.ERROR, logger="ticket_triage.service"),
+        serving(probe) as base,
+        httpx.Client(base_url=base, timeout=10) as http,
+    ):
         r = http.post("/v1/classify", json={"texts": ["my loan"]})
         assert r.status_code == 500 and r.headers["content-type"] == "application/json"
         rid = r.json()["request_id"]
@@ -117,14 +134,24 @@ def test_every_response_has_a_request_id_and_a_sane_incoming_one_is_kept(client)
     for bad in ["has space", "x" * 200, "evil\u00e9"]:
         got = client.get("/healthz", headers={"X-Request-ID": bad.encode("utf-8")}).headers["X-Request-ID"]
         assert got != bad and len(got) == 32
-    ids = {client.get("/v1/tickets/999").headers["X-Request-ID"], client.post("/v1/tickets", json=TICKET).headers["X-Request-ID"]}
+    ids = {
+        client.get("/v1/tickets/999").headers["X-Request-ID"],
+        client.post("/v1/tickets", json=TICKET).headers["X-Request-ID"],
+    }
     assert len(ids) == 2
 
 
 # -- 11. security headers, trusted proxy -------------------------------------------------------------
 def test_security_headers_on_every_kind_of_response(client):
-    responses = [client.get("/"), client.get("/static/console.js"), client.post("/v1/tickets", json=TICKET), client.get("/v1/tickets/999"),
-                 client.post("/v1/tickets", json={}), client.get("/nowhere"), client.get("/healthz")]
+    responses = [
+        client.get("/"),
+        client.get("/static/console.js"),
+        client.post("/v1/tickets", json=TICKET),
+        client.get("/v1/tickets/999"),
+        client.post("/v1/tickets", json={}),
+        client.get("/nowhere"),
+        client.get("/healthz"),
+    ]
     assert [r.status_code for r in responses] == [200, 200, 201, 404, 422, 404, 200]
     for r in responses:
         assert r.headers["Content-Security-Policy"] == CONSOLE_CSP, r.url
@@ -132,7 +159,11 @@ def test_security_headers_on_every_kind_of_response(client):
         assert r.headers["Referrer-Policy"] == "no-referrer"
     assert "'unsafe-inline'" not in CONSOLE_CSP and "frame-ancestors 'none'" in CONSOLE_CSP
     docs = client.get("/docs")
-    assert docs.status_code == 200 and docs.headers["Content-Security-Policy"] == DOCS_CSP and "cdn.jsdelivr.net" in docs.text
+    assert (
+        docs.status_code == 200
+        and docs.headers["Content-Security-Policy"] == DOCS_CSP
+        and "cdn.jsdelivr.net" in docs.text
+    )
 
 
 def test_the_console_has_no_inline_script_or_style(client):
@@ -143,12 +174,16 @@ def test_the_console_has_no_inline_script_or_style(client):
 def _login_cookie(app, peer: str, headers: dict) -> str:
     with TestClient(app, client=(peer, 40000)) as http:
         agent = issue_key(http, "agent", "ann")
-        return http.post("/console/login", data={"key": agent}, headers=headers, follow_redirects=False).headers["set-cookie"]
+        return http.post("/console/login", data={"key": agent}, headers=headers, follow_redirects=False).headers[
+            "set-cookie"
+        ]
 
 
 def test_the_console_cookie_is_secure_behind_a_trusted_tls_proxy_only(sqlite_url, fake_classifier):
     https = {"X-Forwarded-Proto": "https"}
-    trusting = create_app(Settings(database_url=sqlite_url, auth=True, forwarded_allow_ips="10.0.0.5"), classifier=fake_classifier)
+    trusting = create_app(
+        Settings(database_url=sqlite_url, auth=True, forwarded_allow_ips="10.0.0.5"), classifier=fake_classifier
+    )
     assert "Secure" in _login_cookie(trusting, "10.0.0.5", https)
     assert "Secure" not in _login_cookie(trusting, "10.0.0.9", https)  # anyone else cannot claim https
     assert "Secure" not in _login_cookie(trusting, "10.0.0.5", {})

@@ -55,19 +55,22 @@ def test_the_largest_id_is_a_plain_404(client):
 SURROGATE = b'"a\\ud800b"'
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"body": ' + SURROGATE + b'}',
-    b'{"body": "ok", "subject": ' + SURROGATE + b'}',
-    b'{"body": "ok", "customer_ref": ' + SURROGATE + b'}',
-    b'{"body": "ok", "metadata": {"k": ' + SURROGATE + b'}}',
-    b'{"body": "ok", "metadata": {' + SURROGATE + b': 1}}',
-    b'{"body": "ok", "metadata": {"deep": [{"k": ["x", ' + SURROGATE + b']}]}}',
-    b'{"body": "ok", ' + SURROGATE + b': 1}',  # an unknown field named by a surrogate
-    b'{"body": "ok", "channel": ' + SURROGATE + b'}',
-    b'{"body": "a\xed\xa0\x80b"}',  # the surrogate as (invalid) UTF-8 bytes
-    b'{"body": "caf\xe9"}',  # Latin-1, not UTF-8
-    b'{"body": "a\\u0000b"}',  # NUL: PostgreSQL text cannot hold it
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"body": ' + SURROGATE + b"}",
+        b'{"body": "ok", "subject": ' + SURROGATE + b"}",
+        b'{"body": "ok", "customer_ref": ' + SURROGATE + b"}",
+        b'{"body": "ok", "metadata": {"k": ' + SURROGATE + b"}}",
+        b'{"body": "ok", "metadata": {' + SURROGATE + b": 1}}",
+        b'{"body": "ok", "metadata": {"deep": [{"k": ["x", ' + SURROGATE + b"]}]}}",
+        b'{"body": "ok", ' + SURROGATE + b": 1}",  # an unknown field named by a surrogate
+        b'{"body": "ok", "channel": ' + SURROGATE + b"}",
+        b'{"body": "a\xed\xa0\x80b"}',  # the surrogate as (invalid) UTF-8 bytes
+        b'{"body": "caf\xe9"}',  # Latin-1, not UTF-8
+        b'{"body": "a\\u0000b"}',  # NUL: PostgreSQL text cannot hold it
+    ],
+)
 def test_unencodable_text_is_422_with_an_encodable_reply_and_nothing_stored(client, raw):
     detail = assert_422(post_raw(client, "/v1/tickets", raw))
     assert "\\ud800" in json.dumps(detail) or "UTF-8" in json.dumps(detail) or "NUL" in json.dumps(detail)
@@ -76,9 +79,14 @@ def test_unencodable_text_is_422_with_an_encodable_reply_and_nothing_stored(clie
 
 def test_unencodable_text_elsewhere_is_422(client):
     t = client.post("/v1/tickets", json={"body": "card fee"}).json()
-    assert_422(post_raw(client, f"/v1/tickets/{t['id']}/feedback", b'{"category": "Loans", "note": ' + SURROGATE + b'}'), ["body", "note"])
-    assert_422(post_raw(client, f"/v1/tickets/{t['id']}/feedback", b'{"category": ' + SURROGATE + b'}'), ["body", "category"])
-    assert_422(post_raw(client, "/v1/classify", b'{"texts": ["fine", ' + SURROGATE + b']}'), ["body", "texts", 1])
+    assert_422(
+        post_raw(client, f"/v1/tickets/{t['id']}/feedback", b'{"category": "Loans", "note": ' + SURROGATE + b"}"),
+        ["body", "note"],
+    )
+    assert_422(
+        post_raw(client, f"/v1/tickets/{t['id']}/feedback", b'{"category": ' + SURROGATE + b"}"), ["body", "category"]
+    )
+    assert_422(post_raw(client, "/v1/classify", b'{"texts": ["fine", ' + SURROGATE + b"]}"), ["body", "texts", 1])
     assert_422(client.get("/v1/tickets", params={"category": "a\x00b"}), ["query", "category"])
     assert client.get(f"/v1/tickets/{t['id']}").json()["feedback"] == []
 
@@ -89,7 +97,10 @@ def test_a_stored_unreadable_metadata_string_no_longer_breaks_lists(client):
 
     t = client.post("/v1/tickets", json={"body": "card fee", "metadata": {"k": "v"}}).json()
     with client.app.state.triage.engine.begin() as conn:
-        conn.execute(text("UPDATE tickets SET metadata = :m WHERE id = :id"), {"m": '{"k": "a\\ud800b", "\\udfff": 1}', "id": t["id"]})
+        conn.execute(
+            text("UPDATE tickets SET metadata = :m WHERE id = :id"),
+            {"m": '{"k": "a\\ud800b", "\\udfff": 1}', "id": t["id"]},
+        )
     r = client.get("/v1/tickets")
     assert r.status_code == 200, r.text
     assert r.json()["items"][0]["metadata"] == {"k": "a\\ud800b", "\\udfff": 1}
@@ -108,7 +119,10 @@ def test_dates_that_leave_the_calendar_in_utc_are_422(client, date):
     assert_422(r, ["query", "since"])
 
 
-@pytest.mark.parametrize("date", ["0001-01-01T00:00:00-05:00", "9999-12-31T23:59:59+05:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999Z"])
+@pytest.mark.parametrize(
+    "date",
+    ["0001-01-01T00:00:00-05:00", "9999-12-31T23:59:59+05:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999Z"],
+)
 def test_the_calendar_ends_themselves_are_fine(client, date):
     client.post("/v1/tickets", json={"body": "card fee"})
     assert client.get("/v1/tickets", params={"created_from": date}).status_code == 200
@@ -156,9 +170,13 @@ def test_metadata_nesting_is_bounded(client):
 def test_metadata_limits_are_settings(make_client):
     client = make_client(metadata_max_depth=2, metadata_max_bytes=100)
     assert client.post("/v1/tickets", json={"body": "card fee", "metadata": {"a": [1]}}).status_code == 201
-    detail = assert_422(client.post("/v1/tickets", json={"body": "card fee", "metadata": {"a": [[1]]}}), ["body", "metadata"])
+    detail = assert_422(
+        client.post("/v1/tickets", json={"body": "card fee", "metadata": {"a": [[1]]}}), ["body", "metadata"]
+    )
     assert "TRIAGE_METADATA_MAX_DEPTH=2" in detail[0]["msg"]
-    detail = assert_422(client.post("/v1/tickets", json={"body": "card fee", "metadata": {"a": "é" * 60}}), ["body", "metadata"])
+    detail = assert_422(
+        client.post("/v1/tickets", json={"body": "card fee", "metadata": {"a": "é" * 60}}), ["body", "metadata"]
+    )
     assert "TRIAGE_METADATA_MAX_BYTES=100" in detail[0]["msg"]
     assert stored(client) == 1
 
@@ -170,7 +188,7 @@ def test_numbers_that_cannot_be_stored_are_422(client, number):
 
 
 # -- 10. CSV formula injection ------------------------------------------------------------------
-FORMULAS = ["=HYPERLINK(\"http://evil.example\",\"click\")", "+1+2", "-2+3", "@SUM(A1)", "\tindented", "\r=cmd"]
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1+2", "-2+3", "@SUM(A1)", "\tindented", "\r=cmd"]
 
 
 def export_rows(client, **params) -> list[dict]:
@@ -184,7 +202,9 @@ def test_export_neutralises_formula_cells(client):
     narratives = [row["Consumer complaint narrative"] for row in export_rows(client)]
     assert narratives == ["'" + body for body in FORMULAS] + ["plain text stays"]
     # for retraining: the customer's text, verbatim
-    assert [row["Consumer complaint narrative"] for row in export_rows(client, escape_formulas="false")] == FORMULAS + ["plain text stays"]
+    assert [row["Consumer complaint narrative"] for row in export_rows(client, escape_formulas="false")] == FORMULAS + [
+        "plain text stays"
+    ]
 
 
 # -- 12. the OpenAPI document -------------------------------------------------------------------
@@ -195,7 +215,9 @@ def test_openapi_has_this_models_categories_and_limits(make_client):
     assert models["FeedbackCreate"]["properties"]["category"]["enum"] == LABELS
     assert models["PredictionPublic"]["properties"]["category"]["enum"] == LABELS
     assert models["ClassifyRequest"]["properties"]["texts"]["maxItems"] == 7
-    ticket_id = next(p for p in doc["paths"]["/v1/tickets/{ticket_id}"]["get"]["parameters"] if p["name"] == "ticket_id")
+    ticket_id = next(
+        p for p in doc["paths"]["/v1/tickets/{ticket_id}"]["get"]["parameters"] if p["name"] == "ticket_id"
+    )
     assert ticket_id["schema"]["maximum"] == DB_INT_MAX
     status = next(p for p in doc["paths"]["/v1/tickets"]["get"]["parameters"] if p["name"] == "status")
     assert set(status["schema"]["anyOf"][0]["enum"]) == {"routed", "needs-review", "unclassified", "corrected"}

@@ -131,21 +131,30 @@ def metric(client, kind, outcome) -> float:
     line = f'triage_notifications_total{{kind="{kind}",outcome="{outcome}"}} '
     for row in client.get("/metrics").text.splitlines():
         if row.startswith(line):
-            return float(row[len(line):])
+            return float(row[len(line) :])
     raise AssertionError(f"no metric {line!r}")
 
 
 # -- webhooks ------------------------------------------------------------------------------------
 def test_webhook_is_posted_to_a_local_server_with_a_valid_signature(make_client, webhook_server, tmp_path):
     hook = webhook_server()
-    client = make_client(routing_file=write_rules(tmp_path, webhook=hook.url), webhook_secret=SECRET, public_url="https://triage.example.com", **FAST)
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook=hook.url),
+        webhook_secret=SECRET,
+        public_url="https://triage.example.com",
+        **FAST,
+    )
     ticket = client.post("/v1/tickets", json=MORTGAGE).json()
     assert ticket["queue"] == "q-mortgage" and ticket["status"] == "routed"
 
     items = wait_for(client, final)
-    assert [(n["status"], n["kind"], n["event"], n["attempts"], n["ticket_id"]) for n in items] == [("sent", "webhook", "created", 1, ticket["id"])]
+    assert [(n["status"], n["kind"], n["event"], n["attempts"], n["ticket_id"]) for n in items] == [
+        ("sent", "webhook", "created", 1, ticket["id"])
+    ]
     assert items[0]["sent_at"] and items[0]["last_error"] is None and items[0]["next_attempt_at"] is None
-    assert "secret-token-abc" not in items[0]["target"] and items[0]["target"].startswith("http://127.0.0.1:")  # path hidden from the API
+    assert "secret-token-abc" not in items[0]["target"] and items[0]["target"].startswith(
+        "http://127.0.0.1:"
+    )  # path hidden from the API
 
     assert len(hook.requests) == 1
     req = hook.requests[0]
@@ -154,7 +163,9 @@ def test_webhook_is_posted_to_a_local_server_with_a_valid_signature(make_client,
     assert hmac.compare_digest(req["headers"]["X-Triage-Signature-256"], expected)
     assert req["headers"]["X-Triage-Delivery"] == str(items[0]["id"]) and req["headers"]["X-Triage-Event"] == "created"
     doc = json.loads(req["body"])
-    assert doc["ticket_id"] == ticket["id"] and doc["category"] == "Mortgage" and doc["confidence"] == pytest.approx(0.9)
+    assert (
+        doc["ticket_id"] == ticket["id"] and doc["category"] == "Mortgage" and doc["confidence"] == pytest.approx(0.9)
+    )
     assert doc["queue"] == "q-mortgage" and doc["status"] == "routed" and doc["event"] == "created"
     assert doc["link"] == "https://triage.example.com/?queue=q-mortgage"
     assert doc["api_url"] == f"https://triage.example.com/v1/tickets/{ticket['id']}"
@@ -164,7 +175,9 @@ def test_webhook_is_posted_to_a_local_server_with_a_valid_signature(make_client,
 
 def test_a_new_tickets_webhook_goes_out_without_waiting_for_the_poll(make_client, webhook_server, tmp_path):
     hook = webhook_server()
-    client = make_client(routing_file=write_rules(tmp_path, webhook=hook.url), notify_poll_s=3600)  # the poll alone: an hour
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook=hook.url), notify_poll_s=3600
+    )  # the poll alone: an hour
     client.post("/v1/tickets", json=MORTGAGE)
     assert [n["status"] for n in wait_for(client, final, timeout=5)] == ["sent"]
 
@@ -218,7 +231,9 @@ def test_a_send_interrupted_by_shutdown_is_handed_back_at_once(make_client, webh
     with engine.connect() as conn:
         row = conn.execute(text("SELECT status, attempts, last_error FROM notifications")).one()
     engine.dispose()
-    assert row.status == "pending" and row.attempts == 1 and "interrupted" in row.last_error  # due now, not after the lease
+    assert (
+        row.status == "pending" and row.attempts == 1 and "interrupted" in row.last_error
+    )  # due now, not after the lease
 
 
 def test_a_client_error_is_not_retried(make_client, webhook_server, tmp_path):
@@ -243,8 +258,12 @@ def test_an_unreachable_webhook_is_retried_then_failed(make_client, tmp_path):
 def test_email_is_delivered_to_a_local_smtp_server(make_client, smtp_server, tmp_path):
     host, port, sink = smtp_server
     client = make_client(
-        routing_file=write_rules(tmp_path, email="debt-team@example.com"), smtp_host=host, smtp_port=port,
-        smtp_from="triage@example.com", public_url="https://triage.example.com", **FAST,
+        routing_file=write_rules(tmp_path, email="debt-team@example.com"),
+        smtp_host=host,
+        smtp_port=port,
+        smtp_from="triage@example.com",
+        public_url="https://triage.example.com",
+        **FAST,
     )
     ticket = client.post("/v1/tickets", json=DEBT).json()
     assert ticket["queue"] == "q-debt"
@@ -264,7 +283,9 @@ def test_email_is_delivered_to_a_local_smtp_server(make_client, smtp_server, tmp
 
 
 def test_without_smtp_emails_are_skipped_with_a_reason_not_retried(make_client, tmp_path):
-    client = make_client(routing_file=write_rules(tmp_path, email="debt-team@example.com"), notify_max_attempts=5, **FAST)
+    client = make_client(
+        routing_file=write_rules(tmp_path, email="debt-team@example.com"), notify_max_attempts=5, **FAST
+    )
     client.post("/v1/tickets", json=DEBT)
     items = wait_for(client, final)
     assert [(n["status"], n["attempts"]) for n in items] == [("skipped", 1)]
@@ -281,7 +302,9 @@ def test_smtp_login_needs_an_encrypted_connection():
 
     with pytest.raises(ValidationError, match="starttls or ssl"):
         Settings(smtp_host="mail.example.com", smtp_username="u", smtp_password="p")
-    assert "p" not in repr(Settings(smtp_host="h", smtp_username="u", smtp_password="p", smtp_security="starttls").smtp_password)
+    assert "p" not in repr(
+        Settings(smtp_host="h", smtp_username="u", smtp_password="p", smtp_security="starttls").smtp_password
+    )
 
 
 # -- the outbox: what is enqueued, and when ------------------------------------------------------
@@ -299,8 +322,21 @@ def test_the_outbox_row_is_committed_with_the_ticket(make_client, database_url, 
     pred = client.app.state.triage.classifier.predict([MORTGAGE["body"]])[0]
     with pytest.raises(RuntimeError, match="crash"):
         with state.sessions() as session, session.begin():
-            ticket = crud.create_ticket(session, data=dict(MORTGAGE), prediction=pred, error=None, rules=state.rules, model_version="m", idempotency_key=None)
-            assert session.scalar(select(func.count()).select_from(Notification).where(Notification.ticket_id == ticket.id)) == 1
+            ticket = crud.create_ticket(
+                session,
+                data=dict(MORTGAGE),
+                prediction=pred,
+                error=None,
+                rules=state.rules,
+                model_version="m",
+                idempotency_key=None,
+            )
+            assert (
+                session.scalar(
+                    select(func.count()).select_from(Notification).where(Notification.ticket_id == ticket.id)
+                )
+                == 1
+            )
             raise RuntimeError("crash before commit")
     with state.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
@@ -308,14 +344,19 @@ def test_the_outbox_row_is_committed_with_the_ticket(make_client, database_url, 
 
 
 def test_feedback_that_reroutes_a_ticket_enqueues_a_notification(make_client, tmp_path):
-    client = make_client(routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x", email="debt@example.com"), notify=False)
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x", email="debt@example.com"),
+        notify=False,
+    )
     t = client.post("/v1/tickets", json=VAGUE).json()
     assert t["queue"] == "needs-review"
     assert client.get("/v1/notifications").json()["count"] == 0  # the review queue has no target here
 
     assert client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Mortgage"}).status_code == 200
     items = client.get("/v1/notifications", params={"ticket_id": t["id"]}).json()["items"]
-    assert [(n["event"], n["kind"], n["queue"], n["status"]) for n in items] == [("rerouted", "webhook", "q-mortgage", "pending")]
+    assert [(n["event"], n["kind"], n["queue"], n["status"]) for n in items] == [
+        ("rerouted", "webhook", "q-mortgage", "pending")
+    ]
     with client.app.state.triage.sessions() as session:
         assert session.get(Notification, items[0]["id"]).payload["previous_queue"] == "needs-review"
 
@@ -324,13 +365,17 @@ def test_feedback_that_reroutes_a_ticket_enqueues_a_notification(make_client, tm
     client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Debt Collection"})
     items = client.get("/v1/notifications", params={"ticket_id": t["id"]}).json()["items"]
     assert [(n["event"], n["kind"], n["queue"]) for n in items][1:] == [("rerouted", "email", "q-debt")]
-    assert client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Loans"}).status_code == 200  # no target: none
+    assert (
+        client.post(f"/v1/tickets/{t['id']}/feedback", json={"category": "Loans"}).status_code == 200
+    )  # no target: none
     assert client.get("/v1/notifications").json()["count"] == 2
 
 
 def test_a_ticket_classified_later_notifies_its_team(make_client, fake_classifier, tmp_path):
     fake_classifier.fail = True
-    client = make_client(routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x"), notify=False, retry_interval_s=3600)
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x"), notify=False, retry_interval_s=3600
+    )
     t = client.post("/v1/tickets", json=MORTGAGE).json()
     assert t["status"] == "unclassified" and client.get("/v1/notifications").json()["count"] == 0
     fake_classifier.fail = False
@@ -341,7 +386,9 @@ def test_a_ticket_classified_later_notifies_its_team(make_client, fake_classifie
 
 
 def test_the_review_queue_is_announced_only_when_the_rules_give_it_a_target(make_client, tmp_path):
-    client = make_client(routing_file=write_rules(tmp_path, review_webhook="https://hooks.example.com/review"), notify=False)
+    client = make_client(
+        routing_file=write_rules(tmp_path, review_webhook="https://hooks.example.com/review"), notify=False
+    )
     t = client.post("/v1/tickets", json=VAGUE).json()
     items = client.get("/v1/notifications").json()["items"]
     assert [(n["ticket_id"], n["queue"], n["kind"]) for n in items] == [(t["id"], "needs-review", "webhook")]
@@ -350,16 +397,27 @@ def test_the_review_queue_is_announced_only_when_the_rules_give_it_a_target(make
 
 
 def test_list_filters_and_paginates(make_client, tmp_path):
-    client = make_client(routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x", email="d@example.com"), notify=False)
+    client = make_client(
+        routing_file=write_rules(tmp_path, webhook="https://hooks.example.com/x", email="d@example.com"), notify=False
+    )
     ids = [client.post("/v1/tickets", json=p).json()["id"] for p in (MORTGAGE, DEBT, MORTGAGE)]
     page = client.get("/v1/notifications", params={"limit": 2, "offset": 1}).json()
-    assert page["count"] == 3 and page["limit"] == 2 and page["offset"] == 1 and [n["ticket_id"] for n in page["items"]] == ids[1:]
+    assert (
+        page["count"] == 3
+        and page["limit"] == 2
+        and page["offset"] == 1
+        and [n["ticket_id"] for n in page["items"]] == ids[1:]
+    )
     assert client.get("/v1/notifications", params={"ticket_id": ids[1]}).json()["items"][0]["kind"] == "email"
     assert client.get("/v1/notifications", params={"kind": "webhook"}).json()["count"] == 2
     assert client.get("/v1/notifications", params={"status": "pending"}).json()["count"] == 3
     assert client.get("/v1/notifications", params={"status": "sent"}).json()["count"] == 0
     r = client.get("/v1/notifications", params={"status": "lost"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "status"] and "'pending'" in r.json()["detail"][0]["msg"]
+    assert (
+        r.status_code == 422
+        and r.json()["detail"][0]["loc"] == ["query", "status"]
+        and "'pending'" in r.json()["detail"][0]["msg"]
+    )
 
 
 # -- several deliverers on one table ---------------------------------------------------------------
@@ -439,7 +497,12 @@ def two_webhook_rules(tmp_path, mortgage_url, debt_url):
 def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(make_client, webhook_server, tmp_path):
     slow, healthy = HangingServer(), webhook_server()
     try:
-        client = make_client(routing_file=two_webhook_rules(tmp_path, slow.url, healthy.url), webhook_timeout_s=60, notify_per_target=2, **FAST)
+        client = make_client(
+            routing_file=two_webhook_rules(tmp_path, slow.url, healthy.url),
+            webhook_timeout_s=60,
+            notify_per_target=2,
+            **FAST,
+        )
         for _ in range(10):
             client.post("/v1/tickets", json=MORTGAGE)
             client.post("/v1/tickets", json=DEBT)
@@ -448,11 +511,16 @@ def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(make_client, webhook_
         assert len(sent) == 10 and {n["queue"] for n in sent} == {"q-debt"} and len(healthy.requests) == 10
         assert len(slow.requests) <= 2  # never more than notify_per_target at once to one host
         waiting = client.get("/v1/notifications", params={"kind": "webhook"}).json()["items"]
-        assert sorted({n["status"] for n in waiting if n["queue"] == "q-mortgage"}) in (["pending", "sending"], ["sending"])
+        assert sorted({n["status"] for n in waiting if n["queue"] == "q-mortgage"}) in (
+            ["pending", "sending"],
+            ["sending"],
+        )
         assert all(n["attempts"] <= 1 for n in waiting)  # handed back untried: no attempt spent waiting
         slow.release.set()  # the receiver recovers: the rest are sent, each once
         items = wait_for(client, lambda items: len(items) == 20, timeout=30, kind="webhook", status="sent")
-        assert len(items) == 20 and sorted(slow.requests) == sorted({str(n["id"]) for n in items if n["queue"] == "q-mortgage"})
+        assert len(items) == 20 and sorted(slow.requests) == sorted(
+            {str(n["id"]) for n in items if n["queue"] == "q-mortgage"}
+        )
     finally:
         slow.close()
 
@@ -463,15 +531,27 @@ def test_a_delivery_run_logs_no_secret(make_client, webhook_server, smtp_server,
     url = f"{hook.url}?token={token}"
     host, port, _ = smtp_server
     client = make_client(
-        routing_file=write_rules(tmp_path, webhook=url, email="debt-team@example.com"), webhook_secret=SECRET, smtp_host=host, smtp_port=port,
-        smtp_security="starttls", smtp_username="triage", smtp_password=password, notify_max_attempts=2, **FAST,
+        routing_file=write_rules(tmp_path, webhook=url, email="debt-team@example.com"),
+        webhook_secret=SECRET,
+        smtp_host=host,
+        smtp_port=port,
+        smtp_security="starttls",
+        smtp_username="triage",
+        smtp_password=password,
+        notify_max_attempts=2,
+        **FAST,
     )
     with caplog.at_level(logging.DEBUG):  # the root logger: every library's records
         client.post("/v1/tickets", json=MORTGAGE)
         client.post("/v1/tickets", json=DEBT)
         items = wait_for(client, lambda items: len(items) == 2 and final(items))
-    assert sorted((n["kind"], n["status"]) for n in items) == [("email", "failed"), ("webhook", "sent")]  # this SMTP server has no STARTTLS
-    assert any(r.name == "httpx" and "HTTP Request: POST" in r.getMessage() for r in caplog.records)  # the line is there, redacted
+    assert sorted((n["kind"], n["status"]) for n in items) == [
+        ("email", "failed"),
+        ("webhook", "sent"),
+    ]  # this SMTP server has no STARTTLS
+    assert any(
+        r.name == "httpx" and "HTTP Request: POST" in r.getMessage() for r in caplog.records
+    )  # the line is there, redacted
     logged = caplog.text + "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
     for secret in (token, "secret-token-abc", password, SECRET):
         assert secret not in logged, secret

@@ -15,8 +15,10 @@ def database_url(sqlite_url):  # the data layer is covered on both databases els
     return sqlite_url
 
 
-WORDS = ("the customer wrote about an account problem that needs attention from the right team "
-         "card loan mortgage bank debt collector report fee payment balance charged late").split()
+WORDS = (
+    "the customer wrote about an account problem that needs attention from the right team "
+    "card loan mortgage bank debt collector report fee payment balance charged late"
+).split()
 
 
 def test_feedback_export_feeds_triage_data_prepare(make_client, tmp_path):
@@ -31,7 +33,11 @@ def test_feedback_export_feeds_triage_data_prepare(make_client, tmp_path):
     export = tmp_path / "feedback.csv"
     export.write_bytes(client.get("/v1/feedback/export").content)
     out = tmp_path / "prepared"
-    r = subprocess.run([sys.executable, "-m", "ticket_triage", "data", "prepare", "--input", str(export), "--out", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "ticket_triage", "data", "prepare", "--input", str(export), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     import pandas as pd
 

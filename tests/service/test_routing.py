@@ -27,10 +27,19 @@ GOOD = "routes:\n" + "".join(f"  {c}: {{queue: q{i}}}\n" for i, c in enumerate(L
     "text, message",
     [
         (GOOD + "  Crypto: {queue: q9}\n", "rules.yaml:8: unknown category 'Crypto'"),
-        (GOOD.replace("Mortgage: {queue: q2}", "Mortgage: {threshold: 0.5}"), "rules.yaml:4: category 'Mortgage' has no queue"),
+        (
+            GOOD.replace("Mortgage: {queue: q2}", "Mortgage: {threshold: 0.5}"),
+            "rules.yaml:4: category 'Mortgage' has no queue",
+        ),
         (GOOD.replace("Mortgage: {queue: q2}", "Mortgage:"), "rules.yaml:4: category 'Mortgage' has no queue"),
-        (GOOD.replace("{queue: q4}", "{queue: q4, threshold: 1.5}"), "rules.yaml:6: threshold of 'Loans' must be between 0 and 1, got 1.5"),
-        (GOOD.replace("{queue: q4}", "{queue: q4, threshold: high}"), "rules.yaml:6: threshold of 'Loans' must be a number"),
+        (
+            GOOD.replace("{queue: q4}", "{queue: q4, threshold: 1.5}"),
+            "rules.yaml:6: threshold of 'Loans' must be between 0 and 1, got 1.5",
+        ),
+        (
+            GOOD.replace("{queue: q4}", "{queue: q4, threshold: high}"),
+            "rules.yaml:6: threshold of 'Loans' must be a number",
+        ),
         ("default_threshold: -0.1\n" + GOOD, "rules.yaml:1: default_threshold must be between 0 and 1"),
         (GOOD.replace("{queue: q1}", "{queue: q1, email: nobody}"), "rules.yaml:3: email 'nobody'"),
         (GOOD.replace("{queue: q1}", "{queue: q1, webhook: ftp://x}"), "rules.yaml:3: webhook 'ftp://x'"),
@@ -39,7 +48,10 @@ GOOD = "routes:\n" + "".join(f"  {c}: {{queue: q{i}}}\n" for i, c in enumerate(L
         ("queues: {}\n", "rules.yaml:1: unknown key 'queues'"),
         ("routes: [a, b]\n", "rules.yaml:1: `routes:` must map"),
         ("routes:\n  Loans: {queue: [a\n", "rules.yaml:"),
-        (GOOD.replace("\n  Banking Services: {queue: q5}", ""), "no route for the model's categories ['Banking Services']"),
+        (
+            GOOD.replace("\n  Banking Services: {queue: q5}", ""),
+            "no route for the model's categories ['Banking Services']",
+        ),
     ],
 )
 def test_invalid_rules_name_the_line(tmp_path, text, message):

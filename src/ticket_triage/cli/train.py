@@ -29,9 +29,17 @@ RESUME_HELP = (
 def train(
     data: Annotated[Path, typer.Option("--data", help="Folder from `triage data prepare` (train/val/test.parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write (model/, metrics, plots).")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of training settings; options given here override it.")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML file of training settings; options given here override it.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
-    nproc: Annotated[int, typer.Option("--nproc", help="Train with N local processes (DistributedDataParallel via torchrun): one per GPU, or CPU processes with gloo.")] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train with N local processes (DistributedDataParallel via torchrun): one per GPU, or CPU processes with gloo.",
+        ),
+    ] = 1,
     train_overrides: dict | None = None,
 ) -> None:
     """Fine-tune a transformer classifier on prepared splits and report on the test split.
@@ -66,20 +74,40 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="Model folder written by `triage train` (its model/), or an ONNX export of one.")],
-    data: Annotated[Path, typer.Option("--data", help="Labelled file: a prepared split (.parquet) or a raw CFPB-format file.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, classification_report.md, confusion_matrix.png.")],
+    model: Annotated[
+        Path,
+        typer.Option("--model", help="Model folder written by `triage train` (its model/), or an ONNX export of one."),
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled file: a prepared split (.parquet) or a raw CFPB-format file.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for metrics.json, classification_report.md, confusion_matrix.png.")
+    ],
     batch_size: Annotated[int, typer.Option(help="Texts per inference batch.")] = 64,
     text_column: Annotated[Optional[str], typer.Option(help="Text column, if not the CFPB's or `text`.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column, if not `Product` or `label`.")] = None,
-    backend: Annotated[str, typer.Option(help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8, as for `triage predict`.")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="auto | torch | torch-bf16 | onnx | onnx-fp32 | onnx-int8, as for `triage predict`.")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="Where PyTorch runs: auto | cpu | cuda | cuda:N | mps.")] = "auto",
 ) -> None:
     """Score a trained model on any labelled file, with the same report as training (and by source and year)."""
     from ..evaluation.evaluate import evaluate_model
 
-    metrics = evaluate_model(model, data, out, batch_size=batch_size, text_column=text_column, label_column=label_column, device=device, backend=backend)
-    _console().print(f"macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f} on {metrics['n']} rows; report in {out}")
+    metrics = evaluate_model(
+        model,
+        data,
+        out,
+        batch_size=batch_size,
+        text_column=text_column,
+        label_column=label_column,
+        device=device,
+        backend=backend,
+    )
+    _console().print(
+        f"macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f} on {metrics['n']} rows; report in {out}"
+    )
 
 
 @app.command()
@@ -92,15 +120,27 @@ def baseline(
     from ..evaluation.evaluate import baseline_on_splits
 
     metrics = baseline_on_splits(data, out, seed)
-    _console().print(f"baseline test macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f}; report in {out}")
+    _console().print(
+        f"baseline test macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f}; report in {out}"
+    )
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the prepared data and the run.")] = Path("runs/demo"),
-    input: Annotated[Optional[list[Path]], typer.Option("--input", help="CFPB-format file, repeatable. Default: both bundled labelled files.")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Train as long as accuracy needs (slower) instead of the 20-minute profile.")] = False,
-    model: Annotated[Optional[str], typer.Option(help="Pre-trained encoder: minilm, mpnet (see `triage models list`), a folder or a hub id (default: minilm, the embedded all-MiniLM-L6-v2).")] = None,
+    input: Annotated[
+        Optional[list[Path]],
+        typer.Option("--input", help="CFPB-format file, repeatable. Default: both bundled labelled files."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Train as long as accuracy needs (slower) instead of the 20-minute profile.")
+    ] = False,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Pre-trained encoder: minilm, mpnet (see `triage models list`), a folder or a hub id (default: minilm, the embedded all-MiniLM-L6-v2)."
+        ),
+    ] = None,
 ) -> None:
     """The main job: prepare the bundled data, fine-tune, compare with the baseline, report."""
     from ..demo import run_demo

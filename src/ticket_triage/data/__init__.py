@@ -23,10 +23,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from .prepare import PrepareResult, prepare_dataset
 
 _LAZY = {
-    "prepare_dataset": "prepare", "PrepareResult": "prepare", "SPLITS": "io",
-    "load_split": "io", "load_splits": "io", "Split": "io", "read_manifest": "io", "read_labelled_file": "io",
-    "fetch_cfpb": "fetch", "CFPB_URL": "fetch",
-    "clean_texts": "cleaning", "render_report": "report", "plot_class_distribution": "report",
+    "prepare_dataset": "prepare",
+    "PrepareResult": "prepare",
+    "SPLITS": "io",
+    "load_split": "io",
+    "load_splits": "io",
+    "Split": "io",
+    "read_manifest": "io",
+    "read_labelled_file": "io",
+    "fetch_cfpb": "fetch",
+    "CFPB_URL": "fetch",
+    "clean_texts": "cleaning",
+    "render_report": "report",
+    "plot_class_distribution": "report",
 }
 
 __all__ = ["CLEAN_STEPS", "DataConfig", *_LAZY]

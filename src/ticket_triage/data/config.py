@@ -81,7 +81,9 @@ class DataConfig:
         if self.seed < 0:
             raise ConfigError(f"seed must be 0 or more, got {self.seed}")
         if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or not 0 <= self.min_words <= 1000:
-            raise ConfigError(f"min_words must be an integer >= 0 (0 keeps every non-empty narrative), at most 1000, got {self.min_words!r}")
+            raise ConfigError(
+                f"min_words must be an integer >= 0 (0 keeps every non-empty narrative), at most 1000, got {self.min_words!r}"
+            )
 
         if isinstance(self.clean, str):
             self.clean = (self.clean,)
@@ -94,7 +96,9 @@ class DataConfig:
                 if part == "punct" or part == "strip-punctuation":
                     part = "strip-punct"
                 if part not in CLEAN_STEPS:
-                    raise ConfigError(f"unknown cleaning step {part!r}: choose from {', '.join(CLEAN_STEPS)} (repeat --clean for several)")
+                    raise ConfigError(
+                        f"unknown cleaning step {part!r}: choose from {', '.join(CLEAN_STEPS)} (repeat --clean for several)"
+                    )
                 if part not in steps:
                     steps.append(part)
         self.clean = tuple(s for s in CLEAN_STEPS if s in steps)
@@ -102,14 +106,18 @@ class DataConfig:
         for name in ("text_column", "label_column"):
             value = getattr(self, name)
             if value is not None and not str(value).strip():
-                raise ConfigError(f"{name} must be a column name, got an empty string; leave it out to use the CFPB's names")
+                raise ConfigError(
+                    f"{name} must be a column name, got an empty string; leave it out to use the CFPB's names"
+                )
 
         try:
             split = tuple(float(x) for x in self.split)
         except (TypeError, ValueError):
             raise ConfigError(f"split must be three numbers (train, val, test), got {self.split!r}") from None
         if len(split) != 3 or any(x < 0 for x in split) or split[0] <= 0 or abs(sum(split) - 1.0) > 1e-6:
-            raise ConfigError(f"split must be three fractions >= 0 for train, val, test that add up to 1 (train > 0), got {self.split!r}")
+            raise ConfigError(
+                f"split must be three fractions >= 0 for train, val, test that add up to 1 (train > 0), got {self.split!r}"
+            )
         self.split = split  # type: ignore[assignment]
 
         self.near_duplicates = _near_dup_threshold(self.near_duplicates)
@@ -117,7 +125,9 @@ class DataConfig:
             self.memory_limit = "auto"
         elif not _MEMORY_RE.match(str(self.memory_limit)):
             raise ConfigError(f"memory_limit must be 'auto' or look like '1GB' or '512MB', got {self.memory_limit!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
             raise ConfigError(f"threads must be a positive integer or None (all cores), got {self.threads!r}")
 
     @property
@@ -165,18 +175,24 @@ def _expand_inputs(value: Any) -> tuple[Path, ...]:
     out: list[Path] = []
     for item in items:
         if item is None or str(item) == "":
-            raise ConfigError("DataConfig needs an `input` file: pass --input PATH (a CFPB complaints.csv/.zip/.gz/.json or Parquet)")
+            raise ConfigError(
+                "DataConfig needs an `input` file: pass --input PATH (a CFPB complaints.csv/.zip/.gz/.json or Parquet)"
+            )
         text = str(item)
         # a literal file whose name has glob characters is taken as it is
         if _GLOB_CHARS.search(text) and not Path(text).exists():
             matches = sorted(m for m in glob.glob(os.path.expanduser(text), recursive=True) if not Path(m).is_dir())
             if not matches:
-                raise ConfigError(f"input pattern {text!r} matches no file; check the folder and the pattern (quote it so the shell leaves it to us)")
+                raise ConfigError(
+                    f"input pattern {text!r} matches no file; check the folder and the pattern (quote it so the shell leaves it to us)"
+                )
             out.extend(Path(m) for m in matches)
         else:
             out.append(Path(text).expanduser())
     if not out:
-        raise ConfigError("DataConfig needs an `input` file: pass --input PATH (a CFPB complaints.csv/.zip/.gz/.json or Parquet)")
+        raise ConfigError(
+            "DataConfig needs an `input` file: pass --input PATH (a CFPB complaints.csv/.zip/.gz/.json or Parquet)"
+        )
     seen: set[Path] = set()
     for p in out:
         key = Path(os.path.abspath(p))
@@ -187,12 +203,18 @@ def _expand_inputs(value: Any) -> tuple[Path, ...]:
 
 
 def _near_dup_threshold(value: Any) -> float | None:
-    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "no", "false")):
+    if (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.strip().lower() in ("off", "none", "no", "false"))
+    ):
         return None
     try:
         t = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"near_duplicates must be a Jaccard threshold in [0.5, 1) or 'off', got {value!r}") from None
     if not 0.5 <= t < 1.0:
-        raise ConfigError(f"near_duplicates must be a Jaccard threshold in [0.5, 1) (default {NEAR_DUPLICATE_THRESHOLD}) or 'off', got {value!r}")
+        raise ConfigError(
+            f"near_duplicates must be a Jaccard threshold in [0.5, 1) (default {NEAR_DUPLICATE_THRESHOLD}) or 'off', got {value!r}"
+        )
     return t

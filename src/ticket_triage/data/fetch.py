@@ -27,7 +27,14 @@ def _progress(enabled: bool, total: int | None, done: int, name: str):
         return None
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
     task = bar.add_task(f"downloading {name}", total=total, completed=done)
     bar.start()
     return bar, task
@@ -44,12 +51,16 @@ def _sha256(path: Path) -> str:
 def _verify(path: Path, expected_size: int | None, sha256: str | None, shown: str) -> None:
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
-        raise DataError(f"download of {shown} is incomplete: {size:,} of {expected_size:,} bytes; run `triage data fetch` again to resume")
+        raise DataError(
+            f"download of {shown} is incomplete: {size:,} of {expected_size:,} bytes; run `triage data fetch` again to resume"
+        )
     if sha256:
         digest = _sha256(path)
         if digest.lower() != sha256.lower():
             path.unlink(missing_ok=True)
-            raise DataError(f"{shown} has sha256 {digest}, expected {sha256}: the download is corrupt and was removed; run `triage data fetch` again")
+            raise DataError(
+                f"{shown} has sha256 {digest}, expected {sha256}: the download is corrupt and was removed; run `triage data fetch` again"
+            )
     if shown.lower().endswith(".zip"):
         try:
             with zipfile.ZipFile(path) as z:
@@ -57,7 +68,9 @@ def _verify(path: Path, expected_size: int | None, sha256: str | None, shown: st
                     raise zipfile.BadZipFile("the archive lists no files")
         except zipfile.BadZipFile as exc:
             path.unlink(missing_ok=True)
-            raise DataError(f"{shown} is not a valid zip archive ({exc}): the download is corrupt and was removed; run `triage data fetch` again") from None
+            raise DataError(
+                f"{shown} is not a valid zip archive ({exc}): the download is corrupt and was removed; run `triage data fetch` again"
+            ) from None
 
 
 def fetch_cfpb(
@@ -105,7 +118,9 @@ def fetch_cfpb(
         if status == 206 and have:
             m = re.search(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != have:
-                raise DataError(f"the server answered a resume request for {url} with an unexpected range; delete {part} and run again")
+                raise DataError(
+                    f"the server answered a resume request for {url} with an unexpected range; delete {part} and run again"
+                )
             total = int(m.group(2)) if m.group(2) != "*" else (have + length if length is not None else None)
             mode = "ab"
         else:  # 200: the server ignored the Range header (or nothing to resume): start over

@@ -36,9 +36,13 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     """The manifest.json of a prepared data folder, after checking its format version."""
     path = Path(data_dir) / "manifest.json"
     if not Path(data_dir).is_dir():
-        raise DataError(f"data folder {data_dir} does not exist: create it with `triage data prepare --input FILE --out {data_dir}`")
+        raise DataError(
+            f"data folder {data_dir} does not exist: create it with `triage data prepare --input FILE --out {data_dir}`"
+        )
     if not path.is_file():
-        raise DataError(f"{data_dir} has no manifest.json; prepare it with `triage data prepare --input FILE --out {data_dir}`")
+        raise DataError(
+            f"{data_dir} has no manifest.json; prepare it with `triage data prepare --input FILE --out {data_dir}`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -62,7 +66,9 @@ def load_split(data_dir: str | Path, split: str, columns: list[str] | None = Non
         raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     path = Path(data_dir) / f"{split}.parquet"
     if not path.is_file():
-        raise DataError(f"{data_dir} has no {split}.parquet; prepare it with `triage data prepare --input FILE --out {data_dir}`")
+        raise DataError(
+            f"{data_dir} has no {split}.parquet; prepare it with `triage data prepare --input FILE --out {data_dir}`"
+        )
     read_manifest(data_dir)
     return pd.read_parquet(path, columns=columns)
 
@@ -147,7 +153,9 @@ def read_labelled_file(
     report["dropped_products"] = {str(k): int(v) for k, v in df.loc[dropped, "product"].value_counts().items()}
     report["unknown_products"] = {str(k): int(v) for k, v in df.loc[unknown, "product"].value_counts().items()}
     report["unknown_rows"] = int(unknown.sum())
-    out = df.loc[df["label"].notna(), ["text", "label", "date_received"] + (["source"] if "source" in df else [])].reset_index(drop=True)
+    out = df.loc[
+        df["label"].notna(), ["text", "label", "date_received"] + (["source"] if "source" in df else [])
+    ].reset_index(drop=True)
     out["text"] = out["text"].astype(str).str.strip()
     if steps:
         out["text"] = clean_texts(out["text"].tolist(), steps)

@@ -103,8 +103,13 @@ class _Progress:
             )
 
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]:,} rows"),
-                TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[rows]:,} rows"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
             )
             self._task = self._bar.add_task(description, total=max(total, 1), rows=0)
             self._bar.start()
@@ -120,8 +125,18 @@ class _Progress:
 
 
 #: Why a row was dropped; a row's status code is its reason's index + 1 (0: kept).
-REASONS = ("no_narrative", "no_product", "dropped_product", "unknown_product", "too_short", "duplicate",
-           "conflicting_label", "near_duplicate", "near_duplicate_conflicting_label", "not_sampled")
+REASONS = (
+    "no_narrative",
+    "no_product",
+    "dropped_product",
+    "unknown_product",
+    "too_short",
+    "duplicate",
+    "conflicting_label",
+    "near_duplicate",
+    "near_duplicate_conflicting_label",
+    "not_sampled",
+)
 _CODE = {r: i + 1 for i, r in enumerate(REASONS)}
 AUTO_MEMORY_MIN = 256 << 20
 AUTO_MEMORY_MAX = 768 << 20
@@ -151,8 +166,11 @@ def memory_plan(cfg: DataConfig) -> dict[str, Any]:
         except (ValueError, OSError, AttributeError):
             available = AUTO_MEMORY_MAX * 4
     limit = int(min(AUTO_MEMORY_MAX, max(AUTO_MEMORY_MIN, available // 4)))
-    return {"memory_limit": f"{limit >> 20}MB", "threads": threads,
-            "memory_limit_from": f"auto: a quarter of {available / 2**30:.1f} GiB available, between 256MB and 768MB"}
+    return {
+        "memory_limit": f"{limit >> 20}MB",
+        "threads": threads,
+        "memory_limit_from": f"auto: a quarter of {available / 2**30:.1f} GiB available, between 256MB and 768MB",
+    }
 
 
 def source_names(paths: tuple[Path, ...]) -> list[str]:
@@ -164,7 +182,9 @@ def source_names(paths: tuple[Path, ...]) -> list[str]:
         counts: dict[str, int] = {}
         for n in names:
             counts[n] = counts.get(n, 0) + 1
-        names = ["/".join(Path(os.path.abspath(p)).parts[-depth:]) if counts[n] > 1 else n for p, n in zip(paths, names)]
+        names = [
+            "/".join(Path(os.path.abspath(p)).parts[-depth:]) if counts[n] > 1 else n for p, n in zip(paths, names)
+        ]
     if len(set(names)) < len(names):  # same path spelled twice is refused by DataConfig; be safe anyway
         names = [f"{n}#{i}" for i, n in enumerate(names)]
     return names
@@ -217,14 +237,25 @@ def _prepare(cfg: DataConfig, *, progress: bool) -> PrepareResult:
     names = source_names(cfg.inputs)
     sources = _open_sources(cfg)
     sha: dict[int, str] = {}
-    hasher = threading.Thread(target=lambda: sha.update((i, file_sha256(p)) for i, p in enumerate(cfg.inputs)), daemon=True)
+    hasher = threading.Thread(
+        target=lambda: sha.update((i, file_sha256(p)) for i, p in enumerate(cfg.inputs)), daemon=True
+    )
     hasher.start()
     plan = memory_plan(cfg)
     work = Path(tempfile.mkdtemp(prefix="triage-prepare-", dir=str(cfg.temp_dir) if cfg.temp_dir else None))
     plan.update(temp_dir=str(work), spill_dir=str(work / "spill"))
-    run = _Run(cfg=cfg, taxonomy=taxonomy, names=names, sources=sources, plan=plan, work=work, con=None,
-               bar=_Progress(progress, sum(s.stats.bytes_total for s in sources), f"reading {names[0]}"),
-               starts=np.zeros(len(sources) + 1, dtype=np.int64), near={"threshold": cfg.near_duplicates})
+    run = _Run(
+        cfg=cfg,
+        taxonomy=taxonomy,
+        names=names,
+        sources=sources,
+        plan=plan,
+        work=work,
+        con=None,
+        bar=_Progress(progress, sum(s.stats.bytes_total for s in sources), f"reading {names[0]}"),
+        starts=np.zeros(len(sources) + 1, dtype=np.int64),
+        near={"threshold": cfg.near_duplicates},
+    )
     tmp_paths = {s: cfg.out_dir / f".{s}.parquet.tmp" for s in SPLITS}
     created_out = not cfg.out_dir.exists()
     try:
@@ -325,15 +356,17 @@ def _stage(run: _Run) -> None:
 
     cfg, con = run.cfg, run.con
     failure: list[BaseException] = []
-    schema = pa.schema([(name, pa.string()) for name in ("text", "product", "complaint_id", "date_received")] + [("rid", pa.int64())])
+    schema = pa.schema(
+        [(name, pa.string()) for name in ("text", "product", "complaint_id", "date_received")] + [("rid", pa.int64())]
+    )
     con.register("stream", pa.RecordBatchReader.from_batches(schema, _numbered_batches(run, failure)))
     # no narrative = null or empty; whitespace-only ones count as too short (0 words)
     try:
         con.execute(f"""
             COPY (
-                SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql('clean')}) END AS key,
-                       {min_words_sql('clean', cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
-                FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql('text', cfg.clean)} END AS clean,
+                SELECT rid, CASE WHEN clean IS NOT NULL THEN hash({norm_sql("clean")}) END AS key,
+                       {min_words_sql("clean", cfg.min_words)} AS long_enough, clean AS text, product, complaint_id, date_received
+                FROM (SELECT rid, CASE WHEN text <> '' THEN {clean_sql("text", cfg.clean)} END AS clean,
                              coalesce(trim(product), '') AS product, complaint_id, date_received
                       FROM stream)
             ) TO {_sql_str(str(run.staged_file))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)
@@ -397,12 +430,15 @@ def _map_products(run: _Run) -> None:
     run.products = {"rows": {p: int(total) for p, total, _ in per_product}, "unknown": unknown, "dropped": dropped}
     con.execute("CREATE TABLE products(product VARCHAR, code TINYINT, label_idx TINYINT)")
     con.executemany("INSERT INTO products VALUES (?, ?, ?)", mapping)
-    _fill(run, f"""
-        SELECT s.rid, (CASE WHEN s.key IS NULL THEN {_CODE['no_narrative']} WHEN p.code <> 0 THEN p.code
-                            WHEN NOT s.long_enough THEN {_CODE['too_short']} END)::TINYINT AS code
+    _fill(
+        run,
+        f"""
+        SELECT s.rid, (CASE WHEN s.key IS NULL THEN {_CODE["no_narrative"]} WHEN p.code <> 0 THEN p.code
+                            WHEN NOT s.long_enough THEN {_CODE["too_short"]} END)::TINYINT AS code
         FROM staged s JOIN products p USING (product)
         WHERE s.key IS NULL OR p.code <> 0 OR NOT s.long_enough
-    """)
+    """,
+    )
 
 
 def _fill(run: _Run, sql: str, *, with_label: bool = False) -> None:
@@ -428,12 +464,18 @@ def _deduplicate(run: _Run) -> None:
         CREATE TABLE elig AS SELECT s.rid, s.key, p.label_idx FROM staged s JOIN products p USING (product)
         WHERE s.key IS NOT NULL AND s.long_enough AND p.code = 0
     """)
-    con.execute("CREATE TABLE groups AS SELECT key, min(rid) AS first, min(label_idx) AS lo, max(label_idx) AS hi FROM elig GROUP BY key")
-    _fill(run, f"""
-        SELECT e.rid, (CASE WHEN g.lo <> g.hi THEN {_CODE['conflicting_label']} WHEN e.rid <> g.first THEN {_CODE['duplicate']}
+    con.execute(
+        "CREATE TABLE groups AS SELECT key, min(rid) AS first, min(label_idx) AS lo, max(label_idx) AS hi FROM elig GROUP BY key"
+    )
+    _fill(
+        run,
+        f"""
+        SELECT e.rid, (CASE WHEN g.lo <> g.hi THEN {_CODE["conflicting_label"]} WHEN e.rid <> g.first THEN {_CODE["duplicate"]}
                             ELSE 0 END)::TINYINT, e.label_idx
         FROM elig e JOIN groups g USING (key)
-    """, with_label=True)
+    """,
+        with_label=True,
+    )
     # the split rank: a seeded hash of the normalised text's key (md5: stable across versions)
     con.execute(f"""
         CREATE TABLE reps AS SELECT first AS rid, lo AS label_idx, (md5_number(key::VARCHAR || ':{int(run.cfg.seed)}') >> 64)::UBIGINT AS h
@@ -447,7 +489,11 @@ def _deduplicate(run: _Run) -> None:
 def _remove_near_duplicates(run: _Run) -> None:
     # this step's memory is numpy's and rensa's: DuckDB gives back its buffers meanwhile
     run.con.execute("SET memory_limit='256MB'")
-    run.near.update(_near_duplicates(run.con, run.staged_file, run.status, run.label, run.cfg.near_duplicates, run.work / "lsh", run.bar))
+    run.near.update(
+        _near_duplicates(
+            run.con, run.staged_file, run.status, run.label, run.cfg.near_duplicates, run.work / "lsh", run.bar
+        )
+    )
     run.con.execute(f"SET memory_limit={_sql_str(run.plan['memory_limit'])}")
 
 
@@ -518,14 +564,23 @@ def _write_splits(run: _Run, tmp_paths: dict[str, Path]) -> dict[str, Path]:
     return files
 
 
-def _split_rows(run: _Run, rb: pa.RecordBatch, rid: np.ndarray, idx: np.ndarray, label_dict, source_dict, schema) -> pa.Table:
+def _split_rows(
+    run: _Run, rb: pa.RecordBatch, rid: np.ndarray, idx: np.ndarray, label_dict, source_dict, schema
+) -> pa.Table:
     """The output rows of batch `rb` at positions `idx`: its columns plus label and source names."""
     take = pa.array(idx)
     lab = pa.DictionaryArray.from_arrays(pa.array(run.label[rid[idx]]), label_dict).cast(pa.string())
     src = np.searchsorted(run.starts, rid[idx], side="right") - 1
     source_col = pa.DictionaryArray.from_arrays(pa.array(src.astype(np.int32)), source_dict).cast(pa.string())
     return pa.Table.from_arrays(
-        [rb.column(1).take(take), lab, rb.column(2).take(take), rb.column(3).take(take), rb.column(4).take(take), source_col],
+        [
+            rb.column(1).take(take),
+            lab,
+            rb.column(2).take(take),
+            rb.column(3).take(take),
+            rb.column(4).take(take),
+            source_col,
+        ],
         schema=schema,
     )
 
@@ -563,14 +618,21 @@ def _manifest(run: _Run, *, sha: dict[int, str], seconds: float) -> dict[str, An
         per = np.bincount(run.label[run.split_code == k].astype(np.int64), minlength=len(taxonomy.categories))
         counts[split] = {c: int(per[i]) for i, c in enumerate(taxonomy.categories)}
     inputs = [_input_record(run, i, sha) for i in range(len(sources))]
-    broken_examples = [dict(e, input=names[i]) if len(sources) > 1 else e
-                       for i, s in enumerate(sources) for e in s.stats.broken_examples][:20]
+    broken_examples = [
+        dict(e, input=names[i]) if len(sources) > 1 else e
+        for i, s in enumerate(sources)
+        for e in s.stats.broken_examples
+    ][:20]
     return {
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # one input: its own record, as before; several: a summary, each one in "inputs"
-        "input": inputs[0] if len(inputs) == 1 else {
-            "name": f"{len(inputs)} inputs ({', '.join(names)})", "count": len(inputs), "names": names,
+        "input": inputs[0]
+        if len(inputs) == 1
+        else {
+            "name": f"{len(inputs)} inputs ({', '.join(names)})",
+            "count": len(inputs),
+            "names": names,
             "format": "+".join(sorted({s.format for s in sources})),
         },
         "inputs": inputs,
@@ -593,8 +655,11 @@ def _manifest(run: _Run, *, sha: dict[int, str], seconds: float) -> dict[str, An
         "near_duplicates": run.near,
         "unknown_products": dict(sorted(run.products["unknown"].items(), key=lambda kv: (-kv[1], kv[0]))),
         "dropped_products": run.products["dropped"],
-        "broken_rows": {"count": sum(s.stats.broken_rows for s in sources), "examples": broken_examples,
-                        "note": "records counted from 1 = the CSV header"},
+        "broken_rows": {
+            "count": sum(s.stats.broken_rows for s in sources),
+            "examples": broken_examples,
+            "note": "records counted from 1 = the CSV header",
+        },
         "undecodable_chars_replaced": sum(s.stats.replaced_chars for s in sources),
         "versions": _versions(),
         "seconds": round(seconds, 2),
@@ -644,14 +709,18 @@ def _near_duplicates(con, staged_file: Path, status, label, threshold: float, ls
     return {
         "method": "MinHash LSH (rensa RMinHash signatures, numpy banding, connected components)",
         "shingles": f"{SHINGLE_WORDS} consecutive words, lower-cased ASCII letters and digits",
-        "num_perm": NUM_PERM, "bands": index.bands, "rows_per_band": index.rows,
+        "num_perm": NUM_PERM,
+        "bands": index.bands,
+        "rows_per_band": index.rows,
         "texts_compared": int(root.size),
         "groups": int(groups.sum()),
         "rows_in_groups": int(sizes[groups].sum()),
         "conflicting_groups": int(conflict_roots.size),
         "largest_group": int(sizes.max()) if sizes.size else 0,
         # candidates already in one group are not checked again: they could not change it
-        "candidate_pairs": index.candidates, "checked_pairs": index.checked, "confirmed_pairs": index.confirmed,
+        "candidate_pairs": index.candidates,
+        "checked_pairs": index.checked,
+        "confirmed_pairs": index.confirmed,
         "seconds": round(time.perf_counter() - t, 2),
     }
 
@@ -672,4 +741,9 @@ def _versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"ticket_triage": __version__, "python": platform.python_version(), "duckdb": duckdb.__version__, "pyarrow": pa.__version__}
+    return {
+        "ticket_triage": __version__,
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pyarrow": pa.__version__,
+    }

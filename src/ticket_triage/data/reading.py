@@ -99,7 +99,9 @@ def detect_format(path: str | Path) -> tuple[str, str | None]:
     """(format, zip member) where format is csv, csv.gz, csv.zip, json, json.gz, json.zip or parquet."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"input file {path} does not exist; check the path (or run `triage data fetch` to download the CFPB file)")
+        raise DataError(
+            f"input file {path} does not exist; check the path (or run `triage data fetch` to download the CFPB file)"
+        )
     if path.is_dir():
         raise DataError(f"input {path} is a folder; give a file (complaints.csv, .csv.zip, .csv.gz, .json or .parquet)")
     if path.stat().st_size == 0:
@@ -113,12 +115,16 @@ def detect_format(path: str | Path) -> tuple[str, str | None]:
             with gzip.open(path, "rb") as g:
                 head = g.read(65536)
         except (OSError, EOFError) as exc:
-            raise DataError(f"input file {path} looks gzip-compressed but cannot be decompressed ({exc}); download it again") from None
+            raise DataError(
+                f"input file {path} looks gzip-compressed but cannot be decompressed ({exc}); download it again"
+            ) from None
         kind = _sniff_text(head)
         if kind == "empty":
             raise DataError(f"input file {path} is empty once decompressed; download it again or give another file")
         if kind == "binary":
-            raise DataError(f"input file {path} is gzip-compressed but holds no CSV or JSON text; give a CFPB CSV, JSON or Parquet file")
+            raise DataError(
+                f"input file {path} is gzip-compressed but holds no CSV or JSON text; give a CFPB CSV, JSON or Parquet file"
+            )
         return f"{kind}.gz", None
     if magic == b"PK\x03\x04" or zipfile.is_zipfile(path):
         try:
@@ -131,7 +137,9 @@ def detect_format(path: str | Path) -> tuple[str, str | None]:
                 with z.open(member) as m:
                     head = m.read(65536)
         except zipfile.BadZipFile as exc:
-            raise DataError(f"input file {path} is not a valid zip archive ({exc}); download it again (`triage data fetch`)") from None
+            raise DataError(
+                f"input file {path} is not a valid zip archive ({exc}); download it again (`triage data fetch`)"
+            ) from None
         kind = _sniff_text(head)
         if kind == "empty":
             raise DataError(f"the file {member.filename} inside {path} is empty; download it again")
@@ -144,7 +152,9 @@ def detect_format(path: str | Path) -> tuple[str, str | None]:
     if kind == "empty":
         raise DataError(f"input file {path} is empty (only whitespace); give a CFPB CSV, JSON or Parquet file")
     if kind == "binary":
-        raise DataError(f"input file {path} is not a CSV, JSON or Parquet file (its first bytes are {magic!r}); give a CFPB export")
+        raise DataError(
+            f"input file {path} is not a CSV, JSON or Parquet file (its first bytes are {magic!r}); give a CFPB export"
+        )
     return kind, None
 
 
@@ -165,7 +175,9 @@ def _pick(available: list[str], explicit: str | None, candidates: tuple[str, ...
     return None
 
 
-def resolve_columns(path: Path, available: list[str], text_column: str | None, label_column: str | None) -> dict[str, str | None]:
+def resolve_columns(
+    path: Path, available: list[str], text_column: str | None, label_column: str | None
+) -> dict[str, str | None]:
     cols = {
         "text": _pick(available, text_column, TEXT_COLUMNS),
         "product": _pick(available, label_column, LABEL_COLUMNS),
@@ -303,7 +315,9 @@ def _csv_header(path: Path, fmt: str, member: str | None) -> list[str]:
         row = []
     names = [c.strip() for c in row]
     if not any(names):
-        raise DataError(f"input file {path} has no CSV header line; the first line must name the columns (e.g. 'Product', 'Consumer complaint narrative')")
+        raise DataError(
+            f"input file {path} has no CSV header line; the first line must name the columns (e.g. 'Product', 'Consumer complaint narrative')"
+        )
     if "\n" not in text and len(head) < (1 << 20):
         raise DataError(f"input file {path} has a header but no rows; give a file with complaints in it")
     return names
@@ -357,9 +371,7 @@ def _heap_settings_before() -> dict[int, int]:
     restore), else glibc's dynamic threshold, which cannot be switched back on once set: the
     exit then sets what it would have settled at, 32 MiB, with the trim threshold twice that.
     """
-    tunables = dict(
-        part.split("=", 1) for part in os.environ.get("GLIBC_TUNABLES", "").split(":") if "=" in part
-    )
+    tunables = dict(part.split("=", 1) for part in os.environ.get("GLIBC_TUNABLES", "").split(":") if "=" in part)
 
     def setting(env: str, tunable: str) -> int | None:
         value = os.environ.get(env) or tunables.get(f"glibc.malloc.{tunable}")
@@ -373,7 +385,10 @@ def _heap_settings_before() -> dict[int, int]:
     if mmap is None and trim is None:
         return {_M_MMAP_THRESHOLD: _DYNAMIC_MMAP_MAX, _M_TRIM_THRESHOLD: 2 * _DYNAMIC_MMAP_MAX}
     # either one set by the user turns glibc's dynamic thresholds off: the other keeps its default
-    return {_M_MMAP_THRESHOLD: mmap if mmap is not None else _DEFAULT_MMAP, _M_TRIM_THRESHOLD: trim if trim is not None else _DEFAULT_TRIM}
+    return {
+        _M_MMAP_THRESHOLD: mmap if mmap is not None else _DEFAULT_MMAP,
+        _M_TRIM_THRESHOLD: trim if trim is not None else _DEFAULT_TRIM,
+    }
 
 
 def _libc():
@@ -407,14 +422,20 @@ def _normalise_batch(batch: pa.RecordBatch | pa.Table, columns: dict[str, str | 
             elif pa.types.is_floating(col.type):  # a float ID like 3120796.0 becomes '3120796'
                 import pyarrow.compute as pc
 
-                col = pc.cast(pc.round(col), pa.int64()).cast(pa.string()) if out == "complaint_id" else col.cast(pa.string())
+                col = (
+                    pc.cast(pc.round(col), pa.int64()).cast(pa.string())
+                    if out == "complaint_id"
+                    else col.cast(pa.string())
+                )
             else:
                 col = col.cast(pa.string())
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, names=list(OUTPUT_COLUMNS))
 
 
-def _csv_batches(path: Path, fmt: str, member: str | None, names: list[str], columns: dict[str, str | None], stats: ReadStats) -> Iterator[pa.RecordBatch]:
+def _csv_batches(
+    path: Path, fmt: str, member: str | None, names: list[str], columns: dict[str, str | None], stats: ReadStats
+) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
     def on_invalid(row) -> str:
@@ -467,7 +488,9 @@ def _parquet_batches(path: Path, columns: dict[str, str | None], stats: ReadStat
     wanted = sorted({c for c in columns.values() if c is not None})
     for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
         stats.rows_read += batch.num_rows
-        stats.bytes_done = min(stats.bytes_total, stats.bytes_done + max(1, stats.bytes_total // max(1, pf.metadata.num_row_groups)))
+        stats.bytes_done = min(
+            stats.bytes_total, stats.bytes_done + max(1, stats.bytes_total // max(1, pf.metadata.num_row_groups))
+        )
         yield _normalise_batch(batch, columns)
     stats.bytes_done = stats.bytes_total
 
@@ -477,7 +500,13 @@ def _json_relation_sql(json_path: Path) -> str:
     return f"read_json('{p}', format='auto', records=true, sample_size=20480, maximum_object_size=67108864, union_by_name=true)"
 
 
-def _json_batches(json_path: Path, columns: dict[str, str | None], types: dict[str, str], stats: ReadStats, cleanup: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+def _json_batches(
+    json_path: Path,
+    columns: dict[str, str | None],
+    types: dict[str, str],
+    stats: ReadStats,
+    cleanup: Callable[[], None],
+) -> Iterator[pa.RecordBatch]:
     import duckdb
 
     con = duckdb.connect()
@@ -545,13 +574,22 @@ def open_source(path: str | Path, text_column: str | None = None, label_column: 
         available = [row[0] for row in desc]
         if available == ["json"]:  # DuckDB's fallback for values that are not objects
             cleanup()
-            raise DataError(f"{path.name} is JSON but not a list of objects (one per complaint); give the CFPB's JSON export or JSON lines")
+            raise DataError(
+                f"{path.name} is JSON but not a list of objects (one per complaint); give the CFPB's JSON export or JSON lines"
+            )
         try:
             columns = resolve_columns(path, available, text_column, label_column)
         except DataError:
             cleanup()
             raise
-        return Source(path, fmt, columns, available, stats, _json_batches(json_path, columns, {r[0]: str(r[1]) for r in desc}, stats, cleanup))
+        return Source(
+            path,
+            fmt,
+            columns,
+            available,
+            stats,
+            _json_batches(json_path, columns, {r[0]: str(r[1]) for r in desc}, stats, cleanup),
+        )
 
     names = _csv_header(path, fmt, member)
     columns = resolve_columns(path, names, text_column, label_column)
@@ -571,4 +609,13 @@ def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-__all__ = ["OUTPUT_COLUMNS", "ReadStats", "Source", "Utf8Repair", "detect_format", "file_sha256", "open_source", "resolve_columns"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "ReadStats",
+    "Source",
+    "Utf8Repair",
+    "detect_format",
+    "file_sha256",
+    "open_source",
+    "resolve_columns",
+]

@@ -67,10 +67,19 @@ def render_report(manifest: dict[str, Any], console=None) -> None:
         drops.add_row("read", f"{counts['rows_read']:,}", *(f"{i['rows_read']:,}" for i in inputs))
         drops.add_row("kept", f"{counts['kept']:,}", *(f"{i['kept']:,}" for i in inputs))
     for reason, n in manifest["dropped"].items():
-        drops.add_row(reason.replace("_", " "), f"{n:,}", *(f"{i['dropped'].get(reason, 0):,}" for i in inputs if several))
-    drops.add_row("broken rows (skipped)", f"{manifest['broken_rows']['count']:,}", *(f"{i['broken_rows']:,}" for i in inputs if several))
-    drops.add_row("undecodable characters (replaced)", f"{manifest['undecodable_chars_replaced']:,}",
-                  *(f"{i['undecodable_chars_replaced']:,}" for i in inputs if several))
+        drops.add_row(
+            reason.replace("_", " "), f"{n:,}", *(f"{i['dropped'].get(reason, 0):,}" for i in inputs if several)
+        )
+    drops.add_row(
+        "broken rows (skipped)",
+        f"{manifest['broken_rows']['count']:,}",
+        *(f"{i['broken_rows']:,}" for i in inputs if several),
+    )
+    drops.add_row(
+        "undecodable characters (replaced)",
+        f"{manifest['undecodable_chars_replaced']:,}",
+        *(f"{i['undecodable_chars_replaced']:,}" for i in inputs if several),
+    )
     console.print(drops)
     near = manifest.get("near_duplicates") or {}
     if near.get("threshold") is None:
@@ -84,10 +93,19 @@ def render_report(manifest: dict[str, Any], console=None) -> None:
         )
     plan = manifest.get("plan")
     if plan:
-        console.print(f"plan: DuckDB memory limit {plan['memory_limit']} ({plan['memory_limit_from']}), "
-                      f"{plan['threads']} threads, spilling to {plan['spill_dir']} (removed afterwards)", highlight=False)
+        console.print(
+            f"plan: DuckDB memory limit {plan['memory_limit']} ({plan['memory_limit_from']}), "
+            f"{plan['threads']} threads, spilling to {plan['spill_dir']} (removed afterwards)",
+            highlight=False,
+        )
     if manifest["unknown_products"]:
-        console.print("[yellow]products not in the taxonomy (skipped):[/] " + "; ".join(f"{p!r}: {n:,}" for p, n in manifest["unknown_products"].items()))
+        console.print(
+            "[yellow]products not in the taxonomy (skipped):[/] "
+            + "; ".join(f"{p!r}: {n:,}" for p, n in manifest["unknown_products"].items())
+        )
     if manifest["broken_rows"]["count"]:
         where = ", ".join(str(e["record"]) for e in manifest["broken_rows"]["examples"] if e.get("record") is not None)
-        console.print(f"[yellow]{manifest['broken_rows']['count']} broken CSV row(s) skipped[/]" + (f" at record(s) {where}" if where else ""))
+        console.print(
+            f"[yellow]{manifest['broken_rows']['count']} broken CSV row(s) skipped[/]"
+            + (f" at record(s) {where}" if where else "")
+        )

@@ -20,7 +20,9 @@ def fit_baseline(train_texts: Sequence[str], train_labels: Sequence[int], seed: 
     return pipeline.fit(list(train_texts), list(train_labels))
 
 
-def run_baseline(train_texts, train_labels, test_texts, test_labels, labels: Sequence[str], seed: int = 42) -> dict[str, Any]:
+def run_baseline(
+    train_texts, train_labels, test_texts, test_labels, labels: Sequence[str], seed: int = 42
+) -> dict[str, Any]:
     """Fit on train, score on test: the same metrics dictionary as the transformer's."""
     start = time.perf_counter()
     pipeline = fit_baseline(train_texts, train_labels, seed)

@@ -27,7 +27,10 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], labels: Sequence[st
     normalised = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
     size = max(6.0, 0.9 * len(labels) + 3)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
-    for ax, data, fmt, panel in ((axes[0], counts, "{:.0f}", "counts"), (axes[1], normalised, "{:.2f}", "row-normalised (recall)")):
+    for ax, data, fmt, panel in (
+        (axes[0], counts, "{:.0f}", "counts"),
+        (axes[1], normalised, "{:.2f}", "row-normalised (recall)"),
+    ):
         image = ax.imshow(data, cmap="Blues", vmin=0)
         ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
         ax.set_yticks(range(len(labels)), labels)
@@ -37,7 +40,15 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], labels: Sequence[st
         peak = data.max() if data.size else 1
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
-                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", color="white" if data[i, j] > peak / 2 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(data[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if data[i, j] > peak / 2 else "black",
+                    fontsize=9,
+                )
         fig.colorbar(image, ax=ax, shrink=0.7)
     return fig
 
@@ -54,7 +65,14 @@ def loss_curves_figure(history: Sequence[dict[str, Any]]):
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
     f1_axis = ax.twinx()
-    f1_axis.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green", linestyle="--", marker="s", label="validation macro-F1")
+    f1_axis.plot(
+        epochs,
+        [h["val_macro_f1"] for h in history],
+        color="tab:green",
+        linestyle="--",
+        marker="s",
+        label="validation macro-F1",
+    )
     f1_axis.set_ylabel("macro-F1")
     lines = ax.get_legend_handles_labels()
     more = f1_axis.get_legend_handles_labels()
@@ -63,7 +81,13 @@ def loss_curves_figure(history: Sequence[dict[str, Any]]):
     return fig
 
 
-def classification_report_markdown(metrics: dict[str, Any], title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = (), ensemble: dict[str, Any] | None = None) -> str:
+def classification_report_markdown(
+    metrics: dict[str, Any],
+    title: str,
+    baseline_macro_f1: float | None = None,
+    notes: Sequence[str] = (),
+    ensemble: dict[str, Any] | None = None,
+) -> str:
     lines = [f"# {title}", ""]
     lines.append(f"- examples: {metrics['n']}")
     lines.append(f"- accuracy: {metrics['accuracy']:.4f}")
@@ -71,13 +95,21 @@ def classification_report_markdown(metrics: dict[str, Any], title: str, baseline
     lines.append(f"- weighted-F1: {metrics['weighted_f1']:.4f}")
     if baseline_macro_f1 is not None:
         delta = 100 * (metrics["macro_f1"] - baseline_macro_f1)
-        lines.append(f"- TF-IDF + linear SVM baseline macro-F1: {baseline_macro_f1:.4f} (transformer {delta:+.1f} points)")
+        lines.append(
+            f"- TF-IDF + linear SVM baseline macro-F1: {baseline_macro_f1:.4f} (transformer {delta:+.1f} points)"
+        )
     lines += [f"- {note}" for note in notes]
     lines += ["", "| category | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, row in metrics["per_class"].items():
         lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
     labels = metrics["labels"]
-    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    lines += [
+        "",
+        "Confusion matrix (rows: true, columns: predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
     for name, row in zip(labels, metrics["confusion_matrix"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     if ensemble:
@@ -97,33 +129,66 @@ def ensemble_markdown(ensemble: dict[str, Any], labels: Sequence[str]) -> list[s
     state = "on" if ensemble["enabled"] else "off (it did not beat both models alone on validation)"
     lines = ["", f"## Ensemble: transformer + TF-IDF, weight {ensemble['weight']:.2f} on TF-IDF, {state}"]
     for split, models in ensemble.get("scores", {}).items():
-        lines += ["", f"{split}:", "", "| model | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |", "|---|---:|---:|" + "---:|" * len(labels)]
+        lines += [
+            "",
+            f"{split}:",
+            "",
+            "| model | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |",
+            "|---|---:|---:|" + "---:|" * len(labels),
+        ]
         for name, row in models.items():
-            lines.append(f"| {name} | {row['macro_f1']:.4f} | {row['accuracy']:.4f} | " + " | ".join(_cell(row["recall"].get(c)) for c in labels) + " |")
+            lines.append(
+                f"| {name} | {row['macro_f1']:.4f} | {row['accuracy']:.4f} | "
+                + " | ".join(_cell(row["recall"].get(c)) for c in labels)
+                + " |"
+            )
     return lines
 
 
 def slice_markdown(table: dict[str, dict[str, Any]], labels: Sequence[str], heading: str) -> list[str]:
     """One row per slice: n, macro-F1, accuracy and recall per category ('–': no rows of it)."""
-    lines = ["", f"## {heading}", "", "| slice | n | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |", "|---|---:|---:|---:|" + "---:|" * len(labels)]
+    lines = [
+        "",
+        f"## {heading}",
+        "",
+        "| slice | n | macro-F1 | accuracy | " + " | ".join(f"recall {c}" for c in labels) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(labels),
+    ]
     small = False
     for name, row in table.items():
         flag = "*" if row["n"] < SMALL_SLICE else ""
         small = small or bool(flag)
-        lines.append(f"| {name} | {row['n']}{flag} | {row['macro_f1']:.3f} | {row['accuracy']:.3f} | " + " | ".join(_cell(row["recall"][c]) for c in labels) + " |")
+        lines.append(
+            f"| {name} | {row['n']}{flag} | {row['macro_f1']:.3f} | {row['accuracy']:.3f} | "
+            + " | ".join(_cell(row["recall"][c]) for c in labels)
+            + " |"
+        )
     if small:
-        lines += ["", f"\\* fewer than {SMALL_SLICE} rows: too few to judge. macro-F1 is over the categories present in each slice."]
+        lines += [
+            "",
+            f"\\* fewer than {SMALL_SLICE} rows: too few to judge. macro-F1 is over the categories present in each slice.",
+        ]
     return lines
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], *, title: str, baseline_macro_f1: float | None = None, notes: Sequence[str] = (), ensemble: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    *,
+    title: str,
+    baseline_macro_f1: float | None = None,
+    notes: Sequence[str] = (),
+    ensemble: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """classification_report.md and confusion_matrix.png in `out_dir`; returns their paths."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "classification_report.md"
     report.write_text(classification_report_markdown(metrics, title, baseline_macro_f1, notes, ensemble))
-    figure = confusion_matrix_figure(metrics["confusion_matrix"], metrics["labels"], title="Test" if "test" in title.lower() else "Evaluation")
+    figure = confusion_matrix_figure(
+        metrics["confusion_matrix"], metrics["labels"], title="Test" if "test" in title.lower() else "Evaluation"
+    )
     matrix_png = out_dir / "confusion_matrix.png"
     figure.savefig(matrix_png, dpi=110)
     plt.close(figure)

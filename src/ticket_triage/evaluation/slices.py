@@ -47,7 +47,9 @@ def years_of(values: Sequence[Any]) -> list[str]:
     return out
 
 
-def slice_metrics(y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+def slice_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str], labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """{slice: {n, accuracy, macro_f1, recall: {category: r or None}, support: {category: n}}}.
 
     macro-F1 averages over the categories present in the slice (a category with no rows there

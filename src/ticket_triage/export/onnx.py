@@ -132,7 +132,10 @@ def _sample_batches(tokenizer, meta, extra_texts: list[str], seed: int = 0):
     specials = set(tokenizer.all_special_ids)
     for batch_size in (1, 3):
         lengths = rng.integers(3, meta.max_length + 1, size=batch_size)
-        rows = [[int(t) if int(t) not in specials else 1000 % vocab for t in rng.integers(0, vocab, size=n)] for n in lengths]
+        rows = [
+            [int(t) if int(t) not in specials else 1000 % vocab for t in rng.integers(0, vocab, size=n)]
+            for n in lengths
+        ]
         batches.append(pad_batch(rows, pad_id))
     return batches
 
@@ -194,7 +197,11 @@ def _optimize(raw: Path, dest: Path, config) -> dict[str, int] | None:
         with warnings.catch_warnings(), _quiet_logging():
             warnings.simplefilter("ignore")
             optimized = optimize_model(
-                str(raw), model_type="bert", num_heads=int(config.num_attention_heads), hidden_size=int(config.hidden_size), opt_level=1
+                str(raw),
+                model_type="bert",
+                num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size),
+                opt_level=1,
             )
         stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(dest))
@@ -285,7 +292,11 @@ def export_onnx(
             str(raw),
             input_names=["input_ids", "attention_mask"],
             output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -303,7 +314,11 @@ def export_onnx(
         raw.replace(fp32)
         fused = {}
     raw.unlink(missing_ok=True)
-    cls_only = apply_cls_rows_only(fp32, lambda path: _max_diff(path, batches, reference), PARITY_TOLERANCE) if meta.pooling == "cls" else 0
+    cls_only = (
+        apply_cls_rows_only(fp32, lambda path: _max_diff(path, batches, reference), PARITY_TOLERANCE)
+        if meta.pooling == "cls"
+        else 0
+    )
 
     # 3. parity
     fp32_logits = _run(_ort_session(fp32), batches)
@@ -324,7 +339,12 @@ def export_onnx(
         parity_tolerance=PARITY_TOLERANCE,
         parity_ok=parity <= PARITY_TOLERANCE,
         quantize=quantize,
-        versions={"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__, "transformers": transformers.__version__},
+        versions={
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+            "transformers": transformers.__version__,
+        },
     )
 
     # 4. int8: one scale per weight tensor first. Per-channel scales keep logits closer to fp32
@@ -375,7 +395,9 @@ def _f1_of(folder: Path, onnx_file: Path, checked, batch_size: int) -> tuple[flo
     from ..modeling import ModelMeta, load_tokenizer
 
     tokenizer = load_tokenizer(str(folder))
-    clf = Classifier(folder, ModelMeta.load(folder), tokenizer, OnnxBackend(onnx_file), None, "check", tokenizer.pad_token_id or 0)
+    clf = Classifier(
+        folder, ModelMeta.load(folder), tokenizer, OnnxBackend(onnx_file), None, "check", tokenizer.pad_token_id or 0
+    )
     texts, y, _ = checked
     pred = clf.predict_logits(texts, batch_size).argmax(1)
     return classification_metrics(y, pred, clf.labels)["macro_f1"], pred

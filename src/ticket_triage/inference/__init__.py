@@ -5,4 +5,12 @@ from .batch import PredictFileReport, predict_file
 from .classifier import Classifier, Prediction, softmax
 from .distributed_predict import DistributedPredictReport, predict_distributed
 
-__all__ = ["Classifier", "DistributedPredictReport", "Prediction", "PredictFileReport", "predict_distributed", "predict_file", "softmax"]
+__all__ = [
+    "Classifier",
+    "DistributedPredictReport",
+    "Prediction",
+    "PredictFileReport",
+    "predict_distributed",
+    "predict_file",
+    "softmax",
+]

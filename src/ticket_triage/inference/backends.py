@@ -59,7 +59,9 @@ class ModuleBackend:
         from contextlib import nullcontext
 
         torch = self._torch
-        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+        )
         self.model.eval()
         with torch.inference_mode(), autocast:
             out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
@@ -118,7 +120,9 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError("onnxruntime is not installed: run `pip install 'ticket-triage[onnx]'` or use backend='torch'") from None
+            raise ModelError(
+                "onnxruntime is not installed: run `pip install 'ticket-triage[onnx]'` or use backend='torch'"
+            ) from None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -142,7 +146,9 @@ class OnnxBackend:
         feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0].astype(np.float32, copy=False)
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0].astype(
+            np.float32, copy=False
+        )
 
 
 def open_backend(folder: Path, backend: str = "auto", threads: int | None = None, device: str = "auto"):
@@ -175,7 +181,11 @@ def choose_auto(folder: Path, device: str = "auto") -> tuple[str, str]:
         return "torch-bf16", "CPU has AMX-BF16"
     onnx = [name for name in ONNX_FILES if (folder / name).is_file()] if _has_onnxruntime() else []
     if onnx:
-        return ("onnx-int8", "ONNX int8 export present") if onnx[0] == ONNX_INT8_FILE else ("onnx-fp32", "ONNX fp32 export present")
+        return (
+            ("onnx-int8", "ONNX int8 export present")
+            if onnx[0] == ONNX_INT8_FILE
+            else ("onnx-fp32", "ONNX fp32 export present")
+        )
     if not torch_ok:
         raise ModelError(f"{folder} has neither PyTorch weights (model.safetensors) nor an exported {ONNX_FP32_FILE}")
     if has_native_bf16():
@@ -189,12 +199,16 @@ def _open_named(folder: Path, backend: str, threads: int | None, device: str):
     if backend == "torch-bf16":
         return TorchBf16Backend(folder, threads, device)
     if device.startswith(("cuda", "mps")):
-        raise ModelError(f"backend {backend!r} runs on the CPU (ONNX Runtime); use backend='torch' (or 'auto') for device {device!r}")
+        raise ModelError(
+            f"backend {backend!r} runs on the CPU (ONNX Runtime); use backend='torch' (or 'auto') for device {device!r}"
+        )
     wanted = {"onnx": ONNX_FILES, "onnx-int8": (ONNX_INT8_FILE,), "onnx-fp32": (ONNX_FP32_FILE,)}[backend]
     for name in wanted:
         if (folder / name).is_file():
             return OnnxBackend(folder / name, threads)
-    raise ModelError(f"{folder} has no {' or '.join(wanted)}: run `triage export --model {folder} --format onnx --out DIR` first")
+    raise ModelError(
+        f"{folder} has no {' or '.join(wanted)}: run `triage export --model {folder} --format onnx --out DIR` first"
+    )
 
 
 def _has_onnxruntime() -> bool:

@@ -66,7 +66,11 @@ def predict_file(
     if input.resolve() == output.resolve():
         raise DataError("--out must differ from --input")
     check_threshold(abstain_below)
-    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(model_dir, backend=backend, threads=threads, device=device, ensemble=ensemble)
+    clf = (
+        model_dir
+        if isinstance(model_dir, Classifier)
+        else Classifier.load(model_dir, backend=backend, threads=threads, device=device, ensemble=ensemble)
+    )
     total = count_rows(input)
     rows = errors = review = 0
     column = None
@@ -113,7 +117,9 @@ def score_chunk(clf: Classifier, chunk, column: str, batch_size: int = 32, absta
     import pandas as pd
 
     labels = clf.labels
-    added = ["category", "confidence", *map(prob_column, labels), "error"] + (["needs_review"] if abstain_below is not None else [])
+    added = ["category", "confidence", *map(prob_column, labels), "error"] + (
+        ["needs_review"] if abstain_below is not None else []
+    )
     texts = [_as_text(t) for t in chunk[column].tolist()]
     bad = set(empty_text_indices(texts))
     good = [i for i in range(len(texts)) if i not in bad]

@@ -81,7 +81,14 @@ class Classifier:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int | None = None, device: str = "auto", ensemble: bool | None = None) -> "Classifier":
+    def load(
+        cls,
+        model_dir: str | Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        device: str = "auto",
+        ensemble: bool | None = None,
+    ) -> "Classifier":
         """Load a model folder. backend: "auto" (the fastest path on this machine, see
         `backends.choose_auto`: PyTorch on a CUDA GPU; on a CPU with AMX-BF16 PyTorch in bf16; else
         ONNX Runtime if an export is present, int8 first; else PyTorch, bf16 where the CPU has it),
@@ -94,7 +101,9 @@ class Classifier:
 
         folder = Path(model_dir).expanduser()
         if not folder.is_dir():
-            raise ModelError(f"model folder {folder} does not exist; give the `model/` folder that `triage train` wrote")
+            raise ModelError(
+                f"model folder {folder} does not exist; give the `model/` folder that `triage train` wrote"
+            )
         meta = ModelMeta.load(folder)
         if not meta.labels:
             raise ModelError(f"{folder}/triage.json lists no labels")
@@ -110,10 +119,16 @@ class Classifier:
 
         weight_files = list(impl.weight_files) + ([folder / TFIDF_WEIGHTS_FILE] if enabled else [])
         # Reduced precision changes the scores a little, so it is part of the version too.
-        version = f"{file_digest(weight_files)}-{impl.name}" + (f"-{impl.precision}" if impl.precision != "fp32" else "") + ("+tfidf" if enabled else "")
+        version = (
+            f"{file_digest(weight_files)}-{impl.name}"
+            + (f"-{impl.precision}" if impl.precision != "fp32" else "")
+            + ("+tfidf" if enabled else "")
+        )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         options = {"backend": backend, "threads": threads, "device": device, "ensemble": ensemble}
-        return cls(folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled, options)
+        return cls(
+            folder, meta, tokenizer, impl, load_folder_taxonomy(folder), version, pad_id, tfidf, enabled, options
+        )
 
     @classmethod
     def from_model(cls, model, tokenizer, meta, *, device, dtype=None) -> "Classifier":
@@ -130,7 +145,7 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        """"torch" or "onnx" (see `precision` for fp32 / bf16 / int8)."""
+        """ "torch" or "onnx" (see `precision` for fp32 / bf16 / int8)."""
         return self.backend_impl.name
 
     @property
@@ -139,7 +154,7 @@ class Classifier:
 
     @property
     def backend_label(self) -> str:
-        """"torch-fp32", "torch-bf16", "onnx-int8", ... plus why, when backend="auto" chose it."""
+        """ "torch-fp32", "torch-bf16", "onnx-int8", ... plus why, when backend="auto" chose it."""
         reason = getattr(self.backend_impl, "auto_reason", "")
         return f"{self.backend}-{self.precision}" + (f" (auto: {reason})" if reason else "")
 
@@ -159,7 +174,9 @@ class Classifier:
         empty = empty_text_indices(texts)
         if empty:
             shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
-            raise DataError(f"{len(empty)} empty or non-text input(s) at index {shown}: every text must have non-whitespace content")
+            raise DataError(
+                f"{len(empty)} empty or non-text input(s) at index {shown}: every text must have non-whitespace content"
+            )
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits (before temperature), shape (len(texts), len(labels)), in input order.
@@ -180,7 +197,9 @@ class Classifier:
             input_ids, attention_mask = pad_batch([ids[i] for i in rows], self._pad_id)
             logits = self.backend_impl(input_ids, attention_mask)
             if logits.shape[-1] != out.shape[1]:
-                raise ModelError(f"the model outputs {logits.shape[-1]} scores but triage.json lists {out.shape[1]} labels")
+                raise ModelError(
+                    f"the model outputs {logits.shape[-1]} scores but triage.json lists {out.shape[1]} labels"
+                )
             out[rows] = logits
         return pool_window_logits(out, owners, len(texts), self.meta.chunk_pool)
 
@@ -220,7 +239,9 @@ class Classifier:
         probs = self.predict_proba(texts, batch_size)
         return self.predictions_from_proba(probs, top_k=top_k, abstain_below=abstain_below)
 
-    def predictions_from_proba(self, probs: np.ndarray, top_k: int | None = None, abstain_below: float | None = None) -> list[Prediction]:
+    def predictions_from_proba(
+        self, probs: np.ndarray, top_k: int | None = None, abstain_below: float | None = None
+    ) -> list[Prediction]:
         labels = self.labels
         k = min(top_k, len(labels)) if top_k else None
         results = []
@@ -261,14 +282,20 @@ def _load_ensemble(folder: Path, meta, ensemble: bool | None) -> tuple[Any, bool
         return None, False
     if not spec:
         if ensemble:
-            raise ModelError(f"{folder} has no ensemble (it was trained without --ensemble tfidf): load it with ensemble=None or False")
+            raise ModelError(
+                f"{folder} has no ensemble (it was trained without --ensemble tfidf): load it with ensemble=None or False"
+            )
         return None, False
     if spec.get("kind") != KIND:
-        raise ModelError(f"{folder}/triage.json names an unknown ensemble kind {spec.get('kind')!r}; this version knows {KIND!r}: load with ensemble=False")
+        raise ModelError(
+            f"{folder}/triage.json names an unknown ensemble kind {spec.get('kind')!r}; this version knows {KIND!r}: load with ensemble=False"
+        )
     enabled = bool(spec.get("enabled")) if ensemble is None else True
     if not enabled and not (folder / TFIDF_FILE).is_file():
         return None, False  # a disabled mix whose files were left behind: the transformer alone, as triage.json says
     tfidf = TfidfModel.load(folder)
     if tfidf.labels != list(meta.labels):
-        raise ModelError(f"the TF-IDF model in {folder} predicts {tfidf.labels} but triage.json lists {meta.labels}; retrain with --ensemble tfidf")
+        raise ModelError(
+            f"the TF-IDF model in {folder} predicts {tfidf.labels} but triage.json lists {meta.labels}; retrain with --ensemble tfidf"
+        )
     return tfidf, enabled

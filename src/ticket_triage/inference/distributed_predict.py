@@ -120,7 +120,12 @@ def join_group():
 
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo", timeout=GROUP_TIMEOUT)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)), backend="gloo")
+    return DistContext(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        backend="gloo",
+    )
 
 
 def _all_gather(ctx, obj: Any) -> list[Any]:
@@ -202,13 +207,21 @@ def predict_distributed(
     if isinstance(model_dir, Classifier):
         clf = model_dir
     else:
-        clf = Classifier.load(model_dir, backend=backend, threads=rank_threads(threads), device=rank_device(device, ctx.local_rank), ensemble=ensemble)
+        clf = Classifier.load(
+            model_dir,
+            backend=backend,
+            threads=rank_threads(threads),
+            device=rank_device(device, ctx.local_rank),
+            ensemble=ensemble,
+        )
     settings = {"input": str(input.resolve()), "text_column": text_column, "abstain_below": abstain_below}
     plan = Plan.from_dict(_share_from_rank0(ctx, lambda: _load_or_plan(input, work, ctx.world_size, log).to_dict()))
     mine = [s for s in plan.shares if s.index % ctx.world_size == ctx.rank]
     bar = _ProgressPoller(work, plan) if ctx.is_main and progress else None
     try:
-        receipts = [_keep_or_score(clf, plan, share, work, settings, ctx, batch_size, chunk_rows, log) for share in mine]
+        receipts = [
+            _keep_or_score(clf, plan, share, work, settings, ctx, batch_size, chunk_rows, log) for share in mine
+        ]
         gathered = [r for rank_receipts in _all_gather(ctx, [asdict(r) for r in receipts]) for r in rank_receipts]
     finally:
         if bar:
@@ -230,7 +243,11 @@ def _load_or_plan(input: Path, work: Path, n: int, log) -> Plan:
     if saved.is_file():
         try:
             plan = Plan.from_dict(json.loads(saved.read_text()))
-            if plan.input == str(input.resolve()) and plan.fingerprint == fingerprint(input) and Path(plan.source).is_file():
+            if (
+                plan.input == str(input.resolve())
+                and plan.fingerprint == fingerprint(input)
+                and Path(plan.source).is_file()
+            ):
                 log(f"resuming from {work}: {len(plan.shares)} shares planned earlier")
                 return plan
         except (ValueError, TypeError, KeyError):
@@ -296,7 +313,9 @@ def _parquet_rows(path: Path) -> int:
         return -1
 
 
-def _keep_or_score(clf, plan: Plan, share: Share, work: Path, settings: dict, ctx, batch_size: int, chunk_rows: int, log) -> PartReceipt:
+def _keep_or_score(
+    clf, plan: Plan, share: Share, work: Path, settings: dict, ctx, batch_size: int, chunk_rows: int, log
+) -> PartReceipt:
     kept = verified_receipt(work, share, clf.model_version, settings, plan.unit)
     if kept is not None:
         log(f"share {share.index}: kept its finished part ({kept.rows} rows)")
@@ -306,7 +325,9 @@ def _keep_or_score(clf, plan: Plan, share: Share, work: Path, settings: dict, ct
     return _score_share(clf, plan, share, work, settings, ctx, batch_size, chunk_rows)
 
 
-def _score_share(clf, plan: Plan, share: Share, work: Path, settings: dict, ctx, batch_size: int, chunk_rows: int) -> PartReceipt:
+def _score_share(
+    clf, plan: Plan, share: Share, work: Path, settings: dict, ctx, batch_size: int, chunk_rows: int
+) -> PartReceipt:
     from .batch import score_chunk
 
     started = time.perf_counter()
@@ -328,21 +349,43 @@ def _score_share(clf, plan: Plan, share: Share, work: Path, settings: dict, ctx,
     finally:
         writer.close(ok)
     receipt = PartReceipt(
-        share=asdict(share), rows=rows, errors=errors, needs_review=review, sha256=file_sha256(data), model_version=clf.model_version,
-        settings=settings, text_column=column, seconds=round(time.perf_counter() - started, 3), rank=ctx.rank, host=socket.gethostname(),
+        share=asdict(share),
+        rows=rows,
+        errors=errors,
+        needs_review=review,
+        sha256=file_sha256(data),
+        model_version=clf.model_version,
+        settings=settings,
+        text_column=column,
+        seconds=round(time.perf_counter() - started, 3),
+        rank=ctx.rank,
+        host=socket.gethostname(),
     )
     write_json_atomic(progress_path(work, share.index), {"units": share.size, "rows": rows})
     write_json_atomic(part_path(work, share.index, "json"), asdict(receipt))
     return receipt
 
 
-def _merge(parts: list[PartReceipt], plan: Plan, work: Path, input: Path, output: Path, clf, ctx, abstain_below, seconds: float, log) -> DistributedPredictReport:
+def _merge(
+    parts: list[PartReceipt],
+    plan: Plan,
+    work: Path,
+    input: Path,
+    output: Path,
+    clf,
+    ctx,
+    abstain_below,
+    seconds: float,
+    log,
+) -> DistributedPredictReport:
     """The parts, in share order, into `output` (written to a temporary name, then renamed)."""
     import pyarrow.parquet as pq
 
     versions = {p.model_version for p in parts}
     if len(versions) > 1:
-        raise ConfigError(f"the parts were scored by different backends or weights ({', '.join(sorted(versions))}): pass --backend and --device explicitly and rerun")
+        raise ConfigError(
+            f"the parts were scored by different backends or weights ({', '.join(sorted(versions))}): pass --backend and --device explicitly and rerun"
+        )
     rows = sum(p.rows for p in parts)
     if rows == 0:
         _clear(work)
@@ -360,14 +403,47 @@ def _merge(parts: list[PartReceipt], plan: Plan, work: Path, input: Path, output
     column = next((p.text_column for p in parts if p.text_column), None)
     errors = sum(p.errors for p in parts)
     report = DistributedPredictReport(
-        input=str(input), output=str(output), manifest=str(manifest_path(output)), rows=rows, predicted=rows - errors, errors=errors,
-        needs_review=sum(p.needs_review for p in parts) if abstain_below is not None else None, seconds=round(seconds, 3),
-        rows_per_s=round(rows / seconds, 1) if seconds > 0 else 0.0, text_column=column, backend=f"{clf.backend}-{clf.precision}",
-        model_version=versions.pop(), world_size=ctx.world_size, process_group=ctx.backend,
-        parts=[{"share": p.share["index"], "rank": p.rank, "host": p.host, "rows": p.rows, "errors": p.errors, "seconds": p.seconds,
-                "rows_per_s": p.rows_per_s, "sha256": p.sha256, "kept": p.kept} for p in parts],
+        input=str(input),
+        output=str(output),
+        manifest=str(manifest_path(output)),
+        rows=rows,
+        predicted=rows - errors,
+        errors=errors,
+        needs_review=sum(p.needs_review for p in parts) if abstain_below is not None else None,
+        seconds=round(seconds, 3),
+        rows_per_s=round(rows / seconds, 1) if seconds > 0 else 0.0,
+        text_column=column,
+        backend=f"{clf.backend}-{clf.precision}",
+        model_version=versions.pop(),
+        world_size=ctx.world_size,
+        process_group=ctx.backend,
+        parts=[
+            {
+                "share": p.share["index"],
+                "rank": p.rank,
+                "host": p.host,
+                "rows": p.rows,
+                "errors": p.errors,
+                "seconds": p.seconds,
+                "rows_per_s": p.rows_per_s,
+                "sha256": p.sha256,
+                "kept": p.kept,
+            }
+            for p in parts
+        ],
     )
-    write_json_atomic(manifest_path(output), {**report.to_dict(), "plan": {"format": plan.format, "unit": plan.unit, "shares": len(plan.shares), "staged_because": plan.staged_because}})
+    write_json_atomic(
+        manifest_path(output),
+        {
+            **report.to_dict(),
+            "plan": {
+                "format": plan.format,
+                "unit": plan.unit,
+                "shares": len(plan.shares),
+                "staged_because": plan.staged_because,
+            },
+        },
+    )
     _clear(work)
     log(f"merged {len(parts)} parts into {output}")
     return report
@@ -388,8 +464,15 @@ class _ProgressPoller:
         )
 
         self.work, self.plan = work, plan
-        self.progress = Progress(TextColumn("predicting"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]} rows"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+        self.progress = Progress(
+            TextColumn("predicting"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self.task = self.progress.add_task("predict", total=max(plan.total, 1), rows=0)
         self.stop = threading.Event()
         self.progress.start()

@@ -20,7 +20,7 @@ CSV_BLOCK_BYTES = 16 << 20  # first block size of the streaming CSV reader (doub
 
 
 def file_format(path: str | Path, role: str = "input") -> str:
-    """"csv", "jsonl" or "parquet" from the file name (a .gz/.bz2/.zst suffix is allowed for csv/jsonl)."""
+    """ "csv", "jsonl" or "parquet" from the file name (a .gz/.bz2/.zst suffix is allowed for csv/jsonl)."""
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] in COMPRESSIONS:
         suffixes = suffixes[:-1]
@@ -111,7 +111,9 @@ def pick_text_column(columns: list[str], text_column: str | None, path: str | Pa
     for candidate in (CFPB_TEXT_COLUMN, DEFAULT_TEXT_COLUMN):
         if candidate in columns:
             return candidate
-    raise DataError(f"{path} has neither a {CFPB_TEXT_COLUMN!r} nor a {DEFAULT_TEXT_COLUMN!r} column: pass --text-column (columns: {', '.join(map(str, columns))})")
+    raise DataError(
+        f"{path} has neither a {CFPB_TEXT_COLUMN!r} nor a {DEFAULT_TEXT_COLUMN!r} column: pass --text-column (columns: {', '.join(map(str, columns))})"
+    )
 
 
 class ChunkWriter:
@@ -137,14 +139,18 @@ class ChunkWriter:
             if self._parquet is None:
                 # An all-missing column in the first chunk has Arrow type null; later chunks may
                 # hold text there, so fix it as a string column from the start.
-                self._schema = pa.schema([f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f for f in table.schema])
+                self._schema = pa.schema(
+                    [f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f for f in table.schema]
+                )
                 table = table.cast(self._schema)
                 self._parquet = pq.ParquetWriter(str(self.tmp), self._schema)
             elif table.schema != self._schema:
                 try:
                     table = table.cast(self._schema)
                 except Exception as exc:
-                    raise DataError(f"a later chunk's column types differ from the first chunk's ({exc}); write CSV or JSONL instead") from None
+                    raise DataError(
+                        f"a later chunk's column types differ from the first chunk's ({exc}); write CSV or JSONL instead"
+                    ) from None
             self._parquet.write_table(table)
             return
         if self._fh is None:
@@ -174,7 +180,9 @@ class ChunkWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def read_labelled(path: str | Path, labels: list[str], taxonomy=None, text_column: str | None = None, max_rows: int | None = None):
+def read_labelled(
+    path: str | Path, labels: list[str], taxonomy=None, text_column: str | None = None, max_rows: int | None = None
+):
     """(texts, label indices into `labels`, rows left out) from a labelled file: a prepared split
     (text, label) or a raw CFPB export whose `Product` maps through the model's taxonomy. The
     reading is `data.read_labelled_file`'s, the one `triage evaluate` uses."""
@@ -190,5 +198,7 @@ def read_labelled(path: str | Path, labels: list[str], taxonomy=None, text_colum
     known = y.notna()
     if not known.any():
         raise DataError(f"{path}: no row has a non-empty text and a label the model knows ({', '.join(labels)})")
-    left_out = report["no_text"] + sum(report["dropped_products"].values()) + report["unknown_rows"] + int((~known).sum())
+    left_out = (
+        report["no_text"] + sum(report["dropped_products"].values()) + report["unknown_rows"] + int((~known).sum())
+    )
     return frame.loc[known, "text"].tolist(), y[known].to_numpy(dtype=np.int64), left_out

@@ -114,7 +114,9 @@ def plan_shares(path: str | Path, n: int, stage_dir: str | Path | None = None) -
     targets = [path.stat().st_size * k // n for k in range(1, n)]
     scan = _scan_csv(path, targets) if fmt == "csv" else _scan_lines(path, targets)
     if scan.stray_quote is not None:
-        why = f"a quote at byte {scan.stray_quote} is inside an unquoted field, so quote counting cannot find row starts"
+        why = (
+            f"a quote at byte {scan.stray_quote} is inside an unquoted field, so quote counting cannot find row starts"
+        )
         return _plan_staged(path, n, stage_dir, stamp, why)
     bounds = [scan.header_end, *scan.boundaries, path.stat().st_size]
     shares = [Share(i, bounds[i], bounds[i + 1]) for i in range(n)]
@@ -132,7 +134,9 @@ def _plan_parquet(source: Path, input: Path, n: int, stamp: dict, why: str = "")
 
 def _plan_staged(path: Path, n: int, stage_dir, stamp: dict, why: str) -> Plan:
     if stage_dir is None:
-        raise DataError(f"{path} must be staged to Parquet before it can be split ({why}), and no work folder was given")
+        raise DataError(
+            f"{path} must be staged to Parquet before it can be split ({why}), and no work folder was given"
+        )
     staged = Path(stage_dir) / "staged.parquet"
     stage_to_parquet(path, staged)
     return _plan_parquet(staged, path, n, stamp, why)
@@ -318,7 +322,9 @@ def _parse_csv(header: bytes, piece: bytes, where: Path):
     try:
         names = csv.read_csv(io.BytesIO(header), read_options=read, parse_options=parse).schema.names
         convert = csv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False)
-        return csv.read_csv(io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert).to_pandas()
+        return csv.read_csv(
+            io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert
+        ).to_pandas()
     except pa.ArrowInvalid as exc:
         raise DataError(f"cannot read {where} as csv: {str(exc).splitlines()[0]}") from None
 
@@ -374,7 +380,9 @@ def _staging_frames(path: Path, chunk_rows: int):
     fmt, member = detect_format(path)
     name = (member or "").lower()
     if fmt != "csv.zip" and not name.endswith((".jsonl", ".ndjson")):
-        raise DataError(f"{path} holds {member}, which `triage predict` cannot read: give a zip of one CSV or JSON lines file")
+        raise DataError(
+            f"{path} holds {member}, which `triage predict` cannot read: give a zip of one CSV or JSON lines file"
+        )
     try:
         with zipfile.ZipFile(path) as archive, archive.open(member) as fh:
             if fmt == "csv.zip":

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     settings = settings or Settings()
     if classifier is None:
         if settings.model_dir is None:
-            raise ConfigError("no model: give --model DIR (or TRIAGE_MODEL_DIR), the `model/` folder `triage train` wrote")
+            raise ConfigError(
+                "no model: give --model DIR (or TRIAGE_MODEL_DIR), the `model/` folder `triage train` wrote"
+            )
         classifier = load_classifier(settings.model_dir, settings.backend, settings.device, settings.ensemble)
     labels = list(classifier.labels)
     if not labels:
@@ -51,9 +53,20 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     def predict(texts: list[str], batch_size: int):
         return classifier.predict(texts, batch_size=batch_size)
 
-    batcher = MicroBatcher(predict, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms, on_batch=metrics.observe_batch)
+    batcher = MicroBatcher(
+        predict,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        on_batch=metrics.observe_batch,
+    )
     state = ServiceState(
-        settings=settings, engine=engine, sessions=make_sessionmaker(engine), classifier=classifier, rules=rules, metrics=metrics, batcher=batcher,
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        classifier=classifier,
+        rules=rules,
+        metrics=metrics,
+        batcher=batcher,
         storage=StorageGuard(engine, min_free_mb=settings.min_free_disk_mb),
     )
 
@@ -62,7 +75,13 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         await state.start()
         # The backend (and, for auto, why) is logged: the fastest path depends on the CPU.
         backend = getattr(classifier, "backend_label", "an injected classifier")
-        log.info("serving model %s with %s, %d categories, routing %s", state.model_version, backend, len(labels), rules.source)
+        log.info(
+            "serving model %s with %s, %d categories, routing %s",
+            state.model_version,
+            backend,
+            len(labels),
+            rules.source,
+        )
         try:
             yield
         finally:
@@ -75,11 +94,17 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         description="Classify support tickets, route them to the team's queue, and learn from agents' corrections.",
         lifespan=lifespan,
         # Served by routes/docs.py, behind an agent key unless settings.public_docs.
-        docs_url=None, redoc_url=None, openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.triage = state
     app.state.templates = Jinja2Templates(directory=str(resources.files("ticket_triage.service").joinpath("templates")))
-    app.mount("/static", StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))), name="static")
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
+        name="static",
+    )
     for module in (tickets, feedback, notifications, classify, health, console, docs):
         app.include_router(module.router)
     install_openapi(app, labels=labels, settings=settings)
@@ -102,17 +127,32 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
 
     @app.exception_handler(StorageUnavailable)
     async def storage_down(request: Request, exc: StorageUnavailable):
-        log.error("refused %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), exc)
-        return JSONResponse({"detail": f"{exc}. Nothing was stored; retry later with the same Idempotency-Key"}, status_code=503, headers={"Retry-After": "30"})
+        log.error(
+            "refused %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), exc
+        )
+        return JSONResponse(
+            {"detail": f"{exc}. Nothing was stored; retry later with the same Idempotency-Key"},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError):
         # Down, locked past the busy timeout, disk full: nothing was committed for this request.
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
-        log.warning("database error on %s %s (request_id %s): %s", request.method, request.url.path, request_id_of(request.scope), reason)
+        log.warning(
+            "database error on %s %s (request_id %s): %s",
+            request.method,
+            request.url.path,
+            request_id_of(request.scope),
+            reason,
+        )
         return JSONResponse(
-            {"detail": f"the database is unavailable ({reason}): nothing was stored; retry shortly (with the same Idempotency-Key, a retry cannot store a ticket twice)"},
-            status_code=503, headers={"Retry-After": "5"},
+            {
+                "detail": f"the database is unavailable ({reason}): nothing was stored; retry shortly (with the same Idempotency-Key, a retry cannot store a ticket twice)"
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     return app

@@ -25,7 +25,9 @@ class ClassifierLike(Protocol):
     def predict(self, texts: list[str], batch_size: int = 32) -> Sequence[PredictionLike]: ...
 
 
-def load_classifier(model_dir: str | Path, backend: str = "auto", device: str = "auto", ensemble: bool | None = None) -> ClassifierLike:
+def load_classifier(
+    model_dir: str | Path, backend: str = "auto", device: str = "auto", ensemble: bool | None = None
+) -> ClassifierLike:
     """`ticket_triage.Classifier.load(model_dir, backend, device=device, ensemble=ensemble)`: with
     backend "auto" the fastest path on this machine (`inference.backends.choose_auto`); the TF-IDF
     hybrid as the folder says unless `ensemble` forces it on or off."""

@@ -40,7 +40,13 @@ def _migrated(database_url: str) -> Iterator[Engine]:
 
 def _key_row(key) -> dict:
     """What `triage apikey list|revoke` shows of a key (never the key itself)."""
-    return {"name": key.name, "role": key.role, "prefix": key.prefix, "created": key.created_at, "revoked": key.revoked_at}
+    return {
+        "name": key.name,
+        "role": key.role,
+        "prefix": key.prefix,
+        "created": key.created_at,
+        "revoked": key.revoked_at,
+    }
 
 
 def upgrade_db(database_url: str) -> str | None:
@@ -104,5 +110,7 @@ def revoke_key(database_url: str, ident: str, *, all_matching: bool = False) -> 
             raise ConfigError(f"the API key {ident!r} is already revoked (on {when:%Y-%m-%d %H:%M} UTC)")
         if len(active) > 1 and not all_matching:
             prefixes = ", ".join(k.prefix for k in active)
-            raise ConfigError(f"{len(active)} active keys match {ident!r} (prefixes {prefixes}): give one prefix, or --all to revoke them all")
+            raise ConfigError(
+                f"{len(active)} active keys match {ident!r} (prefixes {prefixes}): give one prefix, or --all to revoke them all"
+            )
         return [_key_row(crud.revoke_api_key(session, key=k)) for k in active]

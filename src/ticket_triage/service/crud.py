@@ -107,14 +107,18 @@ def list_tickets(
 
 def queue_counts(session: Session) -> dict[str, dict[str, int]]:
     """{queue: {status: count}} over all tickets."""
-    rows = session.execute(select(Ticket.queue, Ticket.status, func.count()).group_by(Ticket.queue, Ticket.status)).all()
+    rows = session.execute(
+        select(Ticket.queue, Ticket.status, func.count()).group_by(Ticket.queue, Ticket.status)
+    ).all()
     out: dict[str, dict[str, int]] = {}
     for queue, status, n in rows:
         out.setdefault(queue, {})[status] = int(n)
     return out
 
 
-def add_feedback(session: Session, *, ticket: Ticket, category: str, agent: str, note: str | None, rules: RoutingRules) -> Feedback:
+def add_feedback(
+    session: Session, *, ticket: Ticket, category: str, agent: str, note: str | None, rules: RoutingRules
+) -> Feedback:
     """Record an agent's correction and re-route the ticket to the corrected category's queue."""
     feedback = Feedback(
         ticket_id=ticket.id,
@@ -137,7 +141,12 @@ def add_feedback(session: Session, *, ticket: Ticket, category: str, agent: str,
 
 
 def unclassified_tickets(session: Session, *, limit: int) -> list[Ticket]:
-    stmt = select(Ticket).where(Ticket.status == TicketStatus.UNCLASSIFIED).order_by(Ticket.classify_attempts, Ticket.id).limit(limit)
+    stmt = (
+        select(Ticket)
+        .where(Ticket.status == TicketStatus.UNCLASSIFIED)
+        .order_by(Ticket.classify_attempts, Ticket.id)
+        .limit(limit)
+    )
     return list(session.scalars(stmt).all())
 
 
@@ -229,8 +238,17 @@ def enqueue_notifications(
     now = utcnow()
     rows = [
         Notification(
-            ticket_id=ticket.id, event=event, kind=kind, target=target, queue=ticket.queue, payload=payload,
-            status=NotificationStatus.PENDING, attempts=0, next_attempt_at=now, created_at=now, updated_at=now,
+            ticket_id=ticket.id,
+            event=event,
+            kind=kind,
+            target=target,
+            queue=ticket.queue,
+            payload=payload,
+            status=NotificationStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
         )
         for kind, target in targets
     ]
@@ -244,12 +262,20 @@ def prune_notifications(session: Session, *, before: datetime) -> int:
     from sqlalchemy import delete
 
     finished = [s for s in NotificationStatus.ALL if s not in NotificationStatus.OPEN]
-    result = session.execute(delete(Notification).where(Notification.status.in_(finished), Notification.updated_at < before))
+    result = session.execute(
+        delete(Notification).where(Notification.status.in_(finished), Notification.updated_at < before)
+    )
     return int(result.rowcount or 0)
 
 
 def list_notifications(
-    session: Session, *, status: str | None = None, ticket_id: int | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
+    session: Session,
+    *,
+    status: str | None = None,
+    ticket_id: int | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> tuple[list[Notification], int]:
     conditions = []
     if status is not None:
@@ -286,14 +312,27 @@ def claim_notifications(session: Session, *, limit: int, lease_s: float, max_att
     for row in session.scalars(stmt).all():
         seen = (table.c.id == row.id, table.c.status == row.status, table.c.attempts == row.attempts)
         if row.status == NotificationStatus.SENDING and row.attempts >= max_attempts:
-            session.execute(update(table).where(*seen).values(
-                status=NotificationStatus.FAILED, updated_at=now,
-                last_error=(row.last_error or "") + " [no outcome recorded for the last attempt: the deliverer stopped while sending]",
-            ))
+            session.execute(
+                update(table)
+                .where(*seen)
+                .values(
+                    status=NotificationStatus.FAILED,
+                    updated_at=now,
+                    last_error=(row.last_error or "")
+                    + " [no outcome recorded for the last attempt: the deliverer stopped while sending]",
+                )
+            )
             continue
-        won = session.execute(update(table).where(*seen).values(
-            status=NotificationStatus.SENDING, attempts=row.attempts + 1, next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now,
-        ))
+        won = session.execute(
+            update(table)
+            .where(*seen)
+            .values(
+                status=NotificationStatus.SENDING,
+                attempts=row.attempts + 1,
+                next_attempt_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+        )
         if won.rowcount == 1:
             session.expire(row)
             claimed.append(row)
@@ -303,7 +342,13 @@ def claim_notifications(session: Session, *, limit: int, lease_s: float, max_att
 
 
 def finish_notification(
-    session: Session, *, notification_id: int, attempt: int, status: str, error: str | None = None, retry_at: datetime | None = None
+    session: Session,
+    *,
+    notification_id: int,
+    attempt: int,
+    status: str,
+    error: str | None = None,
+    retry_at: datetime | None = None,
 ) -> bool:
     """Record an attempt's outcome, only if this deliverer still holds the claim (same attempt,
     still `sending`); False if the row was claimed by another deliverer meanwhile."""
@@ -315,7 +360,9 @@ def finish_notification(
     if retry_at is not None:
         values["next_attempt_at"] = retry_at
     result = session.execute(
-        update(table).where(table.c.id == notification_id, table.c.attempts == attempt, table.c.status == NotificationStatus.SENDING).values(**values)
+        update(table)
+        .where(table.c.id == notification_id, table.c.attempts == attempt, table.c.status == NotificationStatus.SENDING)
+        .values(**values)
     )
     return result.rowcount == 1
 
@@ -325,7 +372,8 @@ def unclaim_notification(session: Session, *, notification_id: int, attempt: int
     again at `retry_at`, the claim's attempt not counted. False if the claim was lost."""
     table = Notification.__table__
     result = session.execute(
-        update(table).where(table.c.id == notification_id, table.c.attempts == attempt, table.c.status == NotificationStatus.SENDING)
+        update(table)
+        .where(table.c.id == notification_id, table.c.attempts == attempt, table.c.status == NotificationStatus.SENDING)
         .values(status=NotificationStatus.PENDING, attempts=attempt - 1, next_attempt_at=retry_at, updated_at=utcnow())
     )
     return result.rowcount == 1

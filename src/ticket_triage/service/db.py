@@ -66,7 +66,9 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            raise ConfigError(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+            raise ConfigError(
+                f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}"
+            ) from None
         raise
 
 

@@ -79,7 +79,10 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 def require_role(role: str):
     async def dependency(
-        request: Request, state: StateDep, _b: Annotated[object, Depends(_bearer)] = None, _k: Annotated[object, Depends(_api_key_header)] = None
+        request: Request,
+        state: StateDep,
+        _b: Annotated[object, Depends(_bearer)] = None,
+        _k: Annotated[object, Depends(_api_key_header)] = None,
     ) -> Principal:
         if not state.settings.auth:
             return Principal("anonymous", "*")
@@ -90,7 +93,9 @@ def require_role(role: str):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 f"this API key was revoked on {principal.revoked_at:%Y-%m-%d %H:%M} UTC: ask for a new one (`triage apikey create`)",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token", error_description="the API key was revoked"'},
+                headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token", error_description="the API key was revoked"'
+                },
             )
         if principal is None:
             raise HTTPException(
@@ -99,7 +104,9 @@ def require_role(role: str):
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if principal.role != role:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs an API key with the {role!r} role; yours has {principal.role!r}")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"this needs an API key with the {role!r} role; yours has {principal.role!r}"
+            )
         return principal
 
     dependency.__name__ = f"require_{role}"

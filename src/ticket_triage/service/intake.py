@@ -63,7 +63,10 @@ def replay(state: ServiceState, key: str, data: dict) -> TicketPublic | None:
         if ticket is None:
             return None
         if ticket.request_hash != crud.request_hash(data):
-            raise HTTPException(status.HTTP_409_CONFLICT, "this Idempotency-Key was used for a different ticket; use a new key for a new ticket")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "this Idempotency-Key was used for a different ticket; use a new key for a new ticket",
+            )
         return TicketPublic.model_validate(ticket)
 
 
@@ -83,6 +86,11 @@ def _store_one(state: ServiceState, ticket: NewTicket) -> tuple[TicketPublic, bo
 
 def _add(session, state: ServiceState, ticket: NewTicket):
     return crud.create_ticket(
-        session, data=ticket.data, prediction=ticket.prediction, error=ticket.error, rules=state.rules,
-        model_version=state.model_version if ticket.prediction is not None else None, idempotency_key=ticket.idempotency_key,
+        session,
+        data=ticket.data,
+        prediction=ticket.prediction,
+        error=ticket.error,
+        rules=state.rules,
+        model_version=state.model_version if ticket.prediction is not None else None,
+        idempotency_key=ticket.idempotency_key,
     )

@@ -16,23 +16,43 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("triage_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
-        self.latency = Histogram("triage_http_request_duration_seconds", "HTTP request latency", ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter("triage_predictions", "predictions made, by predicted category", ["category"], registry=r)
-        self.tickets = Counter("triage_tickets_created", "tickets stored, by status at creation", ["status"], registry=r)
+        self.latency = Histogram(
+            "triage_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "triage_predictions", "predictions made, by predicted category", ["category"], registry=r
+        )
+        self.tickets = Counter(
+            "triage_tickets_created", "tickets stored, by status at creation", ["status"], registry=r
+        )
         self.routed = Counter("triage_tickets_routed", "tickets routed, by queue", ["queue"], registry=r)
-        self.review_rate = Gauge("triage_review_rate", "share of classified tickets sent to review (since start)", registry=r)
-        self.failures = Counter("triage_classification_failures", "model calls that failed (tickets kept unclassified)", registry=r)
+        self.review_rate = Gauge(
+            "triage_review_rate", "share of classified tickets sent to review (since start)", registry=r
+        )
+        self.failures = Counter(
+            "triage_classification_failures", "model calls that failed (tickets kept unclassified)", registry=r
+        )
         self.reclassified = Counter("triage_tickets_reclassified", "unclassified tickets classified later", registry=r)
         self.feedback = Counter("triage_feedback", "agent corrections", ["category"], registry=r)
         self.notifications = Counter(
-            "triage_notifications", "notification delivery attempts, by kind (email, webhook) and outcome (sent, retried, failed, skipped)",
-            ["kind", "outcome"], registry=r,
+            "triage_notifications",
+            "notification delivery attempts, by kind (email, webhook) and outcome (sent, retried, failed, skipped)",
+            ["kind", "outcome"],
+            registry=r,
         )
         for kind in ("email", "webhook"):  # export zeros from the start, so rate() and alerts work at once
             for outcome in ("sent", "retried", "failed", "skipped"):
                 self.notifications.labels(kind, outcome)
-        self.batch_size = Histogram("triage_batch_size", "texts per model call (micro-batching)", buckets=BATCH_BUCKETS, registry=r)
-        self.batch_latency = Histogram("triage_batch_duration_seconds", "seconds per model call", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "triage_batch_size", "texts per model call (micro-batching)", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            "triage_batch_duration_seconds", "seconds per model call", buckets=LATENCY_BUCKETS, registry=r
+        )
         self._lock = threading.Lock()
         self._classified = 0
         self._reviewed = 0

@@ -91,8 +91,11 @@ class RequestContext:
             log.exception("unexpected error on %s %s (request_id %s)", scope["method"], scope["path"], rid)
             if started:  # half a response is out: nothing sane can follow it on this connection
                 raise
-            body = {"detail": "internal server error: nothing was changed by this request unless it says otherwise; "
-                              "quote the request_id when you report it", "request_id": rid}
+            body = {
+                "detail": "internal server error: nothing was changed by this request unless it says otherwise; "
+                "quote the request_id when you report it",
+                "request_id": rid,
+            }
             # Answered here rather than re-raised: uvicorn closes the connection of an app that raises.
             await JSONResponse(body, status_code=500)(scope, receive, send_with_headers)
 
@@ -102,7 +105,9 @@ class BodyLimit:
         self.app, self.limit = app, max_request_bytes
 
     def _too_large(self, size: str) -> JSONResponse:
-        return JSONResponse({"detail": f"request body is {size} bytes; the limit is {self.limit}: send less"}, status_code=413)
+        return JSONResponse(
+            {"detail": f"request body is {size} bytes; the limit is {self.limit}: send less"}, status_code=413
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -139,7 +144,9 @@ class BodyLimit:
         except Exception:
             if not refused:
                 raise
-            log.debug("request refused at %d bytes; the app's error on the cut body is ignored", received, exc_info=True)
+            log.debug(
+                "request refused at %d bytes; the app's error on the cut body is ignored", received, exc_info=True
+            )
 
 
 class Metrics:

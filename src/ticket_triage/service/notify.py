@@ -112,7 +112,9 @@ class _RedactURLs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(redact_target(NotificationKind.WEBHOOK, str(a)) if isinstance(a, httpx.URL) else a for a in record.args)
+            record.args = tuple(
+                redact_target(NotificationKind.WEBHOOK, str(a)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
         return True
 
 
@@ -157,7 +159,11 @@ class Deliverer:
             try:
                 await run_in_threadpool(self._release, jobs)
             except Exception as exc:
-                log.warning("could not release %d claimed notification(s) (claimable again after the lease): %s", len(jobs), type(exc).__name__)
+                log.warning(
+                    "could not release %d claimed notification(s) (claimable again after the lease): %s",
+                    len(jobs),
+                    type(exc).__name__,
+                )
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -235,15 +241,24 @@ class Deliverer:
         with self.sessions() as session, session.begin():
             for job in jobs:
                 crud.finish_notification(
-                    session, notification_id=job.id, attempt=job.attempt, status=NotificationStatus.PENDING,
-                    error="interrupted: the service stopped during this attempt", retry_at=utcnow(),
+                    session,
+                    notification_id=job.id,
+                    attempt=job.attempt,
+                    status=NotificationStatus.PENDING,
+                    error="interrupted: the service stopped during this attempt",
+                    retry_at=utcnow(),
                 )
 
     def _claim(self, limit: int) -> list[Job]:
         s = self.settings
         with self.sessions() as session, session.begin():
-            rows = crud.claim_notifications(session, limit=limit, lease_s=s.notify_lease_s, max_attempts=s.notify_max_attempts)
-            return [Job(r.id, r.ticket_id, r.kind, r.target, r.event, r.queue, r.attempts, dict(r.payload or {})) for r in rows]
+            rows = crud.claim_notifications(
+                session, limit=limit, lease_s=s.notify_lease_s, max_attempts=s.notify_max_attempts
+            )
+            return [
+                Job(r.id, r.ticket_id, r.kind, r.target, r.event, r.queue, r.attempts, dict(r.payload or {}))
+                for r in rows
+            ]
 
     def _record(self, outcomes: list[Outcome]) -> None:
         s = self.settings
@@ -255,10 +270,24 @@ class Deliverer:
                     if o.job.attempt >= s.notify_max_attempts:
                         status = NotificationStatus.FAILED
                     else:
-                        status, retry_at = NotificationStatus.PENDING, now + timedelta(seconds=backoff_s(s, o.job.attempt))
-                held = crud.finish_notification(session, notification_id=o.job.id, attempt=o.job.attempt, status=status, error=o.error, retry_at=retry_at)
+                        status, retry_at = (
+                            NotificationStatus.PENDING,
+                            now + timedelta(seconds=backoff_s(s, o.job.attempt)),
+                        )
+                held = crud.finish_notification(
+                    session,
+                    notification_id=o.job.id,
+                    attempt=o.job.attempt,
+                    status=status,
+                    error=o.error,
+                    retry_at=retry_at,
+                )
                 if not held:
-                    log.warning("notification %d: claim lost before its outcome was recorded (lease %ss too short?)", o.job.id, s.notify_lease_s)
+                    log.warning(
+                        "notification %d: claim lost before its outcome was recorded (lease %ss too short?)",
+                        o.job.id,
+                        s.notify_lease_s,
+                    )
                     continue
                 self._note(o.job, status, o.error, retry_at)
 
@@ -269,7 +298,12 @@ class Deliverer:
         if status == NotificationStatus.SENT:
             log.info("%s sent", where)
         elif status == NotificationStatus.PENDING:
-            log.info("%s failed, retrying at %s: %s", where, retry_at.isoformat(timespec="seconds") if retry_at else "?", error)
+            log.info(
+                "%s failed, retrying at %s: %s",
+                where,
+                retry_at.isoformat(timespec="seconds") if retry_at else "?",
+                error,
+            )
         elif status == NotificationStatus.SKIPPED:
             log.info("%s skipped: %s", where, error)
         else:
@@ -317,7 +351,9 @@ class Deliverer:
     async def _post(self, job: Job) -> None:
         if self._http is None:  # made at the first webhook (an SSL context costs ~0.1 s of CPU)
             self._http = httpx.AsyncClient(
-                timeout=self.settings.webhook_timeout_s, follow_redirects=False, headers={"User-Agent": f"ticket-triage/{__version__}"}
+                timeout=self.settings.webhook_timeout_s,
+                follow_redirects=False,
+                headers={"User-Agent": f"ticket-triage/{__version__}"},
             )
         body = json.dumps(self.message(job), separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", "X-Triage-Event": job.event, "X-Triage-Delivery": str(job.id)}
@@ -337,11 +373,15 @@ class Deliverer:
     def email(self, job: Job) -> EmailMessage:
         m = self.message(job)
         conf = f" ({m['confidence']:.0%})" if isinstance(m["confidence"], (int, float)) else ""
-        what = {"created": "new ticket", "rerouted": "ticket re-routed", "classified": "ticket classified"}.get(job.event, job.event)
+        what = {"created": "new ticket", "rerouted": "ticket re-routed", "classified": "ticket classified"}.get(
+            job.event, job.event
+        )
         msg = EmailMessage()
         msg["From"] = self.settings.smtp_from
         msg["To"] = job.target
-        msg["Subject"] = f"[ticket-triage] {what} #{job.ticket_id} in {job.queue}: {m['category'] or 'unclassified'}{conf}"
+        msg["Subject"] = (
+            f"[ticket-triage] {what} #{job.ticket_id} in {job.queue}: {m['category'] or 'unclassified'}{conf}"
+        )
         msg["Message-ID"] = make_msgid(domain=self.settings.smtp_from.rpartition("@")[2] or None)
         msg["X-Triage-Delivery"] = str(job.id)
         msg["X-Triage-Event"] = job.event

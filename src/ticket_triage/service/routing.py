@@ -130,7 +130,11 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
         if key == "review_queue":
             review_queue = _scalar(source, value_node, "review_queue")
             if not _QUEUE_NAME.match(review_queue):
-                raise _err(source, value_node, f"review_queue {review_queue!r} is not a valid queue name (letters, digits, . _ - and spaces)")
+                raise _err(
+                    source,
+                    value_node,
+                    f"review_queue {review_queue!r} is not a valid queue name (letters, digits, . _ - and spaces)",
+                )
         elif key == "default_threshold":
             default_threshold = _threshold(source, value_node, "default_threshold")
         elif key == "routes":
@@ -140,7 +144,11 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
         elif key == "review_webhook":
             review_webhook = _webhook(source, value_node, "review_webhook")
         else:
-            raise _err(source, key_node, f"unknown key {key!r}: use review_queue, default_threshold, review_email, review_webhook and routes")
+            raise _err(
+                source,
+                key_node,
+                f"unknown key {key!r}: use review_queue, default_threshold, review_email, review_webhook and routes",
+            )
     if routes_node is None:
         raise ConfigError(f"{source}: no `routes:` mapping of category -> queue")
     if not isinstance(routes_node, yaml.MappingNode) or not routes_node.value:
@@ -160,18 +168,34 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
             for k, v in rule_node.value:
                 name = _scalar(source, k, "a rule key")
                 if name not in {"queue", "threshold", "email", "webhook"}:
-                    raise _err(source, k, f"unknown key {name!r} in the rule for {category!r}: use queue, threshold, email, webhook")
+                    raise _err(
+                        source,
+                        k,
+                        f"unknown key {name!r} in the rule for {category!r}: use queue, threshold, email, webhook",
+                    )
                 rule[name] = v
         else:
             raise _err(source, cat_node, f"category {category!r} has no queue: give `queue: <team name>`")
-        if "queue" not in rule or not _scalar(source, rule["queue"], "queue").strip() or rule["queue"].tag.endswith(":null"):
+        if (
+            "queue" not in rule
+            or not _scalar(source, rule["queue"], "queue").strip()
+            or rule["queue"].tag.endswith(":null")
+        ):
             raise _err(source, cat_node, f"category {category!r} has no queue: give `queue: <team name>`")
         queue = _scalar(source, rule["queue"], "queue").strip()
         if not _QUEUE_NAME.match(queue):
-            raise _err(source, rule["queue"], f"queue {queue!r} is not a valid queue name (letters, digits, . _ - and spaces, at most 100)")
+            raise _err(
+                source,
+                rule["queue"],
+                f"queue {queue!r} is not a valid queue name (letters, digits, . _ - and spaces, at most 100)",
+            )
         if queue == review_queue:
             raise _err(source, rule["queue"], f"queue {queue!r} is the review queue; give the team's own queue")
-        threshold = _threshold(source, rule["threshold"], f"threshold of {category!r}") if "threshold" in rule else default_threshold
+        threshold = (
+            _threshold(source, rule["threshold"], f"threshold of {category!r}")
+            if "threshold" in rule
+            else default_threshold
+        )
         email = _email(source, rule["email"], "email", f" of {category!r}") if "email" in rule else None
         webhook = _webhook(source, rule["webhook"], "webhook", f" of {category!r}") if "webhook" in rule else None
         routes[category] = Route(category, queue, threshold, email, webhook)

@@ -25,7 +25,9 @@ def _storable(value: str) -> str:
             f"holds a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not text: send valid Unicode"
         ) from None
     if "\x00" in value:
-        raise ValueError(f"holds a NUL character (\\u0000) at character {value.index(chr(0))}, which cannot be stored: remove it")
+        raise ValueError(
+            f"holds a NUL character (\\u0000) at character {value.index(chr(0))}, which cannot be stored: remove it"
+        )
     return value
 
 
@@ -40,9 +42,13 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("holds a lone UTF-16 surrogate (such as \\ud800) in a key or a string, which is not text: send valid Unicode") from None
+        raise ValueError(
+            "holds a lone UTF-16 surrogate (such as \\ud800) in a key or a string, which is not text: send valid Unicode"
+        ) from None
     except ValueError:
-        raise ValueError("holds a number that is not finite (NaN, Infinity or too large for a float): send finite numbers") from None
+        raise ValueError(
+            "holds a number that is not finite (NaN, Infinity or too large for a float): send finite numbers"
+        ) from None
     return value
 
 
@@ -74,7 +80,9 @@ def _utc(value: datetime) -> datetime:
     try:
         return value.astimezone(timezone.utc)
     except OverflowError:
-        raise ValueError("is outside the dates that can be stored (years 1 to 9999 in UTC): send a nearer date") from None
+        raise ValueError(
+            "is outside the dates that can be stored (years 1 to 9999 in UTC): send a nearer date"
+        ) from None
 
 
 def _iso(value: Any) -> Any:
@@ -93,7 +101,12 @@ NO_NUL = r"^[^\u0000]*$"
 SOME_TEXT = rf"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
 
 Str = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
-Text = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": SOME_TEXT}), AfterValidator(_storable), AfterValidator(_has_text)]
+Text = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra={"pattern": SOME_TEXT}),
+    AfterValidator(_storable),
+    AfterValidator(_has_text),
+]
 Metadata = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 UTCDateTime = Annotated[datetime, BeforeValidator(_iso), AfterValidator(_utc)]
 
@@ -112,17 +125,27 @@ class TicketBase(BaseModel):
     body: Text = Field(..., description="the customer's text (subject + body at most 64 KiB)")
     channel: Channel = Field(Channel.api, description="where the ticket came from")
     customer_ref: Str | None = Field(None, max_length=200, description="the customer's id in your systems")
-    metadata: Metadata = Field(default_factory=dict, description="free key/value data kept with the ticket (limits: TRIAGE_METADATA_MAX_DEPTH, TRIAGE_METADATA_MAX_BYTES)")
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="free key/value data kept with the ticket (limits: TRIAGE_METADATA_MAX_DEPTH, TRIAGE_METADATA_MAX_BYTES)",
+    )
 
 
 class TicketCreate(TicketBase):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "subject": "Wrong late payment on my report",
-        "body": "My credit report shows a late payment I never made and the bureau ignores my dispute.",
-        "channel": "web",
-        "customer_ref": "C-1042",
-        "metadata": {"locale": "en-US"},
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject": "Wrong late payment on my report",
+                    "body": "My credit report shows a late payment I never made and the bureau ignores my dispute.",
+                    "channel": "web",
+                    "customer_ref": "C-1042",
+                    "metadata": {"locale": "en-US"},
+                }
+            ]
+        },
+    )
 
 
 class FeedbackPublic(BaseModel):
@@ -169,7 +192,9 @@ class TicketsPublic(BaseModel):
 class FeedbackCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: Str = Field(..., min_length=1, max_length=100, description="the right category (one of the model's labels)")
+    category: Str = Field(
+        ..., min_length=1, max_length=100, description="the right category (one of the model's labels)"
+    )
     note: Str | None = Field(None, max_length=2000)
     agent: Str | None = Field(None, max_length=200, description="who corrects; with API keys the key's name is used")
 
@@ -210,7 +235,9 @@ class NotificationPublic(BaseModel):
     ticket_id: int
     created_at: datetime
     updated_at: datetime
-    event: str = Field(description="created, rerouted (an agent's correction) or classified (an unclassified ticket classified later)")
+    event: str = Field(
+        description="created, rerouted (an agent's correction) or classified (an unclassified ticket classified later)"
+    )
     kind: str = Field(description="email or webhook")
     target: str = Field(description="the e-mail address, or the webhook's scheme and host (its path may hold a token)")
     queue: str

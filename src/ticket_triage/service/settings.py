@@ -20,11 +20,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", protected_namespaces=())
 
     model_dir: Path | None = Field(None, description="model folder written by `triage train` (or `triage export`)")
-    backend: str = Field("auto", description="inference backend: auto (the fastest on this machine), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8")
+    backend: str = Field(
+        "auto",
+        description="inference backend: auto (the fastest on this machine), torch, torch-bf16, onnx, onnx-fp32 or onnx-int8",
+    )
     device: str = Field("auto", description="where PyTorch runs: auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
-    ensemble: bool | None = Field(None, description="mix in the folder's TF-IDF model: unset follows its triage.json, false scores with the transformer alone")
+    ensemble: bool | None = Field(
+        None,
+        description="mix in the folder's TF-IDF model: unset follows its triage.json, false scores with the transformer alone",
+    )
     routing_file: Path | None = Field(None, description="routing rules YAML; the shipped CFPB default when unset")
-    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://...")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://..."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     auth: bool = Field(True, description="require API keys; --no-auth turns this off for local use")
@@ -32,35 +40,75 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the first text of a batch waits for company")
     max_text_bytes: int = Field(64 * 1024, ge=1, description="longest subject+body or text, in UTF-8 bytes (else 413)")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body (else 413)")
-    metadata_max_depth: int = Field(16, ge=1, le=100, description="most levels a ticket's metadata may nest ({} is one level; else 422)")
+    metadata_max_depth: int = Field(
+        16, ge=1, le=100, description="most levels a ticket's metadata may nest ({} is one level; else 422)"
+    )
     metadata_max_bytes: int = Field(64 * 1024, ge=2, description="largest metadata, as compact UTF-8 JSON (else 422)")
     classify_max_texts: int = Field(64, ge=1, le=4096, description="most texts one POST /v1/classify takes")
     retry_interval_s: float = Field(15.0, gt=0, description="how often unclassified tickets are retried")
     migrate_on_start: bool = Field(True, description="apply Alembic migrations when the app starts")
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)
-    api_key_cache_s: float = Field(10.0, ge=0, le=300, description="how long a checked API key is trusted without asking the database: a revoked key stops working within this time on every replica (0: check every request)")
-    public_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json without a key (with auth on they need an agent key by default: the document maps the whole API)")
-    public_metrics: bool = Field(False, description="serve /metrics without a key, for a scraper on a private network (by default it needs an agent key: it shows queues, volumes and the model)")
-    forwarded_allow_ips: str | None = Field(None, description="comma-separated IPs or networks of the TLS-terminating proxies whose X-Forwarded-Proto and X-Forwarded-For are believed ('*': any peer; unset: none)")
-    min_free_disk_mb: float = Field(64.0, ge=0, description="below this much free space in a SQLite database's folder, /readyz says not ready")
+    api_key_cache_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="how long a checked API key is trusted without asking the database: a revoked key stops working within this time on every replica (0: check every request)",
+    )
+    public_docs: bool = Field(
+        False,
+        description="serve /docs, /redoc and /openapi.json without a key (with auth on they need an agent key by default: the document maps the whole API)",
+    )
+    public_metrics: bool = Field(
+        False,
+        description="serve /metrics without a key, for a scraper on a private network (by default it needs an agent key: it shows queues, volumes and the model)",
+    )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="comma-separated IPs or networks of the TLS-terminating proxies whose X-Forwarded-Proto and X-Forwarded-For are believed ('*': any peer; unset: none)",
+    )
+    min_free_disk_mb: float = Field(
+        64.0, ge=0, description="below this much free space in a SQLite database's folder, /readyz says not ready"
+    )
 
     # -- notifications (the outbox of e-mails and webhooks for routed tickets) -------------------
-    public_url: str | None = Field(None, description="the service's address as people reach it, for links in notifications (default http://HOST:PORT)")
+    public_url: str | None = Field(
+        None,
+        description="the service's address as people reach it, for links in notifications (default http://HOST:PORT)",
+    )
     notify: bool = Field(True, description="deliver notifications from this process (the outbox is filled either way)")
     notify_poll_s: float = Field(2.0, gt=0, le=3600, description="how often the deliverer looks for due notifications")
     notify_batch_size: int = Field(20, ge=1, le=1000, description="most notifications claimed in one round")
-    notify_concurrency: int = Field(50, ge=1, le=1000, description="most notifications being sent at once, all targets together")
-    notify_per_target: int = Field(4, ge=1, le=100, description="most notifications being sent at once to one webhook host (or to the SMTP server): a slow one cannot hold up the others")
+    notify_concurrency: int = Field(
+        50, ge=1, le=1000, description="most notifications being sent at once, all targets together"
+    )
+    notify_per_target: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="most notifications being sent at once to one webhook host (or to the SMTP server): a slow one cannot hold up the others",
+    )
     notify_max_attempts: int = Field(8, ge=1, le=100, description="attempts before a notification is marked failed")
-    notify_backoff_s: float = Field(30.0, ge=0, description="wait after the first failed attempt; doubled after each further one")
+    notify_backoff_s: float = Field(
+        30.0, ge=0, description="wait after the first failed attempt; doubled after each further one"
+    )
     notify_backoff_max_s: float = Field(3600.0, ge=0, description="longest wait between two attempts")
-    notify_lease_s: float = Field(300.0, gt=0, description="how long a claimed notification is another replica's; after that (a crash) it is claimed again")
+    notify_lease_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long a claimed notification is another replica's; after that (a crash) it is claimed again",
+    )
     webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="timeout of one webhook POST")
-    webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies: X-Triage-Signature-256: sha256=HMAC-SHA256(secret, body) in hex")
-    smtp_host: str | None = Field(None, description="SMTP server for e-mail notifications; unset: e-mails are marked skipped")
+    webhook_secret: SecretStr | None = Field(
+        None, description="signs webhook bodies: X-Triage-Signature-256: sha256=HMAC-SHA256(secret, body) in hex"
+    )
+    smtp_host: str | None = Field(
+        None, description="SMTP server for e-mail notifications; unset: e-mails are marked skipped"
+    )
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_from: str = Field("ticket-triage@localhost", description="From: address of notification e-mails")
-    smtp_security: Literal["none", "starttls", "ssl"] = Field("none", description="none, starttls (upgrade after connecting) or ssl (implicit TLS, port 465)")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field(
+        "none", description="none, starttls (upgrade after connecting) or ssl (implicit TLS, port 465)"
+    )
     smtp_username: str | None = Field(None, description="SMTP login (needs smtp_security starttls or ssl)")
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(30.0, gt=0, le=300)
@@ -72,7 +120,7 @@ class Settings(BaseSettings):
             raise ValueError("database_url must be sqlite:///path.db or postgresql+psycopg://user:pass@host/db")
         if value.startswith("postgresql://"):
             # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
-            value = "postgresql+psycopg://" + value[len("postgresql://"):]
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
         return value
 
     @field_validator("public_url")
@@ -85,7 +133,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_clear_text_login(self):
         if self.smtp_username and self.smtp_security == "none":
-            raise ValueError("an SMTP login needs an encrypted connection: set smtp_security to starttls or ssl (TRIAGE_SMTP_SECURITY)")
+            raise ValueError(
+                "an SMTP login needs an encrypted connection: set smtp_security to starttls or ssl (TRIAGE_SMTP_SECURITY)"
+            )
         if self.notify_backoff_max_s < self.notify_backoff_s:
             raise ValueError("notify_backoff_max_s must be at least notify_backoff_s")
         return self

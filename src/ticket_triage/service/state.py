@@ -64,7 +64,11 @@ class ServiceState:
         # Group commit is the service's own business, on whatever the model batching is set to:
         # a ticket alone is written at once; under load, one commit stores many.
         self.writer = MicroBatcher(
-            lambda tickets, _n: store_tickets(self, tickets), max_batch_size=WRITE_BATCH_SIZE, max_wait_ms=0, name="store", skip_cancelled=False
+            lambda tickets, _n: store_tickets(self, tickets),
+            max_batch_size=WRITE_BATCH_SIZE,
+            max_wait_ms=0,
+            name="store",
+            skip_cancelled=False,
         )
         await self.writer.start()
         self._retry_task = asyncio.create_task(self._retry_loop(), name="triage-reclassify")
@@ -125,7 +129,9 @@ class ServiceState:
                 if not batch:
                     self._seen = marked
                     return done
-                outcomes = await asyncio.gather(*(self.batcher.predict([text]) for _, text in batch), return_exceptions=True)
+                outcomes = await asyncio.gather(
+                    *(self.batcher.predict([text]) for _, text in batch), return_exceptions=True
+                )
                 good = [(tid, out[0]) for (tid, _), out in zip(batch, outcomes) if not isinstance(out, BaseException)]
                 bad = [(tid, out) for (tid, _), out in zip(batch, outcomes) if isinstance(out, BaseException)]
                 if good:
@@ -157,7 +163,9 @@ class ServiceState:
                 ticket.classify_attempts += 1
                 previous_queue = ticket.queue
                 crud.apply_prediction(ticket, prediction=pred, rules=self.rules, model_version=self.model_version)
-                crud.enqueue_notifications(session, ticket=ticket, rules=self.rules, event="classified", previous_queue=previous_queue)
+                crud.enqueue_notifications(
+                    session, ticket=ticket, rules=self.rules, event="classified", previous_queue=previous_queue
+                )
                 self.metrics.predictions.labels(pred.category).inc()
                 self.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
                 self.metrics.reclassified.inc()

@@ -47,7 +47,9 @@ class LoopState:
     def from_dict(cls, data: dict[str, Any], where: str | Path = "the checkpoint") -> "LoopState":
         names = {f.name for f in fields(cls)}
         if set(data) != names:
-            raise ConfigError(f"{where} holds a loop state with keys {sorted(data)}, not {sorted(names)}: start the run again without --resume")
+            raise ConfigError(
+                f"{where} holds a loop state with keys {sorted(data)}, not {sorted(names)}: start the run again without --resume"
+            )
         return cls(**data)
 
 
@@ -87,7 +89,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, loop_state: LoopState, config: dict[str, Any], scaler=None) -> Path:
+def save_checkpoint(
+    out_dir: Path, model, optimizer, scheduler, loop_state: LoopState, config: dict[str, Any], scaler=None
+) -> Path:
     """Write `out_dir/checkpoint` atomically; `config` is the run's TrainConfig.to_dict(), what --resume continues."""
     import torch
     from safetensors.torch import save_file

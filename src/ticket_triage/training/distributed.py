@@ -115,5 +115,14 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     """`triage train --nproc N ...`: re-run the same command under torchrun with N local processes."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ticket_triage", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "ticket_triage",
+        *argv,
+    ]
     return subprocess.call(command)

@@ -164,7 +164,12 @@ def deterministic_kernels(device, enabled: bool = True):
         return
     # cuBLAS needs a fixed workspace per handle to reduce in a fixed order; read when it starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     # warn_only: an op with no deterministic version warns, naming itself, instead of failing the run.
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -225,7 +230,9 @@ def _layer_depths(model):
     if not n_layers:
         from ..errors import ConfigError
 
-        raise ConfigError("layer_lr_decay needs a model whose config gives num_hidden_layers; set it to 1 for this model")
+        raise ConfigError(
+            "layer_lr_decay needs a model whose config gives num_hidden_layers; set it to 1 for this model"
+        )
     layer_re = re.compile(r"\.layers?\.(\d+)\.")
 
     def depth(name: str) -> int:
@@ -269,7 +276,14 @@ def train_loop(
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     run = _build_run(
-        config, data_dir=data_dir, out_dir=out_dir, ctx=ctx, run_scope=run_scope, resume=resume, soft_targets=soft_targets, hooks=hooks
+        config,
+        data_dir=data_dir,
+        out_dir=out_dir,
+        ctx=ctx,
+        run_scope=run_scope,
+        resume=resume,
+        soft_targets=soft_targets,
+        hooks=hooks,
     )
     stopped_early = run.state.bad_epochs >= config.patience  # resumed after its early stop, before its report
     meta = model_meta(config, run.labels)
@@ -284,14 +298,31 @@ def train_loop(
             stopped_early = True
     barrier(ctx)
     return TrainedRun(
-        config=config, out_dir=out_dir, data_dir=data_dir, splits=run.splits, labels=run.labels,
-        train_rows=len(run.train), state=run.state, device=run.device, amp_dtype=run.amp_dtype,
-        stopped_early=stopped_early, run_info=run.run_info, ctx=ctx,
+        config=config,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        splits=run.splits,
+        labels=run.labels,
+        train_rows=len(run.train),
+        state=run.state,
+        device=run.device,
+        amp_dtype=run.amp_dtype,
+        stopped_early=stopped_early,
+        run_info=run.run_info,
+        ctx=ctx,
     )
 
 
 def _build_run(
-    config: TrainConfig, *, data_dir: Path, out_dir: Path, ctx: DistContext, run_scope: ExitStack, resume: bool, soft_targets, hooks: _Hooks
+    config: TrainConfig,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    ctx: DistContext,
+    run_scope: ExitStack,
+    resume: bool,
+    soft_targets,
+    hooks: _Hooks,
 ) -> _Run:
     """Setup, data, model, optimizer and schedule; the checkpoint's state put back on resume."""
     import torch
@@ -300,7 +331,11 @@ def _build_run(
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device(f"cuda:{ctx.local_rank}") if ctx.backend == "nccl" else pick_device("cpu" if ctx.enabled else config.device)
+    device = (
+        torch.device(f"cuda:{ctx.local_rank}")
+        if ctx.backend == "nccl"
+        else pick_device("cpu" if ctx.enabled else config.device)
+    )
     amp_dtype = pick_precision(config.precision, device)
     attention = run_scope.enter_context(deterministic_kernels(device, config.deterministic))
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not.
@@ -313,10 +348,19 @@ def _build_run(
     # Each text's windows: one when truncating, up to max_chunks with --long-text chunks.
     train_docs = group_windows(*encode_for(tokenizer, train.texts, config))
 
-    model = build_model(source, labels, pooling=config.pooling, dropout=config.dropout, freeze_encoder=config.freeze_encoder, attn_implementation=attention).to(device)
+    model = build_model(
+        source,
+        labels,
+        pooling=config.pooling,
+        dropout=config.dropout,
+        freeze_encoder=config.freeze_encoder,
+        attn_implementation=attention,
+    ).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
     class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
-    class_weight_t = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    class_weight_t = (
+        torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
+    )
 
     saved = read_checkpoint(out_dir) if resume else None  # read once: its global batch shapes the schedule
     if saved is not None:
@@ -325,7 +369,9 @@ def _build_run(
     global_batch = per_device_batch * ctx.world_size  # one optimizer micro-step sees this many rows
     lr = config.lr * _lr_scale(config.lr_scaling, ctx.world_size)
     # On CUDA one fused kernel updates every parameter, instead of a few launches per tensor.
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, lr, config.layer_lr_decay), lr=lr, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.weight_decay, lr, config.layer_lr_decay), lr=lr, fused=device.type == "cuda"
+    )
     total_steps = math.ceil(math.ceil(len(train_docs) / global_batch) / config.grad_accum) * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
@@ -344,14 +390,41 @@ def _build_run(
 
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     run = _Run(
-        config=config, out_dir=out_dir, data_dir=data_dir, ctx=ctx, device=device, amp_dtype=amp_dtype, scaler=scaler,
-        model=wrapped, raw_model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-        loss_fn=torch.nn.CrossEntropyLoss(weight=class_weight_t), class_weights=class_weights, class_weight_t=class_weight_t,
-        train=train, teacher=teacher, train_docs=train_docs, train_lengths=[sum(len(ids) for ids in doc) for doc in train_docs],
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, global_batch=global_batch,
-        labels=labels, splits=splits, soft_targets=soft_targets, state=state,
+        config=config,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        ctx=ctx,
+        device=device,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        model=wrapped,
+        raw_model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=torch.nn.CrossEntropyLoss(weight=class_weight_t),
+        class_weights=class_weights,
+        class_weight_t=class_weight_t,
+        train=train,
+        teacher=teacher,
+        train_docs=train_docs,
+        train_lengths=[sum(len(ids) for ids in doc) for doc in train_docs],
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        global_batch=global_batch,
+        labels=labels,
+        splits=splits,
+        soft_targets=soft_targets,
+        state=state,
     )
-    run.run_info = {"world_size": ctx.world_size, "backend": ctx.backend, "per_device_batch": per_device_batch, "effective_batch_size": global_batch * config.grad_accum, "lr_scaling": config.lr_scaling, "effective_lr": lr, "deterministic_kernels": attention is not None}
+    run.run_info = {
+        "world_size": ctx.world_size,
+        "backend": ctx.backend,
+        "per_device_batch": per_device_batch,
+        "effective_batch_size": global_batch * config.grad_accum,
+        "lr_scaling": config.lr_scaling,
+        "effective_lr": lr,
+        "deterministic_kernels": attention is not None,
+    }
     if ctx.is_main:
         config.save(out_dir / "train_config.yaml", run=run.run_info)
         run.provenance = training_provenance(data_dir)
@@ -366,7 +439,11 @@ def _start_line(run: _Run, total_steps: int, attention) -> str:
         f"training {len(run.train_docs)} tickets{_windows_note(config, run.train_docs)}, {len(run.labels)} categories, on {run.device} ({_precision_name(run.amp_dtype)}{', deterministic kernels' if attention else ''}) x {ctx.world_size} process(es); "
         f"effective batch {info['per_device_batch']} per device x {ctx.world_size} x {config.grad_accum} accumulation = {info['effective_batch_size']}; "
         f"lr {info['effective_lr']:g} (scaling rule: {config.lr_scaling}); {total_steps} optimizer steps"
-        + (f"; distilling (temperature {soft.temperature:g}, alpha {soft.alpha:g}, {len(soft.extra_texts)} unlabelled texts)" if soft else "")
+        + (
+            f"; distilling (temperature {soft.temperature:g}, alpha {soft.alpha:g}, {len(soft.extra_texts)} unlabelled texts)"
+            if soft
+            else ""
+        )
     )
 
 
@@ -383,7 +460,14 @@ def _train_epoch(run: _Run, hooks: _Hooks) -> None:
     running_loss = torch.zeros((), device=run.device)
     postfix_every = _steps_between_loss_reads(run.device)
     run.model.train()
-    bar = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {state.epoch + 1}/{config.epochs}", unit="batch", leave=False, disable=not (hooks.progress and ctx.is_main))
+    bar = tqdm(
+        total=len(batches),
+        initial=state.batch,
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not (hooks.progress and ctx.is_main),
+    )
     tick = time.perf_counter()
     for b in range(state.batch, len(batches)):
         last_of_epoch = b + 1 == len(batches)
@@ -399,7 +483,10 @@ def _train_epoch(run: _Run, hooks: _Hooks) -> None:
             tick = now
             if state.step % postfix_every == 0:
                 _settle_loss(state, running_loss)
-                bar.set_postfix(loss=f"{state.loss_sum / state.loss_batches:.4f}", samples_s=f"{state.train_samples / max(state.train_seconds, 1e-9):.1f}")
+                bar.set_postfix(
+                    loss=f"{state.loss_sum / state.loss_batches:.4f}",
+                    samples_s=f"{state.train_samples / max(state.train_seconds, 1e-9):.1f}",
+                )
             if config.checkpoint_every and state.step % config.checkpoint_every == 0 and not last_of_epoch:
                 _settle_loss(state, running_loss)
                 _checkpoint(run)
@@ -420,16 +507,22 @@ def _forward_backward(run: _Run, rows: list[int], steps_now: bool):
     input_ids, attention_mask = pad_batch(windows, run.pad_id)  # (W, T) each
     targets = to_device(torch.as_tensor(run.train.labels[rows]), device)
     # Under DDP, gradients are all-reduced only on the micro-batch that steps the optimizer.
-    with (run.model.no_sync() if run.ctx.enabled and not steps_now else nullcontext()):
+    with run.model.no_sync() if run.ctx.enabled and not steps_now else nullcontext():
         with autocast_context(device, run.amp_dtype):
-            logits = run.model(input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)).logits  # (W, C)
+            logits = run.model(
+                input_ids=to_device(input_ids, device), attention_mask=to_device(attention_mask, device)
+            ).logits  # (W, C)
         # One row per text (a no-op with one window each): the loss is on the pooled logits.
-        logits = pool_windows(logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool)  # (B, C)
+        logits = pool_windows(
+            logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool
+        )  # (B, C)
         if run.teacher is None:
             loss = run.loss_fn(logits, targets)
         else:
             soft = to_device(torch.as_tensor(run.teacher[rows]), device)  # (B, C) teacher log-probs
-            loss = distillation_loss(logits, targets, soft, run.soft_targets.temperature, run.soft_targets.alpha, run.class_weight_t)
+            loss = distillation_loss(
+                logits, targets, soft, run.soft_targets.temperature, run.soft_targets.alpha, run.class_weight_t
+            )
         # Average over the accumulation window, so the step size does not grow with it.
         scaled = loss / config.grad_accum
         (run.scaler.scale(scaled) if run.scaler else scaled).backward()
@@ -459,7 +552,9 @@ def _settle_loss(state: LoopState, running_loss) -> None:
 
 def _checkpoint(run: _Run) -> None:
     if run.ctx.is_main:
-        save_checkpoint(run.out_dir, run.raw_model, run.optimizer, run.scheduler, run.state, run.config.to_dict(), run.scaler)
+        save_checkpoint(
+            run.out_dir, run.raw_model, run.optimizer, run.scheduler, run.state, run.config.to_dict(), run.scaler
+        )
 
 
 def _validate(run: _Run, val_clf: Classifier, hooks: _Hooks) -> dict[str, Any]:
@@ -507,14 +602,18 @@ def _sharded_logits(clf: Classifier, texts: list[str], batch_size: int, ctx: Dis
     return gather_rows(ctx, mine, part, len(texts))
 
 
-def training_rows(train: Split, config: TrainConfig, soft_targets: SoftTargets | None) -> tuple[Split, np.ndarray | None]:
+def training_rows(
+    train: Split, config: TrainConfig, soft_targets: SoftTargets | None
+) -> tuple[Split, np.ndarray | None]:
     """The rows a run trains on, and their teacher log-probabilities when distilling.
 
     --max-train-rows takes a stratified subset (the teacher's rows with it); a distillation's
     unlabelled texts follow, labelled -1 so that only the teacher's targets teach them."""
     teacher = None if soft_targets is None else np.asarray(soft_targets.train, dtype=np.float32)
     if teacher is not None and len(teacher) != len(train):
-        raise ConfigError(f"the teacher's targets cover {len(teacher)} training rows but the split has {len(train)}: recompute them for this data")
+        raise ConfigError(
+            f"the teacher's targets cover {len(teacher)} training rows but the split has {len(train)}: recompute them for this data"
+        )
     if config.max_train_rows:
         keep = stratified_indices(train.labels, config.max_train_rows, config.seed)
         train = Split([train.texts[i] for i in keep], train.labels[keep])
@@ -535,7 +634,9 @@ def _silent(*_args, **_kwargs) -> None:
     pass
 
 
-def epoch_batches(lengths: list[int], global_batch: int, config: TrainConfig, epoch: int, ctx: DistContext) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int], global_batch: int, config: TrainConfig, epoch: int, ctx: DistContext
+) -> list[list[int]]:
     """This process's batches for one epoch: the same on every run with the same seed and epoch."""
     import torch
     from torch.utils.data import DistributedSampler
@@ -545,7 +646,9 @@ def epoch_batches(lengths: list[int], global_batch: int, config: TrainConfig, ep
         batches = length_grouped_batches(lengths, global_batch, generator=order_rng)
         # Each process takes its strided share of every global batch (never an empty one).
         return [shard(ctx, batch) or batch[:1] for batch in batches]
-    sampler = DistributedSampler(range(len(lengths)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
+    sampler = DistributedSampler(
+        range(len(lengths)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed
+    )
     sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on every process
     indices = list(sampler)
     per_device = global_batch // ctx.world_size
@@ -576,16 +679,27 @@ def _per_device_batch(config: TrainConfig, ctx: DistContext, saved: int | None, 
     if not saved or saved == config.batch_size * ctx.world_size:
         return config.batch_size
     if saved % ctx.world_size:
-        raise ConfigError(f"the checkpoint was trained with a global batch of {saved}, which {ctx.world_size} processes cannot split evenly; resume with a process count that divides {saved}")
-    log(f"resuming with {ctx.world_size} process(es): per-device batch {saved // ctx.world_size} keeps the checkpoint's global batch of {saved}")
+        raise ConfigError(
+            f"the checkpoint was trained with a global batch of {saved}, which {ctx.world_size} processes cannot split evenly; resume with a process count that divides {saved}"
+        )
+    log(
+        f"resuming with {ctx.world_size} process(es): per-device batch {saved // ctx.world_size} keeps the checkpoint's global batch of {saved}"
+    )
     return saved // ctx.world_size
 
 
 def model_meta(config: TrainConfig, labels: list[str]) -> ModelMeta:
     """The triage.json settings of a model trained with `config`: how every scorer reads text."""
     return ModelMeta(
-        labels=list(labels), max_length=config.max_length, truncation=config.truncation, pooling=config.pooling, base_model=config.model,
-        long_text=config.long_text, chunk_overlap=config.chunk_overlap, max_chunks=config.max_chunks, chunk_pool=config.chunk_pool,
+        labels=list(labels),
+        max_length=config.max_length,
+        truncation=config.truncation,
+        pooling=config.pooling,
+        base_model=config.model,
+        long_text=config.long_text,
+        chunk_overlap=config.chunk_overlap,
+        max_chunks=config.max_chunks,
+        chunk_pool=config.chunk_pool,
     )
 
 
@@ -604,4 +718,8 @@ def _save_best(run: _Run) -> None:
 
 
 def _precision_name(dtype) -> str:
-    return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
+    return (
+        "fp32"
+        if dtype is None
+        else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
+    )

@@ -48,25 +48,48 @@ class TuneConfig:
 
         self.data_dir, self.out_dir = str(self.data_dir), str(self.out_dir)
         self.space = str(self.space) if self.space is not None else None
-        need(Path(self.data_dir).is_dir(), f"data folder {self.data_dir} does not exist; make one with `triage data prepare`")
-        need((Path(self.data_dir) / "train.parquet").is_file(), f"data folder {self.data_dir} has no train.parquet; is it a folder from `triage data prepare`?")
+        need(
+            Path(self.data_dir).is_dir(),
+            f"data folder {self.data_dir} does not exist; make one with `triage data prepare`",
+        )
+        need(
+            (Path(self.data_dir) / "train.parquet").is_file(),
+            f"data folder {self.data_dir} has no train.parquet; is it a folder from `triage data prepare`?",
+        )
         need(self.n_trials >= 1, f"n_trials must be at least 1, got {self.n_trials}")
         need(self.timeout is None or self.timeout > 0, f"timeout must be positive seconds, got {self.timeout}")
         need(self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         need(self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        need(self.pruner_startup_trials >= 0, f"pruner_startup_trials must be 0 or more, got {self.pruner_startup_trials}")
+        need(
+            self.pruner_startup_trials >= 0,
+            f"pruner_startup_trials must be 0 or more, got {self.pruner_startup_trials}",
+        )
         need(self.pruner_warmup_epochs >= 0, f"pruner_warmup_epochs must be 0 or more, got {self.pruner_warmup_epochs}")
         need(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.direction is None:
             self.direction = METRICS[self.metric]
-        need(self.direction in ("maximize", "minimize"), f"direction must be maximize or minimize, got {self.direction!r}")
+        need(
+            self.direction in ("maximize", "minimize"),
+            f"direction must be maximize or minimize, got {self.direction!r}",
+        )
         need(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         need(bool(self.study_name), "study_name must not be empty")
-        need(self.storage is None or "://" in self.storage, f"storage must be a database URL such as sqlite:///study.db or postgresql://user@host/db, got {self.storage!r}")
-        need(self.heartbeat_interval >= 1, f"heartbeat_interval must be at least 1 second, got {self.heartbeat_interval}")
-        need(self.grace_period > self.heartbeat_interval, f"grace_period ({self.grace_period}) must be longer than heartbeat_interval ({self.heartbeat_interval})")
+        need(
+            self.storage is None or "://" in self.storage,
+            f"storage must be a database URL such as sqlite:///study.db or postgresql://user@host/db, got {self.storage!r}",
+        )
+        need(
+            self.heartbeat_interval >= 1, f"heartbeat_interval must be at least 1 second, got {self.heartbeat_interval}"
+        )
+        need(
+            self.grace_period > self.heartbeat_interval,
+            f"grace_period ({self.grace_period}) must be longer than heartbeat_interval ({self.heartbeat_interval})",
+        )
         need(isinstance(self.train, dict), "train must be a mapping of TrainConfig settings")
-        need(set(self.fixed) <= set(self.train), f"fixed names settings that train does not set: {sorted(set(self.fixed) - set(self.train))}")
+        need(
+            set(self.fixed) <= set(self.train),
+            f"fixed names settings that train does not set: {sorted(set(self.fixed) - set(self.train))}",
+        )
         self.base_train_config()  # unknown or invalid pass-through settings fail now, not in every trial
         space = self.search_space()  # so does a bad search space
         if self.sampler == "grid":
@@ -103,7 +126,9 @@ class TuneConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"unknown tuning setting(s) {', '.join(map(repr, unknown))}; known settings: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown tuning setting(s) {', '.join(map(repr, unknown))}; known settings: {', '.join(sorted(names))}"
+            )
         try:
             return cls(**data)
         except TypeError as exc:

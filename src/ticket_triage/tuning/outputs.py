@@ -38,7 +38,9 @@ def trial_row(trial) -> dict[str, Any]:
 def write_trials_csv(path: Path, trials: list) -> Path:
     rows = [trial_row(t) for t in trials]
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["number", "state", "value", "params", "duration_s", "epochs_reported", "error"])
+        writer = csv.DictWriter(
+            handle, fieldnames=["number", "state", "value", "params", "duration_s", "epochs_reported", "error"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -106,7 +108,9 @@ def summary_table(trials: list, metric: str, direction: str, limit: int = 10):
     from rich.table import Table
 
     sign = -1.0 if direction == "maximize" else 1.0
-    ordered = sorted(trials, key=lambda t: (t.state.name != "COMPLETE", sign * (t.value if t.value is not None else 0.0), t.number))
+    ordered = sorted(
+        trials, key=lambda t: (t.state.name != "COMPLETE", sign * (t.value if t.value is not None else 0.0), t.number)
+    )
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -120,7 +124,9 @@ def summary_table(trials: list, metric: str, direction: str, limit: int = 10):
         row = trial_row(t)
         value = f"{t.value:.4f}" if t.value is not None else "-"
         duration = f"{row['duration_s']:.0f}s" if row["duration_s"] is not None else "-"
-        settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
+        settings = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items())
+        )
         table.add_row(str(t.number), t.state.name, value, duration, settings or row["error"])
     if len(ordered) > limit:
         table.caption = f"... and {len(ordered) - limit} more in {TRIALS_CSV}"

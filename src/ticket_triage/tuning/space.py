@@ -27,9 +27,25 @@ from ..errors import ConfigError
 
 DEFAULT_SPACE = "default_space.yaml"
 _TYPES = ("float", "int", "categorical")
-_ALIASES = {"loguniform": ("float", True), "log_uniform": ("float", True), "uniform": ("float", False), "choice": ("categorical", False), "integer": ("int", False)}
+_ALIASES = {
+    "loguniform": ("float", True),
+    "log_uniform": ("float", True),
+    "uniform": ("float", False),
+    "choice": ("categorical", False),
+    "integer": ("int", False),
+}
 # Settings a study must not vary: they say where and how to run, not what to learn.
-_NOT_TUNABLE = ("model", "device", "threads", "precision", "checkpoint_every", "calibrate", "baseline", "mlflow", "eval_batch_size")
+_NOT_TUNABLE = (
+    "model",
+    "device",
+    "threads",
+    "precision",
+    "checkpoint_every",
+    "calibrate",
+    "baseline",
+    "mlflow",
+    "eval_batch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +84,13 @@ class ParamSpec:
             n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
             values = [round(self.low + i * self.step, 12) for i in range(n)]
         else:
-            raise ConfigError(f"search space entry {self.name!r}: the grid sampler needs `step` for a float range, or a categorical list of values")
+            raise ConfigError(
+                f"search space entry {self.name!r}: the grid sampler needs `step` for a float range, or a categorical list of values"
+            )
         if len(values) > 1000:
-            raise ConfigError(f"search space entry {self.name!r}: {len(values)} grid values is too many; use a larger `step` or categorical choices")
+            raise ConfigError(
+                f"search space entry {self.name!r}: {len(values)} grid values is too many; use a larger `step` or categorical choices"
+            )
         return values
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +173,9 @@ def _parse_entry(name: str, entry: Any, source: str) -> ParamSpec:
     if name not in known:
         fail(f"not a training setting; tunable settings: {', '.join(sorted(known - set(_NOT_TUNABLE)))}")
     if name in _NOT_TUNABLE:
-        fail(f"{name} says how to run, not what to learn; pass it as a fixed option (e.g. --{name.replace('_', '-')}) instead")
+        fail(
+            f"{name} says how to run, not what to learn; pass it as a fixed option (e.g. --{name.replace('_', '-')}) instead"
+        )
     if not isinstance(entry, dict):
         fail("must be a mapping such as {type: float, low: 1.0e-5, high: 1.0e-4, log: true}")
     entry = dict(entry)

@@ -75,7 +75,9 @@ def make_sampler(config: TuneConfig, seed: int):
 
         return _GridSampler(config.search_space().grid(), seed=seed)
     # constant_liar: running trials count as bad guesses, so parallel workers spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, config.n_trials // 3)))
+    return optuna.samplers.TPESampler(
+        seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, config.n_trials // 3))
+    )
 
 
 def grid_size(config: TuneConfig) -> int:
@@ -93,7 +95,9 @@ def make_pruner(config: TuneConfig):
     if config.pruner == "hyperband":
         max_epochs = int(config.search_space().max_of("epochs", config.base_train_config().epochs))
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=config.pruner_warmup_epochs)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=config.pruner_startup_trials, n_warmup_steps=config.pruner_warmup_epochs
+    )
 
 
 def open_study(config: TuneConfig, storage, seed: int | None = None):
@@ -194,7 +198,9 @@ def recover_interrupted(config: TuneConfig, study, storage, log: Callable[[str],
         fail_stale_trials(study)  # heartbeats older than grace_period: a worker elsewhere died
     still_running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     gone = {t.number for t in still_running}
-    failed = {n: i for n, i in running_before.items() if n not in gone and storage.get_trial(i).state == TrialState.FAIL}
+    failed = {
+        n: i for n, i in running_before.items() if n not in gone and storage.get_trial(i).state == TrialState.FAIL
+    }
     for frozen in still_running:
         owner = frozen.user_attrs.get("worker")
         host, _, pid = str(owner).rpartition(":") if owner else ("", "", "")
@@ -203,7 +209,9 @@ def recover_interrupted(config: TuneConfig, study, storage, log: Callable[[str],
             continue
         try:
             # Attributes of a finished trial are frozen: say why before marking it.
-            storage.set_trial_user_attr(frozen._trial_id, "error", "interrupted: its worker stopped before the trial finished")
+            storage.set_trial_user_attr(
+                frozen._trial_id, "error", "interrupted: its worker stopped before the trial finished"
+            )
             if storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
                 failed[frozen.number] = frozen._trial_id
         except UpdateFinishedTrialError:
@@ -250,7 +258,9 @@ class WorkerStats:
     failed: int = 0
 
 
-def run_worker(config: TuneConfig, worker_index: int = 0, deadline: float | None = None, log: Callable[[str], None] = print) -> WorkerStats:
+def run_worker(
+    config: TuneConfig, worker_index: int = 0, deadline: float | None = None, log: Callable[[str], None] = print
+) -> WorkerStats:
     """Take trials from the shared study until none below N is left or the deadline passes."""
     storage = open_storage(config)
     # Each worker (and each resumed run) samples from its own stream of random numbers.
@@ -350,7 +360,9 @@ def run_trial(config: TuneConfig, study, storage, trial_id: int, space, base, lo
         prune_models(config, study)
     else:
         if state == TrialState.PRUNED:
-            log(f"trial {trial.number} pruned after epoch {max(trial.storage.get_trial(trial_id).intermediate_values, default=0)}")
+            log(
+                f"trial {trial.number} pruned after epoch {max(trial.storage.get_trial(trial_id).intermediate_values, default=0)}"
+            )
         _cleanup_run(run_dir)
     gc.collect()
     return state.name

@@ -66,12 +66,18 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     study = open_study(config, storage)
     wanted = StudyDirection.MAXIMIZE if config.direction == "maximize" else StudyDirection.MINIMIZE
     if study.direction != wanted:
-        raise ConfigError(f"study {config.study_name!r} in {config.storage_url} was created to {study.direction.name.lower()}, not {config.direction}; use another --study name")
+        raise ConfigError(
+            f"study {config.study_name!r} in {config.storage_url} was created to {study.direction.name.lower()}, not {config.direction}; use another --study name"
+        )
     config.save(out_dir / "tune_config.yaml")
     config.search_space().save(out_dir / "search_space.yaml")
     overlap = config.fixed_in_space()
     if overlap:
-        rule = "the search space overrides them (--space-wins)" if config.space_wins else "taken out of the search space: the options win"
+        rule = (
+            "the search space overrides them (--space-wins)"
+            if config.space_wins
+            else "taken out of the search space: the options win"
+        )
         log(f"fixed by an option and named by the search space: {', '.join(overlap)}; {rule}")
     n_trials = effective_n_trials(config)
     if n_trials < config.n_trials:
@@ -83,7 +89,9 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     interrupted = recover_interrupted(config, study, storage, log)
     top_up(study, n_trials)
     to_run = sum(1 for t in study.get_trials(deepcopy=False) if t.number < n_trials and t.state.name == "WAITING")
-    log(f"study {config.study_name!r}: {to_run} trial(s) to run of {n_trials}, {config.workers} worker(s), storage {_safe_url(config.storage_url)}")
+    log(
+        f"study {config.study_name!r}: {to_run} trial(s) to run of {n_trials}, {config.workers} worker(s), storage {_safe_url(config.storage_url)}"
+    )
 
     # -- run the trials ------------------------------------------------------------------------
     deadline = time.time() + config.timeout if config.timeout else None
@@ -101,15 +109,25 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
         log(f"time is up: {not_started} trial(s) not started; run the same command again to continue the study")
     outputs.write_trials_csv(out_dir / outputs.TRIALS_CSV, trials)
     result = TuneResult(
-        out_dir=out_dir, study_name=config.study_name, storage=config.storage_url, n_trials=n_trials,
-        metric=config.metric, direction=config.direction, trials=[outputs.trial_row(t) for t in trials],
-        interrupted=interrupted, table=outputs.summary_table(trials, config.metric, config.direction),
+        out_dir=out_dir,
+        study_name=config.study_name,
+        storage=config.storage_url,
+        n_trials=n_trials,
+        metric=config.metric,
+        direction=config.direction,
+        trials=[outputs.trial_row(t) for t in trials],
+        interrupted=interrupted,
+        table=outputs.summary_table(trials, config.metric, config.direction),
     )
     result.plots = outputs.write_plots(out_dir, study, log)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
-        raise TicketTriageError(f"no trial of study {config.study_name!r} completed; see {out_dir / outputs.TRIALS_CSV} and the trials' train.log files")
-    best = max(complete, key=lambda t: t.value) if config.direction == "maximize" else min(complete, key=lambda t: t.value)
+        raise TicketTriageError(
+            f"no trial of study {config.study_name!r} completed; see {out_dir / outputs.TRIALS_CSV} and the trials' train.log files"
+        )
+    best = (
+        max(complete, key=lambda t: t.value) if config.direction == "maximize" else min(complete, key=lambda t: t.value)
+    )
     result.best_number, result.best_value, result.best_params = best.number, best.value, dict(best.params)
     result.best_config_path = outputs.write_best_params(out_dir / outputs.BEST_PARAMS, config, best)
     log(

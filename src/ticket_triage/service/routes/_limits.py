@@ -33,7 +33,12 @@ AUTH = {
     401: _reply("no API key, an unknown one, or a revoked one", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
     403: _reply("the API key has the other role"),
 }
-DATABASE = {503: _reply("the database is unavailable: nothing was stored; retry (see Retry-After)", {"Retry-After": {"schema": {"type": "string"}}})}
+DATABASE = {
+    503: _reply(
+        "the database is unavailable: nothing was stored; retry (see Retry-After)",
+        {"Retry-After": {"schema": {"type": "string"}}},
+    )
+}
 BODY = {
     400: _reply("the body could not be read"),
     413: _reply("the body, or a text in it, is over its size limit"),
@@ -89,7 +94,11 @@ def parse_json_body(body: bytes, max_depth: int) -> Any:
     if isinstance(value, dict) and body.count(b"[") + body.count(b"{") > max_depth:
         for key, field in value.items():
             if isinstance(field, (dict, list)) and _deeper_than(field, max_depth):
-                raise _body_error(f"nests more than {max_depth} levels deep; the limit is TRIAGE_METADATA_MAX_DEPTH={max_depth}", ["body", key], "value_error")
+                raise _body_error(
+                    f"nests more than {max_depth} levels deep; the limit is TRIAGE_METADATA_MAX_DEPTH={max_depth}",
+                    ["body", key],
+                    "value_error",
+                )
     elif isinstance(value, list) and _deeper_than(value, max_depth):
         raise _body_error(f"the body nests more than {max_depth} levels deep", kind="value_error")
     return value
@@ -133,12 +142,25 @@ def check_metadata_size(metadata: dict, limit: int) -> None:
     if size > limit:
         raise HTTPException(
             422,
-            [{"loc": ["body", "metadata"], "msg": f"metadata is {size} bytes as compact JSON; the limit is TRIAGE_METADATA_MAX_BYTES={limit}: keep large data elsewhere and link it", "type": "value_error"}],
+            [
+                {
+                    "loc": ["body", "metadata"],
+                    "msg": f"metadata is {size} bytes as compact JSON; the limit is TRIAGE_METADATA_MAX_BYTES={limit}: keep large data elsewhere and link it",
+                    "type": "value_error",
+                }
+            ],
         )
 
 
 def unknown_category(category: str, labels: list[str], field: str = "category") -> HTTPException:
     return HTTPException(
         422,
-        [{"loc": ["body", field], "msg": f"unknown category {category!r}; use one of {labels}", "type": "value_error", "input": category}],
+        [
+            {
+                "loc": ["body", field],
+                "msg": f"unknown category {category!r}; use one of {labels}",
+                "type": "value_error",
+                "input": category,
+            }
+        ],
     )

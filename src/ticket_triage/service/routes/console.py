@@ -42,7 +42,9 @@ def console(
     principal = _console_principal(request, state)
     if principal is None:
         error = "That key is not a valid agent key." if request.query_params.get("denied") else None
-        return templates.TemplateResponse(request, "login.html", {"error": error}, status_code=status.HTTP_401_UNAUTHORIZED if error else 200)
+        return templates.TemplateResponse(
+            request, "login.html", {"error": error}, status_code=status.HTTP_401_UNAUTHORIZED if error else 200
+        )
     counts = crud.queue_counts(session)
     queues = [(q, sum(counts.get(q, {}).values())) for q in dict.fromkeys(state.rules.queues + sorted(counts))]
     if queue is None:
@@ -52,8 +54,16 @@ def console(
         request,
         "console.html",
         {
-            "queues": queues, "queue": queue, "tickets": tickets, "total": total, "offset": offset, "page_size": PAGE_SIZE,
-            "labels": state.labels, "principal": principal, "auth": state.settings.auth, "model_version": state.model_version,
+            "queues": queues,
+            "queue": queue,
+            "tickets": tickets,
+            "total": total,
+            "offset": offset,
+            "page_size": PAGE_SIZE,
+            "labels": state.labels,
+            "principal": principal,
+            "auth": state.settings.auth,
+            "model_version": state.model_version,
         },
     )
 
@@ -65,7 +75,13 @@ def login(request: Request, state: StateDep, key: Annotated[Str, Form(max_length
         return RedirectResponse("/?denied=1", status_code=status.HTTP_303_SEE_OTHER)
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
-        CONSOLE_COOKIE, key.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https", max_age=8 * 3600, path="/"
+        CONSOLE_COOKIE,
+        key.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=8 * 3600,
+        path="/",
     )
     return response
 

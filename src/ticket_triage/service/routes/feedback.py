@@ -33,8 +33,12 @@ def neutralise(cell: object) -> object:
     return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
-@router.post("/tickets/{ticket_id}/feedback", response_model=TicketPublic, responses={**NOT_FOUND, **BODY, **AUTH, **DATABASE})
-def give_feedback(ticket_id: TicketId, payload: FeedbackCreate, session: SessionDep, state: StateDep, principal: AgentDep) -> TicketPublic:
+@router.post(
+    "/tickets/{ticket_id}/feedback", response_model=TicketPublic, responses={**NOT_FOUND, **BODY, **AUTH, **DATABASE}
+)
+def give_feedback(
+    ticket_id: TicketId, payload: FeedbackCreate, session: SessionDep, state: StateDep, principal: AgentDep
+) -> TicketPublic:
     """Set a ticket's right category: it is re-routed to that category's queue, and the
     correction (who, when, from what) is kept for retraining."""
     if payload.category not in state.labels:
@@ -43,7 +47,9 @@ def give_feedback(ticket_id: TicketId, payload: FeedbackCreate, session: Session
     if ticket is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
     agent = principal.name if principal.role != "*" else (payload.agent or "anonymous")
-    crud.add_feedback(session, ticket=ticket, category=payload.category, agent=agent, note=payload.note, rules=state.rules)
+    crud.add_feedback(
+        session, ticket=ticket, category=payload.category, agent=agent, note=payload.note, rules=state.rules
+    )
     session.commit()
     state.kick_notifications()
     state.metrics.feedback.labels(payload.category).inc()
@@ -65,13 +71,18 @@ def _export_rows(state: ServiceState, since: datetime | None, escape_formulas: b
     yield buf.getvalue()
 
 
-@router.get("/feedback/export", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}, **AUTH, **DATABASE})
+@router.get(
+    "/feedback/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, **AUTH, **DATABASE},
+)
 def export_feedback(
     state: StateDep,
     _: AgentDep,
     since: DateQuery = None,
     escape_formulas: bool = Query(
-        True, description="prefix ' to text cells starting with = + - @ tab or CR, so spreadsheets show them as text; "
+        True,
+        description="prefix ' to text cells starting with = + - @ tab or CR, so spreadsheets show them as text; "
         "false gives the texts verbatim (for `triage data prepare`, never for a spreadsheet)",
     ),
 ) -> StreamingResponse:

@@ -40,9 +40,15 @@ async def readyz(state: StateDep):
     checks = {"model": "ok" if state.classifier is not None and state.labels else "not loaded"}
     checks["database"] = await run_in_threadpool(_storage_check, state)
     ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks, "model_version": state.model_version if state.classifier else None}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "model_version": state.model_version if state.classifier else None,
+    }
     headers = None if ready else {"Retry-After": "5"}
-    return JSONResponse(body, status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+    return JSONResponse(
+        body, status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers
+    )
 
 
 async def metrics_access(request: Request, state: StateDep) -> None:

@@ -18,10 +18,12 @@ router = APIRouter(prefix="/v1", tags=["notifications"], route_class=GuardedRout
 
 def _public(n: Notification) -> NotificationPublic:
     public = NotificationPublic.model_validate(n)
-    return public.model_copy(update={
-        "target": redact_target(n.kind, n.target),
-        "next_attempt_at": n.next_attempt_at if n.status in NotificationStatus.OPEN else None,
-    })
+    return public.model_copy(
+        update={
+            "target": redact_target(n.kind, n.target),
+            "next_attempt_at": n.next_attempt_at if n.status in NotificationStatus.OPEN else None,
+        }
+    )
 
 
 @router.get("/notifications", response_model=NotificationsPublic, responses={**AUTH, **DATABASE})
@@ -36,19 +38,30 @@ def list_notifications(
 ) -> NotificationsPublic:
     """Notifications (e-mails and webhooks for routed tickets), oldest first, filtered by status,
     ticket and kind, paginated; failed and skipped ones say why in `last_error`."""
-    items, count = crud.list_notifications(session, status=status_, ticket_id=ticket_id, kind=kind, limit=limit, offset=offset)
+    items, count = crud.list_notifications(
+        session, status=status_, ticket_id=ticket_id, kind=kind, limit=limit, offset=offset
+    )
     return NotificationsPublic(items=[_public(n) for n in items], count=count, limit=limit, offset=offset)
 
 
-@router.post("/notifications/{notification_id}/retry", response_model=NotificationPublic, responses={**NOT_FOUND, 409: {"model": Message}, **AUTH, **DATABASE})
-def retry_notification(notification_id: NotificationId, session: SessionDep, state: StateDep, _: AgentDep) -> NotificationPublic:
+@router.post(
+    "/notifications/{notification_id}/retry",
+    response_model=NotificationPublic,
+    responses={**NOT_FOUND, 409: {"model": Message}, **AUTH, **DATABASE},
+)
+def retry_notification(
+    notification_id: NotificationId, session: SessionDep, state: StateDep, _: AgentDep
+) -> NotificationPublic:
     """Send a `failed` or `skipped` notification again (e.g. after fixing the webhook or
     configuring SMTP); its attempts start over."""
     n = crud.get_notification(session, notification_id=notification_id)
     if n is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no notification {notification_id}")
     if n.status not in (NotificationStatus.FAILED, NotificationStatus.SKIPPED):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"notification {notification_id} is {n.status}; only failed or skipped ones can be retried")
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"notification {notification_id} is {n.status}; only failed or skipped ones can be retried",
+        )
     crud.retry_notification(session, notification=n)
     session.commit()
     state.kick_notifications()

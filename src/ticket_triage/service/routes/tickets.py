@@ -32,7 +32,12 @@ log = logging.getLogger("ticket_triage.service")
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="same key + same body = the same ticket, however often sent"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="same key + same body = the same ticket, however often sent",
+    ),
 ]
 
 
@@ -40,9 +45,17 @@ IdempotencyKey = Annotated[
     "/tickets",
     status_code=status.HTTP_201_CREATED,
     response_model=TicketPublic,
-    responses={200: {"description": "a retry: the ticket first made with this Idempotency-Key"}, 409: {"model": Message}, **BODY, **AUTH, **DATABASE},
+    responses={
+        200: {"description": "a retry: the ticket first made with this Idempotency-Key"},
+        409: {"model": Message},
+        **BODY,
+        **AUTH,
+        **DATABASE,
+    },
 )
-async def create_ticket(payload: TicketCreate, response: Response, state: StateDep, _: IntakeDep, idempotency_key: IdempotencyKey = None) -> TicketPublic:
+async def create_ticket(
+    payload: TicketCreate, response: Response, state: StateDep, _: IntakeDep, idempotency_key: IdempotencyKey = None
+) -> TicketPublic:
     """Classify a ticket, route it to its queue and store it (committed before the answer).
 
     If the model fails, the ticket is still stored, as `unclassified` in the review queue, and
@@ -60,7 +73,7 @@ async def create_ticket(payload: TicketCreate, response: Response, state: StateD
     except Exception as exc:  # stored unclassified; the retry loop classifies it later
         error = f"{type(exc).__name__}: {exc}"[:500]
         state.metrics.failures.inc()
-    (ticket, created), = await state.writer.predict([NewTicket(data, prediction, error, idempotency_key)])
+    ((ticket, created),) = await state.writer.predict([NewTicket(data, prediction, error, idempotency_key)])
     if prediction is None:
         state.mark_unclassified()  # after the commit, so the retry finds the ticket
     if not created:
@@ -99,7 +112,14 @@ def list_tickets(
     """Tickets filtered by queue, category, status and creation date (from inclusive, to
     exclusive), oldest first, paginated."""
     items, count = crud.list_tickets(
-        session, queue=queue, category=category, status=status_, created_from=created_from, created_to=created_to, limit=limit, offset=offset
+        session,
+        queue=queue,
+        category=category,
+        status=status_,
+        created_from=created_from,
+        created_to=created_to,
+        limit=limit,
+        offset=offset,
     )
     return TicketsPublic(items=[TicketPublic.model_validate(t) for t in items], count=count, limit=limit, offset=offset)
 
@@ -109,4 +129,6 @@ def list_queues(session: SessionDep, state: StateDep, _: AgentDep) -> list[Queue
     """Every queue of the routing rules (and any other holding tickets) with its ticket counts."""
     counts = crud.queue_counts(session)
     names = list(dict.fromkeys(state.rules.queues + sorted(counts)))
-    return [QueuePublic(queue=q, count=sum(counts.get(q, {}).values()), open_by_status=counts.get(q, {})) for q in names]
+    return [
+        QueuePublic(queue=q, count=sum(counts.get(q, {}).values()), open_by_status=counts.get(q, {})) for q in names
+    ]

@@ -6,6 +6,7 @@ Create Date: 2026-12-03
 
 `api_keys.revoked_at` exists since 0001; revocation needs no column of its own.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
