@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test venv bench clean
+.PHONY: run test lint venv bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,14 @@ run: venv
 
 test: venv
 	$(VENV)/bin/pytest -q
+	$(MAKE) --no-print-directory lint
+
+# ruff (lint and format, line length 120, settings in pyproject.toml) and pylint's repeated-code
+# check (blocks of 8 similar lines): `make lint` alone is the quick check before a commit.
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --score=n src/
 
 clean:
 	rm -rf $(VENV) runs build dist
