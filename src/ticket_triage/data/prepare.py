@@ -50,11 +50,10 @@ from ..errors import DataError, TaxonomyError
 from ..taxonomy import Taxonomy, load_taxonomy
 from .cleaning import clean_sql, min_words_sql, norm_sql
 from .config import DataConfig
+from .io import FORMAT_VERSION, SPLITS  # the reader (data/io.py) owns the folder's contract
 from .reading import Source, bounded_heap, file_sha256, open_source
 
-SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
