@@ -231,7 +231,7 @@ def test_devices_and_threads_per_process(monkeypatch):
 
 
 def test_nproc_is_taken_out_before_torchrun_sees_it():
-    from ticket_triage.cli.predict import _without_nproc
+    from ticket_triage.training.distributed import without_nproc as _without_nproc
 
     assert _without_nproc(["predict", "--nproc", "2", "--input", "a.csv", "--nproc=3"]) == [
         "predict",

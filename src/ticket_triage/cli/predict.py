@@ -88,7 +88,7 @@ def predict(
     from ..training.distributed import launch_local, launched_by_torchrun
 
     if nproc > 1 and not launched_by_torchrun():
-        raise typer.Exit(launch_local(nproc, _without_nproc(sys.argv[1:])))
+        raise typer.Exit(launch_local(nproc, sys.argv[1:]))
     from ..inference.distributed_predict import PLAN_FILE, work_dir_for
 
     unfinished = (work_dir or work_dir_for(out)).joinpath(PLAN_FILE).is_file()  # an interrupted --nproc run: resume it
@@ -130,12 +130,6 @@ def predict(
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    """argv minus --nproc N: torchrun's own parser would take `--nproc` for `--nproc-per-node`."""
-    drop = {i for i, arg in enumerate(argv) if arg == "--nproc"}
-    return [arg for i, arg in enumerate(argv) if i not in drop and i - 1 not in drop and not arg.startswith("--nproc=")]
 
 
 def _predict_distributed(

@@ -52,24 +52,12 @@ def train(
     from ..training.distributed import launch_local, launched_by_torchrun
 
     if nproc > 1 and not launched_by_torchrun():
-        raise typer.Exit(launch_local(nproc, _without_nproc(sys.argv[1:])))
+        raise typer.Exit(launch_local(nproc, sys.argv[1:]))
 
     cfg = train_config_from(config, train_overrides or {}, resume_from=out if resume else None)
     console = _console()
     result = train_model(cfg, data, out, resume=resume, log=console.print)
     console.print(f"[green]done[/]: model in {result.model_dir}, report in {out / 'classification_report.md'}")
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 @app.command()

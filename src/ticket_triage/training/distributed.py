@@ -111,8 +111,22 @@ def shard(ctx: DistContext, batch: list[int]) -> list[int]:
     return batch[ctx.rank :: ctx.world_size] if ctx.enabled else batch
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """argv minus `--nproc N` / `--nproc=N`: torchrun's own parser would take `--nproc` for `--nproc-per-node`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def launch_local(nproc: int, argv: list[str]) -> int:
-    """`triage train --nproc N ...`: re-run the same command under torchrun with N local processes."""
+    """`triage train|predict --nproc N ...`: re-run the same command (argv less --nproc) under torchrun
+    with N local processes."""
     import subprocess
 
     command = [
@@ -123,6 +137,6 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         f"--nproc-per-node={nproc}",
         "-m",
         "ticket_triage",
-        *argv,
+        *without_nproc(argv),
     ]
     return subprocess.call(command)
