@@ -123,16 +123,15 @@ def test_concurrent_retries_with_one_key_store_one_ticket(client):
 
 
 def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_only_itself(client):
-    """Group commit (service/intake.py): what waits for the writer is stored in one transaction;
+    """Group commit (service/writer.py): what waits for the writer is stored in one transaction;
     a reused Idempotency-Key among them fails that batch, then each is stored alone."""
     import asyncio
     import threading
 
-    from fastapi import HTTPException
     from sqlalchemy import event
 
-    from ticket_triage.service.intake import NewTicket
     from ticket_triage.service.schemas import TicketCreate
+    from ticket_triage.service.writer import IdempotencyConflict, NewTicket
 
     state = client.app.state.triage
     first = post(client, MORTGAGE, **{"Idempotency-Key": "used"}).json()
@@ -145,17 +144,17 @@ def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_on
     prediction = state.classifier.predict(["card fee"], batch_size=1)[0]
 
     def ticket(payload: dict, key: str) -> NewTicket:
-        return NewTicket(TicketCreate(**payload).model_dump(mode="json"), prediction, None, key)
+        return NewTicket(TicketCreate(**payload).model_dump(mode="json"), prediction, None, key, "v")
 
     def store_together(tickets: list[NewTicket]) -> list:
         async def together():  # all queued before the writer's next turn: one batch
-            return await asyncio.gather(*(state.writer.predict([t]) for t in tickets), return_exceptions=True)
+            return await asyncio.gather(*(state.writer.store(t) for t in tickets), return_exceptions=True)
 
         return client.portal.call(together)
 
     fresh = store_together([ticket({"body": f"card fee {i}"}, f"new-{i}") for i in range(6)])
     assert len(commits) == 1
-    assert all(created for [(_, created)] in fresh) and len({t.id for [(t, _)] in fresh}) == 6
+    assert all(created for (_, created) in fresh) and len({t.id for (t, _) in fresh}) == 6
 
     commits.clear()
     mixed = store_together(
@@ -166,27 +165,27 @@ def test_tickets_queued_together_share_one_transaction_and_a_reused_key_fails_on
             ticket({"body": "card fee b"}, "b"),
         ]
     )
-    [(a, a_created)], [(retry, retry_created)], conflict, [(b, b_created)] = mixed
+    (a, a_created), (retry, retry_created), conflict, (b, b_created) = mixed
     assert a_created and b_created and a.id != b.id
     assert retry.id == first["id"] and not retry_created
-    assert isinstance(conflict, HTTPException) and conflict.status_code == 409
+    assert isinstance(conflict, IdempotencyConflict) and "different ticket" in str(conflict)
     assert client.get("/v1/tickets").json()["count"] == 1 + 6 + 2
 
 
 def test_a_database_outage_is_a_503_with_a_message_not_a_traceback(client):
     from sqlalchemy.exc import OperationalError
 
-    state = client.app.state.triage
-    working = state.sessions
+    writer = client.app.state.triage.writer  # where new tickets meet the database
+    working = writer.sessions
 
     def broken():
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    state.sessions = broken
+    writer.sessions = broken
     try:
         r = post(client, MORTGAGE, **{"Idempotency-Key": "outage"})
     finally:
-        state.sessions = working
+        writer.sessions = working
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
     assert "disk I/O error" in r.json()["detail"] and "nothing was stored" in r.json()["detail"]
     again = post(client, MORTGAGE, **{"Idempotency-Key": "outage"})  # the retry, once it is back

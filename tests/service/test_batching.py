@@ -43,7 +43,7 @@ def test_concurrent_requests_are_batched_in_order_off_the_loop():
                 ticks += 1
 
         tick_task = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(batcher.predict([f"t{i}", f"u{i}"]) for i in range(10)))
+        results = await asyncio.gather(*(batcher.submit([f"t{i}", f"u{i}"]) for i in range(10)))
         tick_task.cancel()
         await batcher.stop()
         return results, ticks
@@ -62,7 +62,7 @@ def test_batch_size_one_is_one_call_per_text():
     async def main():
         batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=50)
         await batcher.start()
-        await asyncio.gather(*(batcher.predict([str(i)]) for i in range(5)))
+        await asyncio.gather(*(batcher.submit([str(i)]) for i in range(5)))
         await batcher.stop()
 
     run(main())
@@ -75,9 +75,9 @@ def test_a_failing_batch_fails_each_caller_and_the_batcher_goes_on():
     async def main():
         batcher = MicroBatcher(model, max_batch_size=4, max_wait_ms=10)
         await batcher.start()
-        outcomes = await asyncio.gather(*(batcher.predict(["a"]) for _ in range(3)), return_exceptions=True)
+        outcomes = await asyncio.gather(*(batcher.submit(["a"]) for _ in range(3)), return_exceptions=True)
         model.fail = False
-        after = await batcher.predict(["b"])
+        after = await batcher.submit(["b"])
         await batcher.stop()
         return outcomes, after
 
@@ -96,7 +96,7 @@ def test_one_bad_text_does_not_fail_its_batch_neighbours():
         batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=30)
         await batcher.start()
         outcomes = await asyncio.gather(
-            batcher.predict(["a"]), batcher.predict(["bad"]), batcher.predict(["c"]), return_exceptions=True
+            batcher.submit(["a"]), batcher.submit(["bad"]), batcher.submit(["c"]), return_exceptions=True
         )
         await batcher.stop()
         return outcomes
@@ -115,10 +115,10 @@ def test_items_of_callers_that_went_away_are_dropped_or_kept_as_asked():
     async def main(skip: bool):
         batcher = MicroBatcher(work, max_batch_size=8, max_wait_ms=50, skip_cancelled=skip)
         await batcher.start()
-        gone = asyncio.create_task(batcher.predict(["gone"]))
+        gone = asyncio.create_task(batcher.submit(["gone"]))
         await asyncio.sleep(0)  # queued, and the batch is still gathering
         gone.cancel()
-        kept = await batcher.predict(["kept"])
+        kept = await batcher.submit(["kept"])
         await batcher.stop()
         return kept
 
@@ -132,8 +132,8 @@ def test_wrong_number_of_predictions_is_an_error():
         batcher = MicroBatcher(lambda texts, n: texts[:-1], max_batch_size=4, max_wait_ms=1)
         await batcher.start()
         try:
-            with pytest.raises(RuntimeError, match="0 predictions for 1 texts"):
-                await batcher.predict(["a", "b"])
+            with pytest.raises(RuntimeError, match="model batch returned 0 results for 1 items"):
+                await batcher.submit(["a", "b"])
         finally:
             await batcher.stop()
 

@@ -380,7 +380,7 @@ def test_a_ticket_classified_later_notifies_its_team(make_client, fake_classifie
     assert t["status"] == "unclassified" and client.get("/v1/notifications").json()["count"] == 0
     fake_classifier.fail = False
     state = client.app.state.triage
-    assert client.portal.call(state.reclassify_pending) == 1
+    assert client.portal.call(state.reclassifier.reclassify_pending) == 1
     items = client.get("/v1/notifications").json()["items"]
     assert [(n["ticket_id"], n["event"], n["queue"]) for n in items] == [(t["id"], "classified", "q-mortgage")]
 

@@ -27,6 +27,7 @@ from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
 from .storage import StorageGuard, StorageUnavailable
+from .writer import IdempotencyConflict
 
 log = logging.getLogger("ticket_triage.service")
 
@@ -124,6 +125,10 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     async def triage_error(_: Request, exc: TicketTriageError):
         code = 503 if isinstance(exc, ModelError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def idempotency_conflict(_: Request, exc: IdempotencyConflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(StorageUnavailable)
     async def storage_down(request: Request, exc: StorageUnavailable):

@@ -1,10 +1,11 @@
-"""Micro-batching: concurrent requests share one model call.
+"""Micro-batching: concurrent requests share one call of a batch function.
 
-Each text waits in an asyncio queue; one worker task takes the first text, waits up to
-`max_wait_ms` for more (up to `max_batch_size`), then runs the whole batch in a single model
-thread (off the event loop, so the server keeps accepting requests while the model runs).
+Each item waits in an asyncio queue; one worker task takes the first item, waits up to
+`max_wait_ms` for more (up to `max_batch_size`), then runs the whole batch in a single worker
+thread (off the event loop, so the server keeps accepting requests while the batch runs).
 While one batch runs, the next one gathers, so under load batches fill up by themselves.
-The same machinery writes new tickets to the database, a batch per transaction (intake.py).
+Two batchers run in the service: one calls the model on texts, the other stores new tickets
+in the database, a batch per transaction (writer.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ log = logging.getLogger("ticket_triage.service")
 class MicroBatcher:
     def __init__(
         self,
-        predict: Callable[[list[str], int], Sequence],
+        process: Callable[[list, int], Sequence],
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
@@ -30,7 +31,7 @@ class MicroBatcher:
         name: str = "model",
         skip_cancelled: bool = True,
     ):
-        self._predict = predict
+        self._process = process  # (items, len(items)) -> one result per item, in order
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000
         self._on_batch = on_batch
@@ -59,14 +60,14 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def predict(self, texts: list[str]) -> list:
-        """Predictions for `texts`, in order; raises what the model raised."""
+    async def submit(self, items: list) -> list:
+        """The batch function's results for `items`, in order; raises what it raised."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in texts]
-        for text, fut in zip(texts, futures):
-            self._queue.put_nowait((text, fut))
+        futures = [loop.create_future() for _ in items]
+        for item, fut in zip(items, futures):
+            self._queue.put_nowait((item, fut))
         return list(await asyncio.gather(*futures))
 
     async def _run(self) -> None:
@@ -92,41 +93,41 @@ class MicroBatcher:
                 batch = [(t, f) for t, f in batch if not f.cancelled()]  # the client went away
             if not batch:
                 continue
-            texts = [t for t, _ in batch]
+            items = [item for item, _ in batch]
             started = loop.time()
             try:
-                preds = await loop.run_in_executor(self._executor, self._call, texts)
+                results = await loop.run_in_executor(self._executor, self._call, items)
             except Exception as exc:
-                log.warning("%s batch of %d failed: %s", self.name, len(texts), type(exc).__name__)
+                log.warning("%s batch of %d failed: %s", self.name, len(items), type(exc).__name__)
                 await self._one_by_one(batch, exc)
                 continue
             if self._on_batch is not None:
-                self._on_batch(len(texts), loop.time() - started)
-            for (_, fut), pred in zip(batch, preds):
+                self._on_batch(len(items), loop.time() - started)
+            for (_, fut), result in zip(batch, results):
                 if not fut.done():
-                    fut.set_result(pred)
+                    fut.set_result(result)
 
-    def _call(self, texts: list[str]) -> list:
-        preds = list(self._predict(texts, len(texts)))
-        if len(preds) != len(texts):
-            raise RuntimeError(f"the classifier returned {len(preds)} predictions for {len(texts)} texts")
-        return preds
+    def _call(self, items: list) -> list:
+        results = list(self._process(items, len(items)))
+        if len(results) != len(items):
+            raise RuntimeError(f"the {self.name} batch returned {len(results)} results for {len(items)} items")
+        return results
 
     async def _one_by_one(self, batch: list, exc: Exception) -> None:
-        """A batch failed: retry each text alone, so one bad text cannot fail its neighbours'
-        requests; if the model itself is down, every caller gets the error."""
+        """A batch failed: retry each item alone, so one bad item cannot fail its neighbours'
+        requests; if the model (or database) itself is down, every caller gets the error."""
         loop = asyncio.get_running_loop()
         if len(batch) == 1:
             _, fut = batch[0]
             if not fut.done():
                 fut.set_exception(exc)
             return
-        for text, fut in batch:
+        for item, fut in batch:
             try:
-                (pred,) = await loop.run_in_executor(self._executor, self._call, [text])
+                (result,) = await loop.run_in_executor(self._executor, self._call, [item])
             except Exception as one_exc:
                 if not fut.done():
                     fut.set_exception(one_exc)
             else:
                 if not fut.done():
-                    fut.set_result(pred)
+                    fut.set_result(result)

@@ -55,14 +55,14 @@ def lookup_key(state: ServiceState, key: str | None) -> Principal | None:
     if key is None:
         return None
     digest = hash_key(key)
-    principal = state.cached_key(digest)
+    principal = state.keys.get(digest)
     if principal is None:
         with state.sessions() as session:
             row = crud.get_api_key(session, key_hash=digest)
             if row is None:
                 return None
             principal = Principal(row.name, row.role, row.revoked_at)
-        state.cache_key(digest, principal)
+        state.keys.put(digest, principal)
     return principal
 
 
@@ -88,7 +88,7 @@ def require_role(role: str):
             return Principal("anonymous", "*")
         key, principal = presented_key(request), None
         if key is not None:  # a cache miss is a database query: off the event loop
-            principal = state.cached_key(hash_key(key)) or await run_in_threadpool(lookup_key, state, key)
+            principal = state.keys.get(hash_key(key)) or await run_in_threadpool(lookup_key, state, key)
         if principal is not None and principal.revoked_at is not None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

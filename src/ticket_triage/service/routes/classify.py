@@ -36,7 +36,7 @@ async def classify(payload: ClassifyRequest, state: StateDep, _: IntakeDep) -> C
     for i, text in enumerate(payload.texts):
         check_text_size(text, state.settings.max_text_bytes, f"texts[{i}]")
     try:
-        preds = await state.batcher.predict(list(payload.texts))
+        preds = await state.batcher.submit(list(payload.texts))
     except Exception as exc:
         state.metrics.failures.inc()
         raise HTTPException(

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 from .. import crud
 from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
-from ..intake import NewTicket
 from ..models import TicketStatus
 from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
+from ..writer import NewTicket
 from ._limits import (
     AUTH,
     BODY,
@@ -64,18 +64,19 @@ async def create_ticket(
     check_text_size(payload.subject + payload.body, state.settings.max_text_bytes, "the ticket's subject and body")
     data = payload.model_dump(mode="json")
     check_metadata_size(data["metadata"], state.settings.metadata_max_bytes)
-    # A retry with a used Idempotency-Key is found when its insert fails (intake.py): no query
+    # A retry with a used Idempotency-Key is found when its insert fails (writer.py): no query
     # before classifying, since retries are rare and every ticket would pay for that look.
     text = f"{payload.subject}\n\n{payload.body}" if payload.subject else payload.body
     prediction, error = None, None
     try:
-        prediction = (await state.batcher.predict([text]))[0]
+        prediction = (await state.batcher.submit([text]))[0]
     except Exception as exc:  # stored unclassified; the retry loop classifies it later
         error = f"{type(exc).__name__}: {exc}"[:500]
         state.metrics.failures.inc()
-    ((ticket, created),) = await state.writer.predict([NewTicket(data, prediction, error, idempotency_key)])
+    version = state.model_version if prediction is not None else None
+    ticket, created = await state.writer.store(NewTicket(data, prediction, error, idempotency_key, version))
     if prediction is None:
-        state.mark_unclassified()  # after the commit, so the retry finds the ticket
+        state.reclassifier.mark_unclassified()  # after the commit, so the retry finds the ticket
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -84,7 +85,7 @@ async def create_ticket(
     if prediction is not None:
         state.metrics.predictions.labels(prediction.category).inc()
         state.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
-        state.kick_retry()
+        state.reclassifier.kick()
     return ticket
 
 
