@@ -53,3 +53,23 @@ def cli_error(capsys, argv):
     assert exc.value.code == 1
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err
+
+
+def tiny_train_config(model_dir, **overrides):
+    """A TrainConfig for a tiny random model: fp32, one thread, no calibration or baseline."""
+    from ticket_triage.training import TrainConfig
+
+    settings = dict(
+        model=str(model_dir),
+        epochs=1,
+        batch_size=16,
+        max_length=48,
+        lr=1e-3,
+        seed=7,
+        precision="fp32",
+        threads=1,
+        calibrate=False,
+        baseline=False,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)

@@ -243,3 +243,12 @@ def test_read_labelled_maps_products_and_stops_at_max_rows(tmp_path):
     assert left_out == 2  # the unknown product and the empty text
     texts, y, left_out = read_labelled(path, labels, taxonomy, max_rows=2)
     assert texts == ["a collector calls", "escrow error"] and left_out == 0
+
+
+def test_predict_options_are_declared_once_and_a_misspelt_one_is_refused(tmp_path):
+    from ticket_triage.inference import PredictOptions
+
+    opts = PredictOptions.of(None, batch_size=4)
+    assert opts.batch_size == 4 and opts.chunk_rows == PredictOptions().chunk_rows
+    with pytest.raises(TypeError, match="batchsize"):
+        PredictOptions.of(opts, batchsize=4)

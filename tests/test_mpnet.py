@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from _model_support import tiny_train_config
 
 from ticket_triage.training import TrainConfig, train_model
 
@@ -32,20 +33,7 @@ def _quiet(*_args, **_kwargs):
 
 
 def _config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(
-        model=str(model_dir),
-        epochs=1,
-        batch_size=16,
-        max_length=48,
-        lr=1e-3,
-        seed=7,
-        precision="fp32",
-        threads=1,
-        calibrate=False,
-        baseline=False,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return tiny_train_config(model_dir, **overrides)
 
 
 def _train(tiny_dir, data_dir, out_dir, **overrides):

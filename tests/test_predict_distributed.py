@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_inference import TEXTS, make_model_folder
+from _model_support import TEXTS, make_model_folder
 
 from ticket_triage.inference import distributed_predict as dp
 from ticket_triage.inference.sharding import plan_shares

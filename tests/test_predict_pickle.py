@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_inference import TEXTS, make_model_folder
+from _model_support import TEXTS, make_model_folder
 
 
 @pytest.fixture(scope="module")

@@ -6,27 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from _model_support import tiny_train_config
 
 from ticket_triage.errors import ConfigError
 from ticket_triage.training import TrainConfig, train_model
 
 
 def tiny_config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(
-        model=str(model_dir),
-        epochs=2,
-        batch_size=16,
-        max_length=48,
-        lr=1e-3,
-        checkpoint_every=3,
-        seed=7,
-        precision="fp32",
-        threads=1,
-        calibrate=False,
-        baseline=False,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return tiny_train_config(model_dir, **{"epochs": 2, "checkpoint_every": 3, **overrides})
 
 
 def quiet(*_args, **_kwargs):

@@ -82,97 +82,70 @@ def predict(
 
     Also runs under torchrun: `torchrun --nproc-per-node N -m ticket_triage predict ...`.
     """
+    import os
     import sys
 
-    from ..inference import predict_file
+    from ..inference import PredictOptions
     from ..training.distributed import launch_local, launched_by_torchrun
 
     if nproc > 1 and not launched_by_torchrun():
         raise typer.Exit(launch_local(nproc, sys.argv[1:]))
     from ..inference.distributed_predict import PLAN_FILE, work_dir_for
 
+    options = PredictOptions(
+        text_column=text_column,
+        batch_size=batch_size,
+        abstain_below=abstain_below,
+        backend=backend,
+        threads=threads,
+        device=device,
+        chunk_rows=chunk_rows,
+        ensemble=ensemble,
+    )
     unfinished = (work_dir or work_dir_for(out)).joinpath(PLAN_FILE).is_file()  # an interrupted --nproc run: resume it
     if launched_by_torchrun() or work_dir is not None or unfinished or input.suffix.lower() == ".zip":
-        _predict_distributed(
+        from ..inference.distributed_predict import predict_distributed
+
+        err = Console(stderr=True, highlight=False)
+        main = os.environ.get("RANK", "0") == "0"
+        report = predict_distributed(
             model,
             input,
             out,
-            text_column,
-            batch_size,
-            abstain_below,
-            backend,
-            threads,
-            device,
-            chunk_rows,
-            ensemble,
-            work_dir,
+            options,
+            work_dir=work_dir,
+            progress=main and err.is_terminal,
+            log=err.print if main else lambda _m: None,
         )
-        return
-    report = predict_file(
-        model,
-        input,
-        out,
-        text_column=text_column,
-        batch_size=batch_size,
-        abstain_below=abstain_below,
-        backend=backend,
-        threads=threads,
-        device=device,
-        chunk_rows=chunk_rows,
-        ensemble=ensemble,
-        progress=_out.is_terminal,
-    )
+    else:
+        from ..inference import predict_file
+
+        report = predict_file(model, input, out, options, progress=_out.is_terminal)
+    if report is not None:  # None on the ranks other than 0
+        _print_report(report)
+
+
+def _print_report(report) -> None:
+    """One summary for both paths; a sharded run adds its processes and shares."""
     review = f", {report.needs_review} need review" if report.needs_review is not None else ""
-    chosen = f"{report.backend}, auto: {report.auto_reason}" if report.auto_reason else report.backend
+    auto_reason = getattr(report, "auto_reason", "")
+    chosen = f"{report.backend}, auto: {auto_reason}" if auto_reason else report.backend
+    world = getattr(report, "world_size", None)
+    processes = f" with {world} process(es)" if world is not None else ""
     _out.print(
         f"[green]wrote[/] {report.output}: {report.rows} rows ({report.predicted} predicted, {report.errors} errors{review}) "
-        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s [dim]({chosen}; model {report.model_version})[/]",
+        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s{processes} [dim]({chosen}; model {report.model_version})[/]",
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _predict_distributed(
-    model, input, out, text_column, batch_size, abstain_below, backend, threads, device, chunk_rows, ensemble, work_dir
-) -> None:
-    import os
-
-    from ..inference.distributed_predict import predict_distributed
-
-    err = Console(stderr=True, highlight=False)
-    main = os.environ.get("RANK", "0") == "0"
-    report = predict_distributed(
-        model,
-        input,
-        out,
-        text_column=text_column,
-        batch_size=batch_size,
-        abstain_below=abstain_below,
-        backend=backend,
-        threads=threads,
-        device=device,
-        chunk_rows=chunk_rows,
-        ensemble=ensemble,
-        work_dir=work_dir,
-        progress=main and err.is_terminal,
-        log=err.print if main else lambda _m: None,
-    )
-    if report is None:
-        return
-    review = f", {report.needs_review} need review" if report.needs_review is not None else ""
-    _out.print(
-        f"[green]wrote[/] {report.output}: {report.rows} rows ({report.predicted} predicted, {report.errors} errors{review}) "
-        f"in {report.seconds:.1f} s = {report.rows_per_s:.0f} rows/s with {report.world_size} process(es) [dim]({report.backend}; model {report.model_version})[/]",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for part in report.parts:
+    for part in getattr(report, "parts", []):
         how = "kept from an earlier run" if part["kept"] else f"{part['rows_per_s']:.0f} rows/s"
         _out.print(
             f"  share {part['share']} (rank {part['rank']}, {part['host']}): {part['rows']} rows in {part['seconds']:.1f} s, {how}",
             highlight=False,
         )
-    _out.print(f"  manifest: {report.manifest}", highlight=False, soft_wrap=True)
+    if world is not None:
+        _out.print(f"  manifest: {report.manifest}", highlight=False, soft_wrap=True)
 
 
 @app.command("calibrate")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,42 @@ from .classifier import Classifier, check_threshold, empty_text_indices
 from .files import ChunkWriter, count_rows, file_format, iter_chunks, pick_text_column
 
 EMPTY_TEXT_ERROR = "empty text"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a file is scored, shared by `predict_file` and `predict_distributed` (one set of
+    defaults): which column, how many texts per model call, the review threshold, and how the
+    model is loaded."""
+
+    text_column: str | None = None  # default: 'Consumer complaint narrative', else 'text'
+    batch_size: int = 32
+    abstain_below: float | None = None  # confidence below this: needs_review
+    backend: str = "auto"
+    threads: int | None = None
+    device: str = "auto"
+    chunk_rows: int = 8192  # rows read, scored and written at a time (bounds memory)
+    ensemble: bool | None = None  # None: as the model folder's triage.json says
+
+    @classmethod
+    def of(cls, options: PredictOptions | None, **fields) -> PredictOptions:
+        """`options` (or the defaults) with `fields` replaced; an unknown field is a TypeError."""
+        return replace(options or cls(), **fields)
+
+    def load(
+        self, model: str | Path | Classifier, *, threads: int | None = None, device: str | None = None
+    ) -> Classifier:
+        """The classifier to score with: `model` itself when it is one, else loaded with these options
+        (`threads`/`device` override, for a process that takes a share of the machine)."""
+        if isinstance(model, Classifier):
+            return model
+        return Classifier.load(
+            model,
+            backend=self.backend,
+            threads=self.threads if threads is None else threads,
+            device=self.device if device is None else device,
+            ensemble=self.ensemble,
+        )
 
 
 @dataclass
@@ -42,22 +78,19 @@ def predict_file(
     model_dir: str | Path | Classifier,
     input: str | Path,
     output: str | Path,
-    text_column: str | None = None,
-    batch_size: int = 32,
-    abstain_below: float | None = None,
-    backend: str = "auto",
+    options: PredictOptions | None = None,
     *,
-    chunk_rows: int = 8192,
-    threads: int | None = None,
-    device: str = "auto",
-    ensemble: bool | None = None,
     progress: bool = True,
+    **fields,
 ) -> PredictFileReport:
     """Classify each row of `input` and write it to `output` with the added columns
     category, confidence, prob_<category>..., error (and needs_review when abstain_below is given).
+    `fields` are PredictOptions' (batch_size=16, ...), replacing those of `options`.
 
     Rows with empty text are kept, with error="empty text" and no prediction. Memory stays
     bounded: the file is read, scored and written `chunk_rows` rows at a time."""
+    opts = PredictOptions.of(options, **fields)
+    abstain_below = opts.abstain_below
     input, output = Path(input), Path(output)
     file_format(input)
     file_format(output, role="output")
@@ -66,11 +99,7 @@ def predict_file(
     if input.resolve() == output.resolve():
         raise DataError("--out must differ from --input")
     check_threshold(abstain_below)
-    clf = (
-        model_dir
-        if isinstance(model_dir, Classifier)
-        else Classifier.load(model_dir, backend=backend, threads=threads, device=device, ensemble=ensemble)
-    )
+    clf = opts.load(model_dir)
     total = count_rows(input)
     rows = errors = review = 0
     column = None
@@ -79,10 +108,10 @@ def predict_file(
     ok = False
     bar = _progress(progress, total)
     try:
-        for chunk in iter_chunks(input, chunk_rows):
+        for chunk in iter_chunks(input, opts.chunk_rows):
             if column is None:
-                column = pick_text_column(list(chunk.columns), text_column, input)
-            out, bad, flagged = score_chunk(clf, chunk, column, batch_size, abstain_below)
+                column = pick_text_column(list(chunk.columns), opts.text_column, input)
+            out, bad, flagged = score_chunk(clf, chunk, column, opts.batch_size, abstain_below)
             review += flagged
             writer.write(out)
             rows += len(out)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, DataError
+from .batch import PredictOptions, score_chunk
 from .classifier import Classifier, check_threshold
 from .files import ChunkWriter, file_format, pick_text_column
 from .sharding import Plan, Share, check_input, fingerprint, iter_share, plan_shares, write_json_atomic
@@ -180,21 +181,17 @@ def predict_distributed(
     model_dir: str | Path | Classifier,
     input: str | Path,
     output: str | Path,
-    text_column: str | None = None,
-    batch_size: int = 32,
-    abstain_below: float | None = None,
-    backend: str = "auto",
+    options: PredictOptions | None = None,
     *,
-    chunk_rows: int = 8192,
-    threads: int | None = None,
-    device: str = "auto",
-    ensemble: bool | None = None,
     work_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda _msg: None,
+    **fields,
 ) -> DistributedPredictReport | None:
-    """Score `input` into `output` as `predict_file` does, this process taking its shares.
-    Returns the report on rank 0 and None elsewhere. Also runs in a single process (one share)."""
+    """Score `input` into `output` as `predict_file` does (same options), this process taking its
+    shares. Returns the report on rank 0 and None elsewhere. Also runs in a single process (one share)."""
+    opts = PredictOptions.of(options, **fields)
+    abstain_below = opts.abstain_below
     input, output = Path(input), Path(output)
     check_input(input)
     file_format(output, role="output")
@@ -204,23 +201,15 @@ def predict_distributed(
     work = Path(work_dir) if work_dir else work_dir_for(output)
     ctx = join_group()
     started = time.perf_counter()
-    if isinstance(model_dir, Classifier):
-        clf = model_dir
-    else:
-        clf = Classifier.load(
-            model_dir,
-            backend=backend,
-            threads=rank_threads(threads),
-            device=rank_device(device, ctx.local_rank),
-            ensemble=ensemble,
-        )
-    settings = {"input": str(input.resolve()), "text_column": text_column, "abstain_below": abstain_below}
+    clf = opts.load(model_dir, threads=rank_threads(opts.threads), device=rank_device(opts.device, ctx.local_rank))
+    settings = {"input": str(input.resolve()), "text_column": opts.text_column, "abstain_below": abstain_below}
     plan = Plan.from_dict(_share_from_rank0(ctx, lambda: _load_or_plan(input, work, ctx.world_size, log).to_dict()))
     mine = [s for s in plan.shares if s.index % ctx.world_size == ctx.rank]
     bar = _ProgressPoller(work, plan) if ctx.is_main and progress else None
     try:
         receipts = [
-            _keep_or_score(clf, plan, share, work, settings, ctx, batch_size, chunk_rows, log) for share in mine
+            _keep_or_score(clf, plan, share, work, settings, ctx, opts.batch_size, opts.chunk_rows, log)
+            for share in mine
         ]
         gathered = [r for rank_receipts in _all_gather(ctx, [asdict(r) for r in receipts]) for r in rank_receipts]
     finally:
@@ -328,7 +317,6 @@ def _keep_or_score(
 def _score_share(
     clf, plan: Plan, share: Share, work: Path, settings: dict, ctx, batch_size: int, chunk_rows: int
 ) -> PartReceipt:
-    from .batch import score_chunk
 
     started = time.perf_counter()
     data = part_path(work, share.index)
