@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from _model_support import tiny_train_config
 
 from ticket_triage import distill as distill_mod
 from ticket_triage.data.io import load_splits
@@ -23,22 +24,7 @@ def quiet(*_args, **_kwargs):
 
 
 def tiny_config(model_dir, **overrides) -> TrainConfig:
-    settings = dict(
-        model=str(model_dir),
-        epochs=2,
-        batch_size=16,
-        max_length=48,
-        lr=1e-3,
-        checkpoint_every=0,
-        seed=7,
-        precision="fp32",
-        threads=1,
-        calibrate=False,
-        baseline=False,
-        patience=5,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return tiny_train_config(model_dir, **{"epochs": 2, "checkpoint_every": 0, "patience": 5, **overrides})
 
 
 @pytest.fixture(scope="module")

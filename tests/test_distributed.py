@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _model_support import tiny_train_config
 
 from ticket_triage.training import TrainConfig, train_model
 
@@ -82,18 +83,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def single_process_run(tiny_model_dir, small_prepared, tmp_path_factory) -> Path:
     """One process, batch 16: what 2 processes with batch 8 each must reproduce."""
     out = tmp_path_factory.mktemp("single") / "run"
-    config = TrainConfig(
-        model=str(tiny_model_dir),
-        epochs=2,
-        batch_size=16,
-        max_length=40,
-        lr=1e-3,
-        dropout=0.0,
-        precision="fp32",
-        threads=1,
-        seed=3,
-        baseline=False,
-        group_by_length=False,
+    config = tiny_train_config(
+        tiny_model_dir, epochs=2, max_length=40, dropout=0.0, seed=3, calibrate=True, group_by_length=False
     )
     train_model(config, small_prepared, out, log=lambda *_: None)
     return out

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from _model_support import tiny_train_config
 
 from ticket_triage import ensemble as ens
 from ticket_triage.data.io import load_splits
@@ -315,18 +316,7 @@ def test_calibrate_chooses_the_hybrid_weight_again_at_the_new_temperature(ensemb
 def test_calibrate_leaves_a_folder_without_a_hybrid_alone(tiny_model_dir, small_prepared, tmp_path):
     from ticket_triage.calibration import calibrate_model
 
-    config = TrainConfig(
-        model=str(tiny_model_dir),
-        epochs=1,
-        batch_size=16,
-        max_length=32,
-        lr=1e-3,
-        seed=7,
-        precision="fp32",
-        threads=1,
-        baseline=False,
-        calibrate=False,
-    )
+    config = tiny_train_config(tiny_model_dir, max_length=32)
     run = train_model(config, small_prepared, tmp_path / "run", log=quiet, progress=False)
     report = calibrate_model(run.model_dir, small_prepared / "val.parquet")
     assert report.ensemble is None and json.loads((run.model_dir / "triage.json").read_text())["ensemble"] is None
