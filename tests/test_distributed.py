@@ -13,7 +13,7 @@ import pytest
 import yaml
 from _model_support import tiny_train_config
 
-from ticket_triage.training import TrainConfig, train_model
+from ticket_triage.training import train_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -175,17 +175,13 @@ def test_two_processes_match_one_process_with_chunks(tiny_model_dir, small_prepa
     """--long-text chunks under DDP: each process pools its own texts' windows, validation is
     sharded by text (all of a text's windows on one process), and the result is one process's."""
     chunks = ["--long-text", "chunks", "--max-chunks", "3", "--chunk-pool", "attention"]
-    config = TrainConfig(
-        model=str(tiny_model_dir),
+    config = tiny_train_config(
+        tiny_model_dir,
         epochs=2,
-        batch_size=16,
         max_length=40,
-        lr=1e-3,
         dropout=0.0,
-        precision="fp32",
-        threads=1,
         seed=3,
-        baseline=False,
+        calibrate=True,
         group_by_length=False,
         long_text="chunks",
         max_chunks=3,

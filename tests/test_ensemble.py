@@ -98,18 +98,7 @@ def test_saved_tfidf_model_reproduces_the_fitted_probabilities(small_prepared, t
 # -- a training run with --ensemble tfidf ------------------------------------------------------
 @pytest.fixture(scope="module")
 def ensemble_run(tiny_model_dir, small_prepared, tmp_path_factory):
-    config = TrainConfig(
-        model=str(tiny_model_dir),
-        epochs=1,
-        batch_size=16,
-        max_length=32,
-        lr=1e-3,
-        seed=7,
-        precision="fp32",
-        threads=1,
-        baseline=False,
-        ensemble="tfidf",
-    )
+    config = tiny_train_config(tiny_model_dir, max_length=32, calibrate=True, ensemble="tfidf")
     out = tmp_path_factory.mktemp("ens") / "run"
     train_model(config, small_prepared, out, log=quiet, progress=False)
     return out
