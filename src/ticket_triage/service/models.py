@@ -139,10 +139,11 @@ class Notification(Base):
     __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    # None for a message about no ticket (a drift alarm, migration 0004)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    event: Mapped[str] = mapped_column(String(20))  # created | rerouted | classified
+    event: Mapped[str] = mapped_column(String(20))  # created | rerouted | classified | drift
     kind: Mapped[str] = mapped_column(String(10))  # email | webhook
     target: Mapped[str] = mapped_column(String(2000))  # the address or URL (from the routing rules at the time)
     queue: Mapped[str] = mapped_column(String(100))
@@ -152,3 +153,28 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DriftAlarm(Base):
+    """A drift alarm: in `window` [window_start, window_end) the metric (category mix or
+    confidence) moved `value` (PSI) from the reference, more than `threshold`. At most one per
+    metric and window (the unique index), whatever the number of replicas checking."""
+
+    __tablename__ = "drift_alarms"
+    __table_args__ = (Index("uq_drift_alarms_metric_window", "metric", "window_start", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    metric: Mapped[str] = mapped_column(String(40))  # category_mix | confidence
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    window: Mapped[str] = mapped_column(String(10))  # day | week
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    tickets: Mapped[int] = mapped_column(Integer)  # tickets in the window
+    reference: Mapped[str] = mapped_column(String(200))  # what was compared against, in words
+    reference_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reference_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    p_value: Mapped[float | None] = mapped_column(Float)  # chi-square test of the mix (None for confidence)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # both distributions

@@ -38,6 +38,27 @@ class RoutingDecision:
     needs_review: bool
 
 
+DRIFT_WINDOWS = ("day", "week")
+
+
+@dataclass(frozen=True)
+class DriftRules:
+    """When drift alarms fire (service/drift.py): the PSI above which a metric alarms, the window
+    compared with the reference (the first `reference_days` of the active model's tickets), the
+    fewest tickets a window needs before it is judged, and who hears of an alarm."""
+
+    psi_threshold: float = 0.2  # the usual rule of thumb: < 0.1 stable, 0.1-0.2 watch, > 0.2 shifted
+    window: str = "day"
+    min_tickets: int = 50
+    reference_days: int = 7
+    email: str | None = None
+    webhook: str | None = None
+    enabled: bool = True
+
+    def targets(self) -> list[tuple[str, str]]:
+        return [(kind, target) for kind, target in (("email", self.email), ("webhook", self.webhook)) if target]
+
+
 @dataclass
 class RoutingRules:
     routes: dict[str, Route]
@@ -47,6 +68,7 @@ class RoutingRules:
     lines: dict[str, int] = field(default_factory=dict)
     review_email: str | None = None  # who hears of tickets sent to the review queue (none by default)
     review_webhook: str | None = None
+    drift: DriftRules = field(default_factory=DriftRules)  # the `drift:` section (drift alarms)
 
     def route(self, category: str, confidence: float) -> RoutingDecision:
         """The queue for a prediction: its team's queue, or review when below the threshold."""
@@ -125,6 +147,7 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
         raise _err(source, root, "routing rules must be a mapping with `routes:` (see the shipped routing.yaml)")
     review_queue, default_threshold, routes_node = DEFAULT_REVIEW_QUEUE, DEFAULT_THRESHOLD, None
     review_email = review_webhook = None
+    drift = DriftRules()
     for key_node, value_node in root.value:
         key = _scalar(source, key_node, "a top-level key")
         if key == "review_queue":
@@ -143,11 +166,13 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
             review_email = _email(source, value_node, "review_email")
         elif key == "review_webhook":
             review_webhook = _webhook(source, value_node, "review_webhook")
+        elif key == "drift":
+            drift = _drift(source, value_node)
         else:
             raise _err(
                 source,
                 key_node,
-                f"unknown key {key!r}: use review_queue, default_threshold, review_email, review_webhook and routes",
+                f"unknown key {key!r}: use review_queue, default_threshold, review_email, review_webhook, routes and drift",
             )
     if routes_node is None:
         raise ConfigError(f"{source}: no `routes:` mapping of category -> queue")
@@ -199,7 +224,60 @@ def parse_routing(text: str, source: str = "<routing>") -> RoutingRules:
         email = _email(source, rule["email"], "email", f" of {category!r}") if "email" in rule else None
         webhook = _webhook(source, rule["webhook"], "webhook", f" of {category!r}") if "webhook" in rule else None
         routes[category] = Route(category, queue, threshold, email, webhook)
-    return RoutingRules(routes, review_queue, default_threshold, source, lines, review_email, review_webhook)
+    return RoutingRules(routes, review_queue, default_threshold, source, lines, review_email, review_webhook, drift)
+
+
+def _positive_int(source: str, node: yaml.Node, what: str, most: int) -> int:
+    raw = _scalar(source, node, what)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _err(source, node, f"{what} must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= most:
+        raise _err(source, node, f"{what} must be between 1 and {most}, got {value}")
+    return value
+
+
+def _drift(source: str, node: yaml.Node) -> DriftRules:
+    """The `drift:` section: psi_threshold, window (day|week), min_tickets, reference_days, email,
+    webhook, enabled. Every key is optional; `drift: {enabled: false}` turns the alarms off."""
+    if not isinstance(node, yaml.MappingNode):
+        raise _err(source, node, "`drift:` must be a mapping, e.g. {psi_threshold: 0.2, window: day}")
+    values: dict = {}
+    for k, v in node.value:
+        name = _scalar(source, k, "a drift key")
+        if name == "psi_threshold":
+            raw = _scalar(source, v, name)
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise _err(source, v, f"drift psi_threshold must be a number, got {raw!r}") from None
+            if not 0 < values[name] <= 10:
+                raise _err(source, v, f"drift psi_threshold must be above 0 (0.2 is usual), got {raw}")
+        elif name == "window":
+            values[name] = _scalar(source, v, name)
+            if values[name] not in DRIFT_WINDOWS:
+                raise _err(source, v, f"drift window must be day or week, got {values[name]!r}")
+        elif name == "min_tickets":
+            values[name] = _positive_int(source, v, "drift min_tickets", 10_000_000)
+        elif name == "reference_days":
+            values[name] = _positive_int(source, v, "drift reference_days", 3660)
+        elif name == "email":
+            values[name] = _email(source, v, "drift email")
+        elif name == "webhook":
+            values[name] = _webhook(source, v, "drift webhook")
+        elif name == "enabled":
+            raw = _scalar(source, v, name).lower()
+            if raw not in ("true", "false"):
+                raise _err(source, v, f"drift enabled must be true or false, got {raw!r}")
+            values[name] = raw == "true"
+        else:
+            raise _err(
+                source,
+                k,
+                f"unknown key {name!r} in `drift:`: use psi_threshold, window, min_tickets, reference_days, email, webhook, enabled",
+            )
+    return DriftRules(**values)
 
 
 def _email(source: str, node: yaml.Node, what: str, owner: str = "") -> str:
