@@ -314,6 +314,8 @@ class Deliverer:
         """The JSON document a webhook receives (and the facts an e-mail states)."""
         p = job.payload
         base = self.settings.base_url
+        if job.event == "drift":
+            return drift_message(job, base)
         return {
             "notification_id": job.id,
             "event": job.event,
@@ -371,6 +373,8 @@ class Deliverer:
         raise RuntimeError(detail)
 
     def email(self, job: Job) -> EmailMessage:
+        if job.event == "drift":
+            return drift_email(job, self.message(job), self.settings.smtp_from)
         m = self.message(job)
         conf = f" ({m['confidence']:.0%})" if isinstance(m["confidence"], (int, float)) else ""
         what = {"created": "new ticket", "rerouted": "ticket re-routed", "classified": "ticket classified"}.get(
@@ -442,3 +446,45 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"SMTP {exc.smtp_code}: {_decode(exc.smtp_error)}"[:1000]
     return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+# -- drift alarms (service/drift.py): a notification about no ticket ----------------------------------
+def drift_message(job: Job, base: str) -> dict[str, Any]:
+    """The webhook document of a drift alarm: the alarm row, and where to look."""
+    return {
+        "notification_id": job.id,
+        "event": "drift",
+        "alarm": dict(job.payload.get("alarm") or {}),
+        "link": f"{base}/monitoring",
+        "api_url": f"{base}/v1/stats",
+        "sent_at": utcnow().isoformat(),
+    }
+
+
+def drift_email(job: Job, m: dict[str, Any], sender: str) -> EmailMessage:
+    a = m["alarm"]
+    metric = {"category_mix": "category mix", "confidence": "confidence distribution"}.get(
+        a.get("metric"), a.get("metric")
+    )
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = job.target
+    msg["Subject"] = (
+        f"[ticket-triage] drift: the {metric} moved (PSI {a.get('value', 0):.2f} > {a.get('threshold', 0):.2f})"
+    )
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg["X-Triage-Delivery"] = str(job.id)
+    msg["X-Triage-Event"] = job.event
+    lines = [
+        f"The {metric} of the {a.get('window')} from {str(a.get('window_start'))[:10]} moved away from the reference.",
+        "",
+        f"PSI:        {a.get('value', 0):.3f} (threshold {a.get('threshold', 0):.3f})",
+        f"Tickets:    {a.get('tickets')}",
+        f"Reference:  {a.get('reference')}",
+        f"Model:      {a.get('model_version')}",
+    ]
+    if a.get("p_value") is not None:
+        lines.append(f"Chi-square: p = {a['p_value']:.3g}")
+    lines += ["", f"Monitoring: {m['link']}", f"API:        {m['api_url']}", "", "-- ticket-triage"]
+    msg.set_content("\n".join(lines) + "\n")
+    return msg

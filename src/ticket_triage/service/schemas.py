@@ -232,11 +232,11 @@ class NotificationPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    ticket_id: int
+    ticket_id: int | None = Field(description="the ticket announced (None for a drift alarm)")
     created_at: datetime
     updated_at: datetime
     event: str = Field(
-        description="created, rerouted (an agent's correction) or classified (an unclassified ticket classified later)"
+        description="created, rerouted (an agent's correction), classified (an unclassified ticket classified later) or drift (a drift alarm, no ticket)"
     )
     kind: str = Field(description="email or webhook")
     target: str = Field(description="the e-mail address, or the webhook's scheme and host (its path may hold a token)")

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(30.0, gt=0, le=300)
 
+    # -- drift alarms (service/drift.py; thresholds and targets are in the routing YAML's `drift:`) --
+    drift_check_interval_s: float = Field(
+        300.0, gt=0, le=86400, description="how often the category mix and confidence are checked for drift"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

@@ -35,6 +35,7 @@ class ServiceState:
     reclassifier: Reclassifier = field(init=False)  # classifies tickets stored `unclassified`
     keys: KeyCache = field(init=False)  # API-key lookups, cached for settings.api_key_cache_s
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
+    drift: object | None = None  # drift.DriftChecker while running (the routing YAML's `drift:`)
 
     def __post_init__(self) -> None:
         self.writer = TicketWriter(
@@ -71,8 +72,22 @@ class ServiceState:
 
             self.deliverer = Deliverer(settings=self.settings, sessions=self.sessions, metrics=self.metrics)
             await self.deliverer.start()
+        from .drift import DriftChecker
+
+        self.drift = DriftChecker(
+            sessions=self.sessions,
+            rules=self.rules,
+            model_version=lambda: self.model_version,
+            interval_s=self.settings.drift_check_interval_s,
+            reference=DriftChecker.reference_of(self.settings.model_dir),
+            on_notifications=self.kick_notifications,
+        )
+        await self.drift.start()
 
     async def stop(self) -> None:
+        if self.drift is not None:
+            await self.drift.stop()
+            self.drift = None
         await self.reclassifier.stop()
         if self.deliverer is not None:
             await self.deliverer.stop()
