@@ -23,6 +23,7 @@ from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
 from .routes import classify, console, docs, feedback, health, notifications, tickets
+from .routes import stats as stats_routes
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
     )
     for module in (tickets, feedback, notifications, classify, health, console, docs):
         app.include_router(module.router)
+    app.include_router(stats_routes.router)  # GET /v1/stats and the Monitoring page
     install_openapi(app, labels=labels, settings=settings)
 
     # Added innermost first: Metrics sees every status, RequestContext stamps every response.
