@@ -161,3 +161,14 @@ def test_monitoring_page_needs_the_console_sign_in(make_client):
     client.post("/console/login", data={"key": agent})
     page = client.get("/monitoring")
     assert page.status_code == 200 and "signed in as ann" in page.text
+
+
+def test_monitoring_page_takes_the_forms_dates_and_explains_a_bad_range(client):
+    seed(client)
+    page = client.get("/monitoring", params={"period": "week", "from": "2026-03-02", "to": "2026-03-09"})
+    assert page.status_code == 200 and "6 tickets, 1 weeks from 2026-03-02" in page.text
+    assert client.get("/monitoring", params={"from": "", "to": ""}).status_code == 200  # cleared fields: defaults
+    bad = client.get("/monitoring", params={"from": "March", "period": "day"})
+    assert bad.status_code == 422 and "`from` must be a date like 2026-03-01" in bad.text
+    bad = client.get("/monitoring", params={"period": "month"})
+    assert bad.status_code == 422 and "period must be day or week" in bad.text

@@ -50,7 +50,7 @@ def _axes(y_max: float, y_fmt: Callable[[float], str], x_labels: Sequence[str], 
             f"{escape(y_fmt(value))}</text>"
         )
     every = max(1, round(len(x_labels) / 10))  # at most ~10 labels under the axis
-    for i, label in enumerate(x_labels):
+    for i, label in enumerate(_short(x_labels)):
         if i % every == 0:
             x = LEFT + slot * (i + 0.5)
             out.append(
@@ -58,6 +58,12 @@ def _axes(y_max: float, y_fmt: Callable[[float], str], x_labels: Sequence[str], 
                 f"{escape(label)}</text>"
             )
     return out
+
+
+def _short(labels: Sequence[str]) -> list[str]:
+    """Dates of one year as MM-DD under the axis (the bars' titles keep the whole date)."""
+    dates = all(len(x) == 10 and x[4] == "-" and x[7] == "-" for x in labels)
+    return [x[5:] for x in labels] if dates and len({x[:4] for x in labels}) == 1 else list(labels)
 
 
 def _nothing(title: str, desc: str) -> Markup:

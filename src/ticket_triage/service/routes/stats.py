@@ -5,7 +5,7 @@ inline SVG on the server (service/charts.py): no script at all."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -119,23 +119,50 @@ def _charts(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PageDate = Annotated[str | None, Query(max_length=40, description="a date (YYYY-MM-DD) or ISO date-time, UTC")]
+
+
+def _page_date(value: str | None, name: str) -> datetime | None:
+    """The page's date fields: empty is unset; a bad one is a message on the page, not a 422."""
+    if not value or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"`{name}` must be a date like 2026-03-01, got {value[:40]!r}") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 @router.get("/monitoring", response_class=HTMLResponse, include_in_schema=False)
 def monitoring(
-    request: Request, session: SessionDep, state: StateDep, period: Period = "day", from_: From = None, to: To = None
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    period: Annotated[str, Query(max_length=10)] = "day",
+    from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    to: PageDate = None,
 ):
-    """The Monitoring page, behind the console's sign-in (an unsigned visitor is sent to it)."""
+    """The Monitoring page, behind the console's sign-in (an unsigned visitor is sent to it).
+    A bad range shows its reason above the default range's numbers."""
     principal = _console_principal(request, state)
     if principal is None:
         return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    stats = build_stats(session, state, period, from_, to)
+    error = None
+    try:
+        stats = build_stats(session, state, period, _page_date(from_, "from"), _page_date(to, "to"))
+    except (ConfigError, HTTPException) as exc:
+        error = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        stats = build_stats(session, state, "day", None, None)
     return request.app.state.templates.TemplateResponse(
         request,
         "monitoring.html",
         {
             "stats": stats,
             "charts": _charts(stats),
+            "error": error,
             "principal": principal,
             "auth": state.settings.auth,
             "model_version": state.model_version,
         },
+        status_code=422 if error else 200,
     )
