@@ -117,3 +117,15 @@ def serving(app, **config):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def head_revision() -> str:
+    """The newest shipped migration (tests that upgrade compare with it, not with a fixed id)."""
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("ticket_triage.service").joinpath("migrations")))
+    return ScriptDirectory.from_config(cfg).get_current_head()
