@@ -279,3 +279,35 @@ def test_distribution_helpers():
     d = Distribution(3, {"Loans": 2, "Mortgage": 1})
     assert d.category_counts(["Mortgage", "Loans", "Card Services"]) == [1, 2, 0]
     assert Reference("x", d).end is None
+
+
+def test_the_background_checker_raises_the_alarm_from_the_routing_file(make_client, eras, tmp_path):
+    """The service's own loop (every TRIAGE_DRIFT_CHECK_INTERVAL_S), with the YAML's drift: section."""
+    import time
+    from importlib import resources
+
+    from ticket_triage.service.models import utcnow
+
+    shipped = resources.files("ticket_triage.service").joinpath("routing.yaml").read_text()
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(shipped.split("\ndrift:")[0] + f"\ndrift:\n  reference_days: 7\n  webhook: {HOOK}\n")
+    client = make_client(routing_file=rules_file, notify=False, drift_check_interval_s=0.05)
+    state = client.app.state.triage
+    assert state.rules.drift.webhook == HOOK
+    now = utcnow()
+    replay(state.sessions, state.rules, eras["2019"][:350], window_start(now, "day") - timedelta(days=10), 7)
+    replay(state.sessions, state.rules, eras["2023"][:200], now - timedelta(seconds=60), 0.0005)
+    deadline = time.monotonic() + 20
+    while True:
+        with state.sessions() as session:
+            alarms = session.scalars(select(DriftAlarm)).all()
+        if alarms or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [a.metric for a in alarms] == ["category_mix"]
+    with state.sessions() as session:
+        notes = session.scalars(select(Notification).where(Notification.event == "drift")).all()
+        assert [(n.kind, n.target) for n in notes] == [("webhook", HOOK)]
+    stats = client.get("/v1/stats").json()
+    assert stats["alarms"][0]["metric"] == "category_mix"
+    assert "drift" in [w["status"] for w in stats["drift"]["windows"]]  # today (or yesterday, just after midnight)
