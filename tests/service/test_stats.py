@@ -120,6 +120,11 @@ def test_stats_range_checks(client):
     assert r.status_code == 422 and "at most 400" in r.json()["detail"] and "period=week" in r.json()["detail"]
     assert client.get("/v1/stats", params={"period": "month"}).status_code == 422
     assert client.get("/v1/stats", params={"to": "0001-01-01T00:00:00"}).status_code == 422
+    end_of_time = {"from": "9999-12-31T00:00:00", "to": "9999-12-31T12:00:00", "period": "week"}
+    assert client.get("/v1/stats", params=end_of_time).status_code == 422
+    assert client.get("/v1/stats", params={**end_of_time, "period": "day"}).status_code == 422
+    first_days = client.get("/v1/stats", params={"from": "0001-01-01T00:00:00", "to": "0001-01-03T00:00:00"})
+    assert first_days.status_code == 200 and len(first_days.json()["periods"]) == 2
     s = client.get("/v1/stats").json()  # default: the last 30 days up to now
     assert len(s["periods"]) == 30 and s["period"] == "day"
 

@@ -103,6 +103,10 @@ def stats_range(period: str, start: datetime | None, end: datetime | None, now: 
             f"the range holds {count} {period}s; at most {MAX_PERIODS} at a time: shorten it"
             + (" or ask for period=week" if period == "day" else "")
         )
+    try:
+        first + step * count  # the last period's end must exist too
+    except OverflowError:
+        raise ConfigError("the range's last period ends after the year 9999: end it earlier") from None
     return StatsRange(period, first, end, [first + step * i for i in range(count)])
 
 
