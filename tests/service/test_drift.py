@@ -28,6 +28,7 @@ from ticket_triage.service.drift import (
     load_reference,
     psi,
     window_start,
+    write_reference,
 )
 from ticket_triage.service.models import DriftAlarm, Notification
 from ticket_triage.service.notify import Deliverer, Job
@@ -311,3 +312,13 @@ def test_the_background_checker_raises_the_alarm_from_the_routing_file(make_clie
     stats = client.get("/v1/stats").json()
     assert stats["alarms"][0]["metric"] == "category_mix"
     assert "drift" in [w["status"] for w in stats["drift"]["windows"]]  # today (or yesterday, just after midnight)
+
+
+def test_a_reference_written_from_validation_predictions_reads_back(tmp_path):
+    predictions = FakeClassifier().predict(["my mortgage", "a loan", "a loan", "hello"])
+    path = write_reference(tmp_path, predictions)
+    ref = load_reference(path)
+    assert ref.dist.categories == {"Mortgage": 1, "Loans": 2, "Banking Services": 1}
+    assert ref.dist.confidence == [0, 0, 0, 1, 0, 0, 0, 0, 0, 3] and ref.dist.tickets == 4
+    with pytest.raises(ConfigError, match="no predictions"):
+        write_reference(tmp_path, [])

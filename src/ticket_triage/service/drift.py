@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_right
 import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -161,6 +162,24 @@ def load_reference(path: str | Path) -> Reference:
         )
     dist = Distribution(sum(categories.values()), categories, confidence)
     return Reference(f"validation predictions ({path.name})", dist)
+
+
+def write_reference(model_dir: str | Path, predictions: Iterable[Any]) -> Path:
+    """Save `predictions` (objects with `category` and `confidence`, e.g. the model's predictions
+    on its validation split) as the model folder's drift reference, which then replaces the
+    live reference window for that model."""
+    dist = Distribution()
+    for p in predictions:
+        dist.categories[str(p.category)] = dist.categories.get(str(p.category), 0) + 1
+        dist.confidence[bisect_right(CONFIDENCE_EDGES[1:-1], float(p.confidence))] += 1  # as confidence_bin
+        dist.tickets += 1
+    if not dist.tickets:
+        raise ConfigError("no predictions to make a drift reference from")
+    path = Path(model_dir) / REFERENCE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"categories": dist.categories, "confidence": dist.confidence}, indent=2))
+    tmp.replace(path)
+    return path
 
 
 def live_reference(session: Session, rules: DriftRules, model_version: str | None) -> Reference | None:
