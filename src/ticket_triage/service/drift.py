@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from bisect import bisect_right
 import logging
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
