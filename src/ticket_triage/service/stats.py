@@ -11,7 +11,7 @@ percentile function). A period belongs to a ticket by its creation time, and to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -78,36 +78,49 @@ class StatsRange:
     start: datetime  # the first period's start
     end: datetime  # exclusive
     starts: list[datetime]
+    notes: tuple[str, ...] = ()  # what was changed in the range asked for, in words
 
     @property
     def keys(self) -> list[str]:
-        return [s.strftime("%Y-%m-%d") for s in self.starts]
+        return [s.date().isoformat() for s in self.starts]  # strftime writes the year 1 as "1"
+
+
+FIRST_MONDAY = datetime(1, 1, 1, tzinfo=timezone.utc)  # 1 January of the year 1 was a Monday
 
 
 def stats_range(period: str, start: datetime | None, end: datetime | None, now: datetime) -> StatsRange:
     """The periods from `start` (aligned down to its period; default: DEFAULT_SPAN periods back)
-    to `end` (default now). ConfigError for an empty or too long range."""
+    to `end` (default now). A range past MAX_PERIODS keeps its latest ones, one past the year
+    9999 stops before it, and an empty one has no period: each change is said in `notes`.
+    ConfigError only for an unknown period."""
     if period not in PERIODS:
         raise ConfigError(f"period must be day or week, got {period!r}")
-    step = window_length(period)
+    step, notes = window_length(period), []
+    end = end or now
     try:
-        end = end or now
         first = window_start(start, period) if start else window_start(end, period) - step * (DEFAULT_SPAN[period] - 1)
-    except OverflowError:
-        raise ConfigError("the range reaches past the years 1 to 9999: give `from` and `to` inside them") from None
+    except OverflowError:  # the default span reaches before the year 1
+        first = FIRST_MONDAY
     if end <= first:
-        raise ConfigError(f"`to` ({end.isoformat()}) must be after `from` ({first.isoformat()})")
+        notes.append("`to` is not after `from`: no period to show")
+        return StatsRange(period, first, first, [], tuple(notes))
     count = -(-(end - first) // step)  # ceiling
     if count > MAX_PERIODS:
-        raise ConfigError(
-            f"the range holds {count} {period}s; at most {MAX_PERIODS} at a time: shorten it"
-            + (" or ask for period=week" if period == "day" else "")
+        first = first + step * (count - MAX_PERIODS)
+        notes.append(
+            f"the range held {count} {period}s; only the latest {MAX_PERIODS} are shown (at most {MAX_PERIODS} at a "
+            "time)" + (": ask for period=week for a longer view" if period == "day" else "")
         )
-    try:
-        first + step * count  # the last period's end must exist too
-    except OverflowError:
-        raise ConfigError("the range's last period ends after the year 9999: end it earlier") from None
-    return StatsRange(period, first, end, [first + step * i for i in range(count)])
+        count = MAX_PERIODS
+    while count:
+        try:
+            first + step * count  # the last period's end must exist too
+            break
+        except OverflowError:
+            count -= 1
+            end = first + step * count
+            notes.append("periods past the year 9999 are left out")
+    return StatsRange(period, first, end, [first + step * i for i in range(count)], tuple(notes))
 
 
 # -- the numbers ----------------------------------------------------------------------------------------
@@ -289,6 +302,7 @@ def compute_stats(
         "from": rng.start.isoformat(),
         "to": rng.end.isoformat(),
         "labels": labels,
+        "notes": list(rng.notes),
         "periods": periods,
         "totals": _totals(periods, labels, [n for v in lengths.values() for n in v]),
         **feedback,
