@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(30.0, gt=0, le=300)
 
+    # -- explanations (GET /v1/tickets/{id}/explanation, explain.py) ----------------------------
+    explain_steps: int = Field(
+        50, ge=1, le=1000, description="integration steps of one explanation: fewer is faster and less exact"
+    )
+    explain_workers: int = Field(
+        1, ge=1, le=64, description="explanations computed at once (each uses every core PyTorch is given)"
+    )
+    explain_max_pending: int = Field(
+        32, ge=1, le=10_000, description="explanations waiting to be computed before new requests get 503"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
