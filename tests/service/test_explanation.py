@@ -161,3 +161,28 @@ def test_agent_role_required(make_explained):
     assert client.get(path, headers={"Authorization": f"Bearer {intake}"}).status_code == 403
     assert client.get(path, headers={"Authorization": f"Bearer {agent}"}).status_code == 200
     assert len(explainer.calls) == 1
+
+
+def test_migration_creates_and_drops_the_table(tmp_path):
+    import sqlalchemy as sa
+    from alembic import command
+
+    from ticket_triage.service.db import alembic_config, make_engine, upgrade_database
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade_database(engine)
+    inspector = sa.inspect(engine)
+    assert {c["name"] for c in inspector.get_columns("explanations")} == {
+        "id",
+        "ticket_id",
+        "model_version",
+        "method",
+        "payload",
+        "created_at",
+    }
+    assert [u["column_names"] for u in inspector.get_unique_constraints("explanations")] == [
+        ["ticket_id", "model_version", "method"]
+    ]
+    command.downgrade(alembic_config(engine), "0002")
+    assert "explanations" not in sa.inspect(engine).get_table_names()
+    engine.dispose()
