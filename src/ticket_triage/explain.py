@@ -240,8 +240,8 @@ class Explainer:
     ) -> Explanation:
         """Word attributions for `target` (a label, its index, or None: the transformer's top class)."""
         import torch
-        from captum.attr import LayerIntegratedGradients
 
+        LayerIntegratedGradients = _captum()
         if not isinstance(text, str) or not text.strip():
             raise DataError("nothing to explain: the text is empty")
         if not 1 <= int(n_steps) <= 1000:
@@ -309,6 +309,16 @@ class Explainer:
             note=ensemble_note(self.meta),
             probabilities={name: float(p) for name, p in zip(self.labels, probs)},
         )
+
+
+def _captum():
+    try:
+        from captum.attr import LayerIntegratedGradients
+    except ImportError:
+        raise ConfigError(
+            "explanations need Captum: pip install 'ticket-triage[serve]' (or pip install 'captum>=0.7')"
+        ) from None
+    return LayerIntegratedGradients
 
 
 def ensemble_note(meta) -> str:

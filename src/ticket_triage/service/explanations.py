@@ -92,7 +92,7 @@ class Explanations:
     model_dir: Path | None
     served_version: Callable[[], str]  # the served classifier's version: explanations are keyed by it
     explainer: Any = None  # an explain.Explainer (or alike: .explain(text, target, n_steps), .labels)
-    n_steps: int = 50
+    n_steps: int = 20
     workers: int = 1
     max_pending: int = 32
     computed: int = 0  # explanations computed (not read from the table) by this process
