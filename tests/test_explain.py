@@ -187,3 +187,16 @@ def test_cli(mean_folder, capsys):
     assert "words by attribution" in out and "convergence delta" in out and "owe" in out
     err = cli_error(capsys, ["explain", "--model", str(mean_folder), "--text", TEXT, "--target", "Pets"])
     assert "unknown target" in err
+
+
+def test_mpnet_uses_a_mask_baseline(cfpb_words, tmp_path):
+    from ticket_triage.modeling import tiny_mpnet
+
+    encoder = tiny_mpnet(tmp_path / "mpnet", cfpb_words)
+    folder = make_model_folder(tmp_path / "model", encoder, pooling="mean")
+    explainer = Explainer.load(folder)
+    result = explainer.explain(TEXT)
+    # MPNet numbers positions from its pad id: a [PAD] baseline would move the positions too.
+    assert result.baseline == "mask"
+    assert [w.text for w in result.tokens] == TEXT.split()
+    assert_complete(result)

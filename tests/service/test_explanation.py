@@ -186,3 +186,40 @@ def test_migration_creates_and_drops_the_table(tmp_path):
     command.downgrade(alembic_config(engine), "0002")
     assert "explanations" not in sa.inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_intake_is_not_held_up_by_an_explanation(make_explained, explain_folder):
+    client, explainer = make_explained(explainer=CountingExplainer(explain_folder, delay_s=2.0))
+    ticket_id = client.post("/v1/tickets", json=TICKET).json()["id"]
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.get, f"/v1/tickets/{ticket_id}/explanation")
+        while not explainer.calls:  # the explanation is being computed
+            time.sleep(0.01)
+        start = time.monotonic()
+        assert client.post("/v1/tickets", json=TICKET).status_code == 201
+        assert client.get(f"/v1/tickets/{ticket_id}").status_code == 200
+        assert time.monotonic() - start < 1.5
+        assert not slow.done() and slow.result().status_code == 200
+
+
+def test_too_many_waiting_is_503(make_explained, explain_folder):
+    client, explainer = make_explained(explainer=CountingExplainer(explain_folder, delay_s=1.0), explain_max_pending=1)
+    ids = [client.post("/v1/tickets", json=TICKET).json()["id"] for _ in range(2)]
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.get, f"/v1/tickets/{ids[0]}/explanation")
+        while not explainer.calls:
+            time.sleep(0.01)
+        r = client.get(f"/v1/tickets/{ids[1]}/explanation")
+        assert r.status_code == 503 and "retry" in r.json()["detail"]
+        assert first.result().status_code == 200
+    assert client.get(f"/v1/tickets/{ids[1]}/explanation").status_code == 200
+
+
+def test_documented_in_openapi(make_explained):
+    client, _ = make_explained()
+    doc = client.get("/openapi.json").json()
+    route = doc["paths"]["/v1/tickets/{ticket_id}/explanation"]["get"]
+    assert {"200", "404", "503"} <= set(route["responses"])
+    assert {"tokens", "delta", "cached", "target", "model_version", "method"} <= set(
+        doc["components"]["schemas"]["ExplanationPublic"]["properties"]
+    )
