@@ -200,3 +200,13 @@ def test_mpnet_uses_a_mask_baseline(cfpb_words, tmp_path):
     assert result.baseline == "mask"
     assert [w.text for w in result.tokens] == TEXT.split()
     assert_complete(result)
+
+
+def test_threads_share_an_explainer(explainer):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [TEXT, "the bank charged a fee on my checking account"]
+    alone = [[w.attribution for w in explainer.explain(t).tokens] for t in texts]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda t: [w.attribution for w in explainer.explain(t).tokens], texts * 2))
+    assert together == alone * 2

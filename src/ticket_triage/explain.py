@@ -24,6 +24,7 @@ attributed, and `note` says so.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -170,6 +171,7 @@ class Explainer:
         self.model_version = model_version
         self.device = device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._lock = threading.Lock()  # one explanation at a time (see `explain`)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str = "cpu", model_version: str | None = None) -> "Explainer":
@@ -239,15 +241,31 @@ class Explainer:
         baseline: str = "auto",
     ) -> Explanation:
         """Word attributions for `target` (a label, its index, or None: the transformer's top class)."""
-        import torch
-
-        LayerIntegratedGradients = _captum()
+        _captum()  # a clear error before any work when Captum is missing
         if not isinstance(text, str) or not text.strip():
             raise DataError("nothing to explain: the text is empty")
         if not 1 <= int(n_steps) <= 1000:
             raise ConfigError(f"n_steps must be between 1 and 1000, got {n_steps}")
         baseline, baseline_id = self._baseline_token(baseline)
         encoded = encode_with_offsets(self.tokenizer, text, self.meta)
+        # Captum hooks the shared embedding layer during a call, and the hook would also catch
+        # another thread's forward passes: the model runs one explanation at a time.
+        with self._lock:
+            logits, base_logits, index, attributions = self._integrate(encoded, baseline_id, target, n_steps)
+        windows, width = len(encoded.windows), max(len(w) for w in encoded.windows)
+        per_slot = attributions.sum(dim=-1).reshape(windows, width).detach().cpu().double()
+        scores: dict[int, float] = {}
+        for w, slots in enumerate(encoded.positions):
+            for slot, token in enumerate(slots):
+                if token is not None:  # overlapping windows: a token's share from each window adds up
+                    scores[token] = scores.get(token, 0.0) + float(per_slot[w, slot])
+        return self._result(text, encoded, scores, float(per_slot.sum()), logits, base_logits, index, n_steps, baseline)
+
+    def _integrate(self, encoded: _Encoded, baseline_id: int, target, n_steps: int):
+        """(logits, baseline logits, target index, attributions (W, T, H)) of the encoded text."""
+        import torch
+
+        LayerIntegratedGradients = _captum()
         ids, mask, base = self._tensors(encoded, baseline_id)
         with torch.no_grad():
             logits = self._forward(ids, mask)[0]
@@ -266,13 +284,7 @@ class Explainer:
                 # Captum counts a batch in examples x steps; its examples are the W windows here.
                 internal_batch_size=steps_per_batch * windows,
             )
-        per_slot = attributions.sum(dim=-1).reshape(windows, width).detach().cpu().double()
-        scores: dict[int, float] = {}
-        for w, slots in enumerate(encoded.positions):
-            for slot, token in enumerate(slots):
-                if token is not None:  # overlapping windows: a token's share from each window adds up
-                    scores[token] = scores.get(token, 0.0) + float(per_slot[w, slot])
-        return self._result(text, encoded, scores, float(per_slot.sum()), logits, base_logits, index, n_steps, baseline)
+        return logits, base_logits, index, attributions
 
     def _tensors(self, encoded: _Encoded, baseline_id: int):
         """(ids, mask, baseline ids), each (1, W, T): windows padded to the longest, content tokens

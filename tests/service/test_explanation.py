@@ -112,7 +112,7 @@ def test_cache_is_in_the_database_per_model_version(make_explained, explain_fold
 
 
 def test_concurrent_requests_compute_once(make_explained, explain_folder):
-    client, explainer = make_explained(explainer=CountingExplainer(explain_folder, delay_s=0.5), explain_workers=4)
+    client, explainer = make_explained(explainer=CountingExplainer(explain_folder, delay_s=0.5))
     ticket_id = client.post("/v1/tickets", json=TICKET).json()["id"]
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda _: client.get(f"/v1/tickets/{ticket_id}/explanation"), range(4)))

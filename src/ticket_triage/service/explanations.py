@@ -5,11 +5,13 @@ The service's classifier may be ONNX or a fake injected by tests, so the explain
 object: injected (`create_app(..., explainer=...)`), or loaded from settings.model_dir's PyTorch
 weights on the first request. Without either, requests get 503 with what to do.
 
-Computations run in a small thread pool of their own (settings.explain_workers), not in the
-thread pool that serves every other request: an explanation takes seconds, and a burst of them
-must not stall ticket intake. A lock per (ticket, version, method) makes a second request for
-the same explanation wait for the first and read its row instead of computing it again; the
-table's unique key settles the race between two replicas.
+Computations run one at a time in a thread of their own, not in the thread pool that serves
+every other request: an explanation takes seconds, and a burst of them must not stall ticket
+intake. One at a time because one already uses every core PyTorch is given, and because Captum
+hooks the shared embedding layer for the length of a call. A second request for an explanation
+being computed waits for it and reads its row instead of computing it again (a lock per ticket,
+version and method, and a look at the table before computing); the table's unique key settles
+the race between two replicas.
 """
 
 from __future__ import annotations
@@ -93,7 +95,6 @@ class Explanations:
     served_version: Callable[[], str]  # the served classifier's version: explanations are keyed by it
     explainer: Any = None  # an explain.Explainer (or alike: .explain(text, target, n_steps), .labels)
     n_steps: int = 20
-    workers: int = 1
     max_pending: int = 32
     computed: int = 0  # explanations computed (not read from the table) by this process
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -108,7 +109,7 @@ class Explanations:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="explain")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -131,7 +132,9 @@ class Explanations:
         if found is None or isinstance(found, dict):
             return found
         with self._mutex:
-            if self._pending >= self.max_pending or self._pool is None:
+            if self._pool is None:
+                raise ExplainerUnavailable("the service is not running (its lifespan has not started)")
+            if self._pending >= self.max_pending:
                 raise ExplanationsBusy(
                     f"{self._pending} explanations are being computed: retry in a minute (settings.explain_max_pending)"
                 )

@@ -119,9 +119,6 @@ class Settings(BaseSettings):
     explain_steps: int = Field(
         20, ge=1, le=1000, description="integration steps of one explanation: fewer is faster and less exact"
     )
-    explain_workers: int = Field(
-        1, ge=1, le=64, description="explanations computed at once (each uses every core PyTorch is given)"
-    )
     explain_max_pending: int = Field(
         32, ge=1, le=10_000, description="explanations waiting to be computed before new requests get 503"
     )

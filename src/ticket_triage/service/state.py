@@ -60,7 +60,6 @@ class ServiceState:
             served_version=lambda: self.model_version,
             explainer=self.explainer,
             n_steps=self.settings.explain_steps,
-            workers=self.settings.explain_workers,
             max_pending=self.settings.explain_max_pending,
         )
 
