@@ -223,3 +223,15 @@ def test_documented_in_openapi(make_explained):
     assert {"tokens", "delta", "cached", "target", "model_version", "method"} <= set(
         doc["components"]["schemas"]["ExplanationPublic"]["properties"]
     )
+
+
+def test_a_replica_that_stored_first_wins(make_explained):
+    from ticket_triage.service.explanations import _Wanted
+
+    client, _ = make_explained()
+    ticket_id = client.post("/v1/tickets", json=TICKET).json()["id"]
+    service = client.app.state.triage.explanations
+    wanted = _Wanted(ticket_id, "text", None, "v-race")
+    first = service._store(wanted, {"tokens": [], "from": "replica 1"})
+    second = service._store(wanted, {"tokens": [], "from": "replica 2"})  # the unique key refuses a second row
+    assert first["from"] == second["from"] == "replica 1"
