@@ -75,9 +75,11 @@ def database_url(request, tmp_path) -> str:
 
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "TRUNCATE drift_alarms, notifications, feedback, tickets, api_keys RESTART IDENTITY CASCADE"
-        )
+        from ticket_triage.service.models import Base
+
+        # every table the models declare (each branch's migration adds some): empty, ids from 1
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     engine.dispose()
     return url
 

@@ -22,7 +22,7 @@ from .db import make_engine, make_sessionmaker, upgrade_database
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
-from .routes import classify, console, docs, feedback, health, notifications, tickets
+from .routes import classify, console, docs, explain, feedback, health, notifications, tickets
 from .routes import stats as stats_routes
 from .routing import load_routing
 from .settings import Settings
@@ -33,8 +33,11 @@ from .writer import IdempotencyConflict
 log = logging.getLogger("ticket_triage.service")
 
 
-def create_app(settings: Settings | None = None, classifier: ClassifierLike | None = None) -> FastAPI:
-    """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off."""
+def create_app(
+    settings: Settings | None = None, classifier: ClassifierLike | None = None, explainer: object | None = None
+) -> FastAPI:
+    """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off.
+    `explainer` (an explain.Explainer): what explains tickets; by default settings.model_dir's, loaded on first use."""
     settings = settings or Settings()
     if classifier is None:
         if settings.model_dir is None:
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         metrics=metrics,
         batcher=batcher,
         storage=StorageGuard(engine, min_free_mb=settings.min_free_disk_mb),
+        explainer=explainer,
     )
 
     @asynccontextmanager
@@ -107,7 +111,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
         name="static",
     )
-    for module in (tickets, feedback, notifications, classify, health, console, docs):
+    for module in (tickets, feedback, notifications, classify, health, console, docs, explain):
         app.include_router(module.router)
     app.include_router(stats_routes.router)  # GET /v1/stats and the Monitoring page
     install_openapi(app, labels=labels, settings=settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -178,3 +178,18 @@ class DriftAlarm(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     p_value: Mapped[float | None] = mapped_column(Float)  # chi-square test of the mix (None for confidence)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # both distributions
+
+
+class Explanation(Base):
+    """A ticket's word attributions (explain.py), computed on first request and kept per model
+    version and method: an explanation costs seconds of CPU, a read of this row microseconds."""
+
+    __tablename__ = "explanations"
+    __table_args__ = (UniqueConstraint("ticket_id", "model_version", "method", name="uq_explanations_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

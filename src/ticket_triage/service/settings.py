@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         300.0, gt=0, le=86400, description="how often the category mix and confidence are checked for drift"
     )
 
+    # -- explanations (GET /v1/tickets/{id}/explanation, explain.py) ----------------------------
+    # 20 Gauss-Legendre steps: attributions within 0.2% of the logit change they split, at half
+    # the cost of 50 (bench/explain_speed.py); word rankings do not move at that error.
+    explain_steps: int = Field(
+        20, ge=1, le=1000, description="integration steps of one explanation: fewer is faster and less exact"
+    )
+    explain_max_pending: int = Field(
+        32, ge=1, le=10_000, description="explanations waiting to be computed before new requests get 503"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

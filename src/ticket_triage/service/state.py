@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .batching import MicroBatcher
 from .classifier import ClassifierLike
+from .explanations import Explanations
 from .keycache import KeyCache
 from .metrics import ServiceMetrics
 from .reclassify import Reclassifier
@@ -36,6 +37,8 @@ class ServiceState:
     keys: KeyCache = field(init=False)  # API-key lookups, cached for settings.api_key_cache_s
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
     drift: object | None = None  # drift.DriftChecker while running (the routing YAML's `drift:`)
+    explainer: object | None = None  # an explain.Explainer injected by tests; else loaded from model_dir on first use
+    explanations: Explanations = field(init=False)  # GET /v1/tickets/{id}/explanation, cached in the database
 
     def __post_init__(self) -> None:
         self.writer = TicketWriter(
@@ -52,6 +55,14 @@ class ServiceState:
             on_notifications=self.kick_notifications,
         )
         self.keys = KeyCache(self.settings.api_key_cache_s)
+        self.explanations = Explanations(
+            sessions=self.sessions,
+            model_dir=self.settings.model_dir,
+            served_version=lambda: self.model_version,
+            explainer=self.explainer,
+            n_steps=self.settings.explain_steps,
+            max_pending=self.settings.explain_max_pending,
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -67,6 +78,7 @@ class ServiceState:
         await self.batcher.start()
         await self.writer.start()
         await self.reclassifier.start()
+        self.explanations.start()
         if self.settings.notify:
             from .notify import Deliverer
 
@@ -88,6 +100,7 @@ class ServiceState:
         if self.drift is not None:
             await self.drift.stop()
             self.drift = None
+        self.explanations.stop()
         await self.reclassifier.stop()
         if self.deliverer is not None:
             await self.deliverer.stop()
