@@ -171,3 +171,19 @@ def test_console_in_headless_chromium(live_server, browser, tmp_path):
     assert "script-src 'self'" in api.get("/").headers["Content-Security-Policy"]
     blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
     assert blocked == []
+
+
+# -- defect 4: /docs and /redoc work offline -------------------------------------------------------
+def test_docs_and_redoc_load_only_vendored_assets(client):
+    import re
+
+    for path in ["/docs", "/redoc"]:
+        page = client.get(path)
+        assert page.status_code == 200
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(a.startswith("/") for a in assets), assets  # no CDN, no Google Fonts
+        assert "fonts.googleapis" not in page.text and "<script>" not in page.text  # no inline script
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+        assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+        assert "http" not in page.headers["Content-Security-Policy"]
