@@ -23,6 +23,7 @@ from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
 from .routes import classify, console, docs, feedback, health, notifications, tickets
+from .routes import work as work_routes
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
         name="static",
     )
-    for module in (tickets, feedback, notifications, classify, health, console, docs):
+    for module in (tickets, feedback, work_routes, notifications, classify, health, console, docs):
         app.include_router(module.router)
     install_openapi(app, labels=labels, settings=settings)
 
