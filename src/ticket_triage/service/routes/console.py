@@ -1,5 +1,10 @@
-"""The triage console at `/`: server-rendered queues and tickets; corrections go through the
-feedback API from a small script (no external CDN).
+"""The triage console: server-rendered pages; every change (confirm, correct, work state, bulk)
+goes through the /v1 API from static/console.js (no inline script, no CDN).
+
+Pages: `/` the work list (a queue, or a search over every queue), `/tickets/{id}` one ticket
+with its history. Without a valid sign-in a page shows the sign-in form; with a stale one (an
+expired or revoked credential in the cookie) it goes back to it with "Your session expired"
+(issue 18, defect 5).
 
 Auth: with --no-auth the console is open. Otherwise an agent enters an `agent` API key once;
 it is kept in an HttpOnly, SameSite=Strict cookie (scripts cannot read it, other sites cannot
@@ -10,17 +15,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Form, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import crud
 from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate, presented_key
-from ..schemas import Str
+from ..models import TicketStatus, WorkState
+from ..schemas import Channel, Str
 from ..state import ServiceState
-from ._limits import GuardedRoute, Offset
+from ._limits import GuardedRoute, TicketId
+from .console_view import PAGE_SIZE, SORTS, FilterError, Filters, Pager, make_row
 
 router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
-PAGE_SIZE = 50
+EXPIRED = "Your session expired, please sign in again."
 
 
 def _console_principal(request: Request, state: ServiceState) -> Principal | None:
@@ -30,42 +37,101 @@ def _console_principal(request: Request, state: ServiceState) -> Principal | Non
     return principal if principal is not None and principal.role == "agent" else None
 
 
+def _signed_out(request: Request, state: ServiceState) -> Response:
+    """The sign-in form; a cookie that no longer signs in is dropped, with the reason."""
+    if request.cookies.get(CONSOLE_COOKIE):
+        response = RedirectResponse("/?expired=1", status_code=status.HTTP_303_SEE_OTHER)
+        response.delete_cookie(CONSOLE_COOKIE, path="/")
+        return response
+    params = request.query_params
+    error = "That key is not a valid agent key." if params.get("denied") else None
+    notice = EXPIRED if params.get("expired") else None
+    code = status.HTTP_401_UNAUTHORIZED if error or notice else status.HTTP_200_OK
+    context = {"error": error, "notice": notice, "auth": True}
+    return request.app.state.templates.TemplateResponse(request, "login.html", context, status_code=code)
+
+
+def _page(request: Request, template: str, context: dict, code: int = 200) -> HTMLResponse:
+    state: ServiceState = request.app.state.triage
+    base = {"model_version": state.model_version, "auth": state.settings.auth, "labels": state.labels}
+    return request.app.state.templates.TemplateResponse(request, template, {**base, **context}, status_code=code)
+
+
+def _not_found(request: Request, principal: Principal, message: str) -> HTMLResponse:
+    return _page(request, "not_found.html", {"principal": principal, "message": message}, status.HTTP_404_NOT_FOUND)
+
+
+def _landing_queue(queues: list[dict], review_queue: str) -> str | None:
+    """The review queue when it has open work, else the first queue that has some."""
+    open_work = {q["queue"]: q["count"] for q in queues}
+    if open_work.get(review_queue):
+        return review_queue
+    return next((q for q, n in open_work.items() if n), review_queue if review_queue in open_work else None)
+
+
 @router.get("/", response_class=HTMLResponse)
-def console(
-    request: Request,
-    session: SessionDep,
-    state: StateDep,
-    queue: Annotated[Str | None, Query(max_length=100)] = None,
-    offset: Offset = 0,
-):
-    templates = request.app.state.templates
+def console(request: Request, session: SessionDep, state: StateDep) -> Response:
     principal = _console_principal(request, state)
     if principal is None:
-        error = "That key is not a valid agent key." if request.query_params.get("denied") else None
-        return templates.TemplateResponse(
-            request, "login.html", {"error": error}, status_code=status.HTTP_401_UNAUTHORIZED if error else 200
+        return _signed_out(request, state)
+    queues = crud.queue_summary(session, queues=state.rules.queues)
+    try:
+        filters = Filters.from_query(request.query_params, state.labels)
+    except FilterError as exc:
+        filters, error = Filters(), str(exc)
+    else:
+        error = None
+    if filters.queue is not None and not crud.queue_exists(session, queue=filters.queue, rules=state.rules):
+        return _not_found(
+            request,
+            principal,
+            f"There is no queue named “{filters.queue}”. The queues are: {', '.join(q['queue'] for q in queues)}.",
         )
-    counts = crud.queue_counts(session)
-    queues = [(q, sum(counts.get(q, {}).values())) for q in dict.fromkeys(state.rules.queues + sorted(counts))]
-    if queue is None:
-        queue = next((q for q, n in queues if n), queues[0][0] if queues else None)
-    tickets, total = crud.list_tickets(session, queue=queue, limit=PAGE_SIZE, offset=offset) if queue else ([], 0)
-    return templates.TemplateResponse(
+    if filters.queue is None and not filters.searching:
+        filters.queue = _landing_queue(queues, state.rules.review_queue)
+    offset = _offset(request)
+    tickets, total = crud.list_tickets(session, **filters.crud_kwargs(), limit=PAGE_SIZE, offset=offset)
+    return _page(
         request,
         "console.html",
         {
-            "queues": queues,
-            "queue": queue,
-            "tickets": tickets,
-            "total": total,
-            "offset": offset,
-            "page_size": PAGE_SIZE,
-            "labels": state.labels,
             "principal": principal,
-            "auth": state.settings.auth,
-            "model_version": state.model_version,
+            "queues": queues,
+            "filters": filters,
+            "error": error,
+            "rows": [make_row(t, state.rules) for t in tickets],
+            "pager": Pager(offset=offset, shown=len(tickets), total=total, sort=filters.sort),
+            "sorts": SORTS,
+            "latest_id": max((q["latest_id"] or 0 for q in queues), default=0),
+            "channels": [c.value for c in Channel],
+            "statuses": TicketStatus.ALL,
+            "work_states": WorkState.ALL,
         },
+        status.HTTP_400_BAD_REQUEST if error else status.HTTP_200_OK,
     )
+
+
+def _offset(request: Request) -> int:
+    raw = request.query_params.get("offset") or "0"
+    return int(raw) if raw.isdigit() and int(raw) < 2**31 else 0
+
+
+@router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
+def ticket_page(ticket_id: TicketId, request: Request, session: SessionDep, state: StateDep) -> Response:
+    principal = _console_principal(request, state)
+    if principal is None:
+        return _signed_out(request, state)
+    ticket = crud.get_ticket(session, ticket_id=ticket_id)
+    if ticket is None:
+        return _not_found(request, principal, f"There is no ticket {ticket_id}.")
+    notifications, _ = crud.list_notifications(session, ticket_id=ticket_id, limit=100)
+    context = {
+        "principal": principal,
+        "row": make_row(ticket, state.rules),
+        "events": crud.ticket_history(session, ticket=ticket),
+        "notifications": notifications,
+    }
+    return _page(request, "ticket_detail.html", context)
 
 
 @router.post("/console/login")
