@@ -75,7 +75,9 @@ def database_url(request, tmp_path) -> str:
 
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE notifications, feedback, tickets, api_keys, work_events, users RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql(
+            "TRUNCATE notifications, feedback, tickets, api_keys, work_events, users RESTART IDENTITY CASCADE"
+        )
     engine.dispose()
     return url
 
