@@ -38,17 +38,21 @@ def _console_principal(request: Request, state: ServiceState) -> Principal | Non
 
 
 def _signed_out(request: Request, state: ServiceState) -> Response:
-    """The sign-in form; a cookie that no longer signs in is dropped, with the reason."""
-    if request.cookies.get(CONSOLE_COOKIE):
-        response = RedirectResponse("/?expired=1", status_code=status.HTTP_303_SEE_OTHER)
-        response.delete_cookie(CONSOLE_COOKIE, path="/")
-        return response
+    """The sign-in form; a cookie that no longer signs in is dropped and the agent told why
+    (a redirect first, so the address says it and a reload does not sign in again)."""
     params = request.query_params
-    error = "That key is not a valid agent key." if params.get("denied") else None
-    notice = EXPIRED if params.get("expired") else None
-    code = status.HTTP_401_UNAUTHORIZED if error or notice else status.HTTP_200_OK
-    context = {"error": error, "notice": notice, "auth": True}
-    return request.app.state.templates.TemplateResponse(request, "login.html", context, status_code=code)
+    stale = bool(request.cookies.get(CONSOLE_COOKIE))
+    if stale and not params.get("expired"):
+        response: Response = RedirectResponse("/?expired=1", status_code=status.HTTP_303_SEE_OTHER)
+    else:
+        error = "That key is not a valid agent key." if params.get("denied") else None
+        notice = EXPIRED if params.get("expired") else None
+        code = status.HTTP_401_UNAUTHORIZED if error or notice else status.HTTP_200_OK
+        context = {"error": error, "notice": notice, "auth": True}
+        response = request.app.state.templates.TemplateResponse(request, "login.html", context, status_code=code)
+    if stale:
+        response.delete_cookie(CONSOLE_COOKIE, path="/")
+    return response
 
 
 def _page(request: Request, template: str, context: dict, code: int = 200) -> HTMLResponse:
