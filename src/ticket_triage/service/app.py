@@ -19,6 +19,7 @@ from ..errors import ConfigError, ModelError, TicketTriageError
 from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
+from .deps import LoginRequired
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
@@ -121,11 +122,23 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         # Outermost: the scheme (https for the console cookie's Secure) and the client address
         # come from X-Forwarded-* only when the peer is one of the trusted proxies.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    if settings.trusted_user_header:
+        from .sessions import TrustedUserHeader
+
+        # Outermost of all: it must see the proxy's own address, before X-Forwarded-For replaces it.
+        app.add_middleware(
+            TrustedUserHeader, header=settings.trusted_user_header, allow_ips=settings.forwarded_allow_ips
+        )
 
     @app.exception_handler(TicketTriageError)
     async def triage_error(_: Request, exc: TicketTriageError):
         code = 503 if isinstance(exc, ModelError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(_: Request, exc: LoginRequired):
+        # The console's script sends the agent to `login` (issue 18, defect 5).
+        return JSONResponse({"detail": exc.detail, "login": exc.login}, status_code=401, headers=exc.headers)
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(_: Request, exc: IdempotencyConflict):
