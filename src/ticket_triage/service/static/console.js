@@ -41,7 +41,8 @@
   }
 
   // -- times in the agent's time zone, with the age -------------------------------------------
-  var dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  var thisYear = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
+  var otherYear = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   var relative = typeof Intl.RelativeTimeFormat === "function" ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
   var STEPS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
 
@@ -58,9 +59,10 @@
     (root || document).querySelectorAll("time[datetime]").forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
       if (isNaN(date.getTime())) return;
-      el.textContent = dateFormat.format(date);
+      var format = date.getFullYear() === new Date().getFullYear() ? thisYear : otherYear;
+      el.textContent = format.format(date);
       var ago = age(date);
-      if (ago) el.textContent += " (" + ago + ")";
+      if (ago) el.textContent += " · " + ago;
       el.title = date.toISOString();
     });
   }

@@ -11,6 +11,7 @@
       layout: "BaseLayout",
       deepLinking: true,
       showExtensions: true,
+      validatorUrl: null, // its badge is an image from validator.swagger.io
       presets: [window.SwaggerUIBundle.presets.apis, window.SwaggerUIBundle.SwaggerUIStandalonePreset].filter(Boolean),
     });
   }
