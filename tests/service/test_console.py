@@ -59,7 +59,7 @@ def test_console_login_with_an_agent_key_sets_an_httponly_cookie(make_client):
     agent, intake = issue_key(client, "agent", "ann"), issue_key(client, "intake", "form")
     assert "Sign in" in client.get("/").text
     r = client.post("/console/login", data={"key": intake}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/?denied=1" and "set-cookie" not in r.headers
+    assert r.status_code == 303 and r.headers["location"] == "/?denied=key" and "set-cookie" not in r.headers
     r = client.post("/console/login", data={"key": agent}, follow_redirects=False)
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
@@ -191,6 +191,46 @@ def test_without_a_sign_in_the_console_shows_the_form_without_a_message(make_cli
     page = client.get("/")
     assert page.status_code == 200 and "expired" not in page.text and 'id="password"' in page.text
     assert client.get("/tickets/1").status_code == 200 and 'id="password"' in client.get("/tickets/1").text
+
+
+def test_an_expired_session_token_goes_back_to_the_sign_in_page(make_client):
+    import time
+
+    from ticket_triage.service.sessions import signer_for
+
+    client = make_client(auth=True)
+    issue_key(client, "agent", "ann")
+    old = signer_for(client.app.state.triage).issue(name="ann", role="agent", now=time.time() - 10 * 24 * 3600)
+    r = client.get("/", follow_redirects=False, headers={"Cookie": f"{CONSOLE_COOKIE}={old}"})
+    assert r.status_code == 303 and r.headers["location"] == "/?expired=1"
+    # the page's script gets a JSON 401 naming the sign-in page
+    api = client.post("/v1/tickets/1/confirm", json={}, headers={"Cookie": f"{CONSOLE_COOKIE}={old}"})
+    assert api.status_code == 401 and api.json()["login"] == "/"
+
+
+def test_people_sign_in_with_a_name_and_password(make_client):
+    from ticket_triage.service.users import create_user, disable_user
+
+    client = make_client(auth=True, api_key_cache_s=0)
+    state = client.app.state.triage
+    with state.sessions() as session, session.begin():
+        create_user(session, username="maria", role="agent", password="correct horse battery")
+    r = client.post("/console/login", data={"username": "maria", "password": "wrong one here"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/?denied=password"
+    assert "do not match an active account" in client.get(r.headers["location"]).text
+    r = client.post(
+        "/console/login", data={"username": "maria", "password": "correct horse battery"}, follow_redirects=False
+    )
+    assert r.status_code == 303 and "HttpOnly" in r.headers["set-cookie"]
+    assert re.search(r'signed in as <strong id="who">maria<', client.get("/").text)
+    tid = client.post("/v1/tickets/1/confirm", json={})
+    assert tid.status_code == 404  # signed in (no such ticket yet), not 401
+    with state.sessions() as session, session.begin():
+        disable_user(session, username="maria")
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/?expired=1"
+    client.post("/console/logout")
+    assert 'id="password"' in client.get("/").text
 
 
 # -- defect 7: unknown queue, cut text -----------------------------------------------------------

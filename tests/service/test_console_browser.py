@@ -157,8 +157,17 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     browser.find_element(By().ID, "key").send_keys(intake)
     browser.find_element(By().ID, "sign-in").click()
     assert "not a valid agent key" in wait_for(browser, lambda b: b.find_element(By().ID, "login-error")).text
-    sign_in(browser, base, agent)
-    assert browser.execute_script("return document.cookie") == ""
+    # a person signs in with a name and password
+    from ticket_triage.service.users import create_user
+
+    with app.state.triage.sessions() as session, session.begin():
+        create_user(session, username="ann", role="agent", password="a long pass phrase")
+    browser.find_element(By().ID, "username").send_keys("ann")
+    browser.find_element(By().ID, "password").send_keys("a long pass phrase")
+    browser.find_element(By().ID, "sign-in-password").click()
+    wait_for(browser, lambda b: b.find_elements(By().CSS_SELECTOR, "nav.queues"))
+    assert browser.find_element(By().ID, "who").text == "ann"
+    assert browser.execute_script("return document.cookie") == ""  # the session is HttpOnly
 
     # the review queue has work: it is the landing page, with its counts
     assert browser.find_element(By().CSS_SELECTOR, 'nav.queues a[aria-current="page"]').text == "needs-review"

@@ -6,9 +6,11 @@ with its history. Without a valid sign-in a page shows the sign-in form; with a 
 expired or revoked credential in the cookie) it goes back to it with "Your session expired"
 (issue 18, defect 5).
 
-Auth: with --no-auth the console is open. Otherwise an agent enters an `agent` API key once;
-it is kept in an HttpOnly, SameSite=Strict cookie (scripts cannot read it, other sites cannot
-send it), which the API accepts like an `Authorization` header. "Sign out" deletes it.
+Sign-in (sessions.py, users.py): a person's name and password, or an `agent` API key ("sign
+in with a key"), starts a signed, expiring session in an HttpOnly, SameSite=Strict cookie
+(scripts cannot read it, other sites cannot send it), which the API accepts as well; behind a
+reverse proxy that names the user (settings.trusted_user_header) no form is needed. With
+--no-auth the console is open. "Sign out" ends the session.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import crud
-from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate, presented_key
+from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate, request_principal
 from ..models import TicketStatus, WorkState
 from ..schemas import Channel, Str
+from ..security import hash_key
+from ..sessions import SessionExpired, end_session, login_user, start_session
 from ..state import ServiceState
 from ._limits import GuardedRoute, TicketId
 from .console_view import PAGE_SIZE, SORTS, FilterError, Filters, Pager, make_row
@@ -30,11 +34,21 @@ router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
 EXPIRED = "Your session expired, please sign in again."
 
 
+CONSOLE_ROLES = ("agent", "admin")
+
+
 def _console_principal(request: Request, state: ServiceState) -> Principal | None:
+    """Who is signed in to the console; None for nobody and for a stale cookie (expired or
+    forged session, disabled user, revoked key)."""
     if not state.settings.auth:
         return Principal("anonymous", "*")
-    principal = authenticate(state, presented_key(request))
-    return principal if principal is not None and principal.role == "agent" else None
+    try:
+        principal = request_principal(request, state)
+    except SessionExpired:
+        return None
+    if principal is None or principal.revoked_at is not None or principal.role not in CONSOLE_ROLES:
+        return None
+    return principal
 
 
 def _signed_out(request: Request, state: ServiceState) -> Response:
@@ -45,7 +59,7 @@ def _signed_out(request: Request, state: ServiceState) -> Response:
     if stale and not params.get("expired"):
         response: Response = RedirectResponse("/?expired=1", status_code=status.HTTP_303_SEE_OTHER)
     else:
-        error = "That key is not a valid agent key." if params.get("denied") else None
+        error = DENIED.get(params.get("denied") or "", "Sign-in refused.") if params.get("denied") else None
         notice = EXPIRED if params.get("expired") else None
         code = status.HTTP_401_UNAUTHORIZED if error or notice else status.HTTP_200_OK
         context = {"error": error, "notice": notice, "auth": True}
@@ -138,26 +152,33 @@ def ticket_page(ticket_id: TicketId, request: Request, session: SessionDep, stat
     return _page(request, "ticket_detail.html", context)
 
 
+DENIED = {
+    "key": "That key is not a valid agent key.",
+    "password": "That name and password do not match an active account.",
+}
+
+
 @router.post("/console/login")
-def login(request: Request, state: StateDep, key: Annotated[Str, Form(max_length=200)]):
-    principal = authenticate(state, key.strip())
-    if principal is None or principal.role != "agent":
-        return RedirectResponse("/?denied=1", status_code=status.HTTP_303_SEE_OTHER)
+def login(
+    request: Request,
+    state: StateDep,
+    key: Annotated[Str | None, Form(max_length=200)] = None,
+    username: Annotated[Str | None, Form(max_length=200)] = None,
+    password: Annotated[Str | None, Form(max_length=1000)] = None,
+):
+    if key and key.strip():
+        principal, how, key_hash = authenticate(state, key.strip()), "key", hash_key(key.strip())
+    else:
+        principal, how, key_hash = login_user(state, (username or "").strip(), password or ""), "password", None
+    if principal is None or principal.role not in CONSOLE_ROLES:
+        return RedirectResponse(f"/?denied={how}", status_code=status.HTTP_303_SEE_OTHER)
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
-        CONSOLE_COOKIE,
-        key.strip(),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        max_age=8 * 3600,
-        path="/",
-    )
+    start_session(response, request, state, name=principal.name, role=principal.role, key_hash=key_hash)
     return response
 
 
 @router.post("/console/logout")
 def logout():
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(CONSOLE_COOKIE, path="/")
+    end_session(response)
     return response
