@@ -198,7 +198,9 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     browser.find_element(By().CSS_SELECTOR, f"{row} button.expand").click()
     assert browser.find_element(By().CSS_SELECTOR, f"{row} tr.more").is_displayed()
     browser.find_element(By().CSS_SELECTOR, f"{row} input[name=note]").send_keys("it is a loan payment")
-    one_click = browser.find_elements(By().CSS_SELECTOR, f'{row} ol.top button[data-action="correct"]')[0]
+    one_click = browser.find_elements(By().CSS_SELECTOR, f'{row} ol.top button[data-action="correct"]:not([disabled])')[
+        0
+    ]
     target = one_click.get_attribute("data-category")
     one_click.click()
     text_in(browser, f"{row} [data-field=result]", "moved to")
