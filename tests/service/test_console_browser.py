@@ -182,6 +182,7 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     shot(browser, "work-list")
     assert axe_violations(browser) == []
 
+    post(api, intake, "Hello, anyone there?")  # arrives while the page is open: review again
     # Confirm, double-clicked: one confirmation, the ticket leaves review, counts follow without a reload
     confirm = browser.find_element(By().CSS_SELECTOR, f'{row} button[data-action="confirm"]')
     browser.execute_script("arguments[0].click(); arguments[0].click();", confirm)
@@ -189,7 +190,8 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     t = ticket(api, agent, vague)
     assert t["status"] == "confirmed" and [f["kind"] for f in t["feedback"]] == ["confirmation"]
     assert t["feedback"][0]["agent"] == "ann"
-    text_in(browser, '[data-queue-count="needs-review"]', "0")
+    text_in(browser, "#new-tickets", "1 new ticket: show")  # the new-ticket signal, from the counts' refresh
+    assert counts(browser)["needs-review"] == "1"  # the confirmed one left review, the new one came
     assert confirm.get_attribute("disabled") is not None
 
     # correct the card ticket with a note, from the expanded row's one-click alternative

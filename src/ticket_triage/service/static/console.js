@@ -262,6 +262,7 @@
   // -- queue counts (open work) and the new-ticket signal ------------------------------------
   var section = document.querySelector("section.tickets");
   var latestId = section ? Number(section.dataset.latestId || 0) : 0;
+  var watched = section ? section.dataset.queue : "";
 
   async function refreshCounts() {
     if (!document.querySelector("[data-queue-count]")) return;
@@ -274,7 +275,7 @@
         el.textContent = String(q.count);
         el.title = q.count + " open of " + (q.total === undefined ? q.count : q.total);
       }
-      fresh += q.new || 0;
+      if (!watched || q.queue === watched) fresh += q.new || 0; // this queue's, or all for a search
     });
     var banner = document.getElementById("new-tickets");
     if (banner && fresh > 0) {
