@@ -159,7 +159,10 @@ def test_bulk_actions_report_each_ticket(client):
 def test_bulk_rejects_bad_requests(client):
     t = post(client, MORTGAGE)
     r = client.post("/v1/tickets/bulk", json={"ids": [t["id"]], "action": "correct"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "category"]
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "correct", "category"]
+    r = client.post("/v1/tickets/bulk", json={"ids": [t["id"]], "action": "done", "category": "Loans"})
+    assert r.status_code == 422  # category is for correct only
+    assert client.get("/v1/tickets/bulk").status_code == 405  # not GET /v1/tickets/{ticket_id}
     r = client.post("/v1/tickets/bulk", json={"ids": [t["id"]], "action": "correct", "category": "Crypto"})
     assert r.status_code == 422 and "Crypto" in r.json()["detail"][0]["msg"]
     assert client.post("/v1/tickets/bulk", json={"ids": [], "action": "done"}).status_code == 422

@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
         name="static",
     )
-    for module in (tickets, feedback, work_routes, notifications, classify, health, console, docs):
+    # work first: its /tickets/bulk must win over /tickets/{ticket_id}
+    for module in (work_routes, tickets, feedback, notifications, classify, health, console, docs):
         app.include_router(module.router)
     install_openapi(app, labels=labels, settings=settings)
 

@@ -315,14 +315,33 @@ class WorkUpdate(BaseModel):
     note: Str | None = Field(None, max_length=2000)
 
 
-class BulkAction(BaseModel):
+class _Bulk(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[int, Field(ge=1, le=DB_INT_MAX)]] = Field(..., min_length=1, max_length=BULK_MAX)
-    action: Literal["confirm", "correct", "assign", "done", "reopen"]
-    category: Str | None = Field(None, min_length=1, max_length=100, description="for correct: the right category")
-    assignee: Str | None = Field(None, min_length=1, max_length=200, description="for assign (default: the caller)")
+    ids: list[Annotated[int, Field(ge=1, le=DB_INT_MAX)]] = Field(
+        ..., min_length=1, max_length=BULK_MAX, description=f"the tickets (1 to {BULK_MAX})"
+    )
     note: Str | None = Field(None, max_length=2000)
+
+
+class BulkCorrect(_Bulk):
+    action: Literal["correct"]
+    category: Str = Field(
+        ..., min_length=1, max_length=100, description="the right category (one of the model's labels)"
+    )
+
+
+class BulkAssign(_Bulk):
+    action: Literal["assign"]
+    assignee: Str | None = Field(None, min_length=1, max_length=200, description="who (default: the caller)")
+
+
+class BulkSimple(_Bulk):
+    action: Literal["confirm", "done", "reopen"]
+
+
+# One schema per action (OpenAPI oneOf on `action`), so the document says what each needs.
+BulkAction = Annotated[BulkCorrect | BulkAssign | BulkSimple, Field(discriminator="action")]
 
 
 class BulkResult(BaseModel):

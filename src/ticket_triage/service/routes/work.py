@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, status
 from .. import crud
 from ..deps import AgentDep, SessionDep, StateDep
 from ..models import WorkState
-from ..schemas import BulkAction, BulkResponse, BulkResult, TicketPublic, WorkUpdate
+from ..schemas import BulkAction, BulkCorrect, BulkResponse, BulkResult, TicketPublic, WorkUpdate
 from ._limits import AUTH, BODY, DATABASE, NOT_FOUND, GuardedRoute, TicketId, unknown_category
 from .feedback import agent_name, record_feedback
 
@@ -38,19 +38,20 @@ def set_work(
     return TicketPublic.model_validate(ticket)
 
 
+@router.api_route("/tickets/bulk", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def bulk_other_methods() -> None:
+    """Without this, GET /v1/tickets/bulk would reach GET /v1/tickets/{ticket_id} (a 422 on "bulk")."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, "use POST", headers={"Allow": "POST"})
+
+
 @router.post("/tickets/bulk", response_model=BulkResponse, responses={**BODY, **AUTH, **DATABASE})
 def bulk(payload: BulkAction, session: SessionDep, state: StateDep, principal: AgentDep) -> BulkResponse:
     """One action on many tickets (at most 500): confirm, correct (needs `category`), assign (to
     `assignee`, by default the caller), done, or reopen. Each ticket gets a result; one that
     cannot take the action (unknown, unclassified for confirm) is reported, not fatal. Repeats
     are as idempotent as the single-ticket endpoints."""
-    if payload.action == "correct":
-        if payload.category is None:
-            raise HTTPException(
-                422, [{"loc": ["body", "category"], "msg": "correct needs a category", "type": "missing"}]
-            )
-        if payload.category not in state.labels:
-            raise unknown_category(payload.category, state.labels)
+    if isinstance(payload, BulkCorrect) and payload.category not in state.labels:
+        raise unknown_category(payload.category, state.labels)
     who = agent_name(principal, None)
     results: list[BulkResult] = []
     for ticket_id in dict.fromkeys(payload.ids):  # each id once, in the order given
@@ -60,13 +61,13 @@ def bulk(payload: BulkAction, session: SessionDep, state: StateDep, principal: A
             continue
         if payload.action in BULK_WORK:
             work_state = BULK_WORK[payload.action]
-            assignee = (payload.assignee or who) if work_state == WorkState.ASSIGNED else None
+            assignee = (getattr(payload, "assignee", None) or who) if work_state == WorkState.ASSIGNED else None
             crud.set_work_state(
                 session, ticket=ticket, state=work_state, assignee=assignee, agent=who, note=payload.note
             )
             session.commit()
         else:
-            category = payload.category if payload.action == "correct" else ticket.category
+            category = payload.category if isinstance(payload, BulkCorrect) else ticket.category
             if category is None:
                 results.append(
                     BulkResult(id=ticket_id, ok=False, detail=f"ticket {ticket_id} is unclassified: nothing to confirm")
