@@ -305,7 +305,7 @@ def test_search_assign_done_and_bulk(live_server, browser):
 def test_why_highlights_the_words_by_attribution(live_server, browser):
     app, base, agent, intake = live_server
     api = httpx.Client(base_url=base, timeout=10)
-    tid = post(api, intake, "My card was charged twice")
+    tid = post(api, intake, "\U0001f600 My card was charged twice")  # offsets count code points, the emoji one
     sign_in(browser, base, agent)
     browser.get(base + "/?queue=card-services")
     # The explanation endpoint (helper `explain`) needs a real model: its reply is given here,
@@ -317,9 +317,9 @@ def test_why_highlights_the_words_by_attribution(live_server, browser):
           if (String(url).indexOf('/explanation') > 0) {
             var body = {model_version: 'fake-keywords-1', target: 'Card Services', method: 'integrated_gradients',
                         delta: 0.001, cached: false, tokens: [
-                          {text: 'card', start: 3, end: 7, attribution: 0.9},
-                          {text: 'charged', start: 12, end: 19, attribution: -0.4},
-                          {text: 'twice', start: 20, end: 25, attribution: 0.01}]};
+                          {text: 'card', start: 5, end: 9, attribution: 0.9},
+                          {text: 'charged', start: 14, end: 21, attribution: -0.4},
+                          {text: 'twice', start: 22, end: 27, attribution: 0.01}]};
             return Promise.resolve(new Response(JSON.stringify(body), {status: 200, headers: {'Content-Type': 'application/json'}}));
           }
           return real(url, init);
@@ -332,7 +332,10 @@ def test_why_highlights_the_words_by_attribution(live_server, browser):
     text_in(browser, f"{row} [data-field=result]", "words that pushed towards Card Services")
     marks = browser.find_elements(By().CSS_SELECTOR, f"{row} [data-field=text] mark")
     assert [(m.text, m.get_attribute("class")) for m in marks] == [("card", "for"), ("charged", "against")]
-    assert browser.find_element(By().CSS_SELECTOR, f"{row} [data-field=text]").text == "My card was charged twice"
+    assert (
+        browser.find_element(By().CSS_SELECTOR, f"{row} [data-field=text]").text
+        == "\U0001f600 My card was charged twice"
+    )
     shot(browser, "why")
     no_csp_violations(browser)
 

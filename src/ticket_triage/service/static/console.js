@@ -225,6 +225,10 @@
   function highlight(el, explanation) {
     var source = el.dataset.source || el.textContent;
     el.dataset.source = source;
+    // The offsets count characters (Python code points); JS strings count UTF-16 units, which
+    // differ past U+FFFF (emoji): slice an array of code points instead.
+    var chars = Array.from(source);
+    function cut(a, b) { return chars.slice(a, b).join(""); }
     var tokens = (explanation.tokens || []).filter(function (t) { return t.end > t.start; });
     var peak = tokens.reduce(function (m, t) { return Math.max(m, Math.abs(t.attribution)); }, 0) || 1;
     tokens.sort(function (a, b) { return a.start - b.start; });
@@ -232,9 +236,9 @@
     var at = 0;
     tokens.forEach(function (t) {
       if (t.start < at) return; // overlapping sub-words: the first one wins
-      el.appendChild(document.createTextNode(source.slice(at, t.start)));
+      el.appendChild(document.createTextNode(cut(at, t.start)));
       var strength = Math.abs(t.attribution) / peak;
-      var piece = source.slice(t.start, t.end);
+      var piece = cut(t.start, t.end);
       if (strength < 0.15) {
         el.appendChild(document.createTextNode(piece));
       } else {
@@ -251,7 +255,7 @@
       }
       at = t.end;
     });
-    el.appendChild(document.createTextNode(source.slice(at)));
+    el.appendChild(document.createTextNode(cut(at)));
     var legend = el.parentNode.querySelector(".legend") || document.createElement("p");
     legend.className = "legend";
     legend.textContent = "Marked: words that pushed the model towards " + explanation.target + " (yellow) or away (blue); " +
