@@ -147,7 +147,7 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     api = httpx.Client(base_url=base, timeout=10)
     vague = post(api, intake, "Please call me back about my problem")
     card = post(api, intake, "My card was charged twice")
-    post(api, intake, "My mortgage escrow doubled")
+    mortgage = post(api, intake, "My mortgage escrow doubled")
 
     # a wrong key is refused; the agent key lets in, kept in an HttpOnly cookie
     browser.get(base + "/")
@@ -215,6 +215,18 @@ def test_sign_in_confirm_and_correct_with_a_note(live_server, browser):
     assert browser.find_element(By().CSS_SELECTOR, f"{row} [data-field=agent-category]").text == target
     text_in(browser, '[data-queue-count="card-services"]', "0")  # defect 7: counts refresh without reload
     shot(browser, "corrected")
+
+    # two different corrections fired in the same instant: the second finds the row busy (defect 3)
+    browser.get(base + "/?queue=mortgage")
+    row = f'tbody[data-ticket="{mortgage}"]'
+    browser.find_element(By().CSS_SELECTOR, f"{row} button.expand").click()
+    first, second = browser.find_elements(
+        By().CSS_SELECTOR, f'{row} ol.top button[data-action="correct"]:not([disabled])'
+    )[:2]
+    browser.execute_script("arguments[0].click(); arguments[1].click();", first, second)
+    text_in(browser, f"{row} [data-field=result]", "moved to")
+    t = ticket(api, agent, mortgage)
+    assert len(t["feedback"]) == 1 and t["category"] == first.get_attribute("data-category")
     no_csp_violations(browser)
 
 
