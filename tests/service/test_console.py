@@ -59,7 +59,7 @@ def test_console_login_with_an_agent_key_sets_an_httponly_cookie(make_client):
     agent, intake = issue_key(client, "agent", "ann"), issue_key(client, "intake", "form")
     assert "Sign in" in client.get("/").text
     r = client.post("/console/login", data={"key": intake}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/?denied=key" and "set-cookie" not in r.headers
+    assert r.status_code == 303 and r.headers["location"] == "/?denied=1" and "set-cookie" not in r.headers
     r = client.post("/console/login", data={"key": agent}, follow_redirects=False)
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")

@@ -152,8 +152,9 @@ def ticket_page(ticket_id: TicketId, request: Request, session: SessionDep, stat
     return _page(request, "ticket_detail.html", context)
 
 
+# ?denied=1 is the key form's (as before: links and tests use it), ?denied=password the name form's.
 DENIED = {
-    "key": "That key is not a valid agent key.",
+    "1": "That key is not a valid agent key.",
     "password": "That name and password do not match an active account.",
 }
 
@@ -167,7 +168,7 @@ def login(
     password: Annotated[Str | None, Form(max_length=1000)] = None,
 ):
     if key and key.strip():
-        principal, how, key_hash = authenticate(state, key.strip()), "key", hash_key(key.strip())
+        principal, how, key_hash = authenticate(state, key.strip()), "1", hash_key(key.strip())
     else:
         principal, how, key_hash = login_user(state, (username or "").strip(), password or ""), "password", None
     if principal is None or principal.role not in CONSOLE_ROLES:
