@@ -329,3 +329,20 @@ def test_console_pages_have_headers_with_scope_a_skip_link_and_labelled_controls
             named = "aria-label" in control or re.search(r'id="([^"]+)"', control)
             assert named or control in html.split("<label")[-1] or True
     assert 'aria-current="page"' in client.get("/").text
+
+
+# -- the team view ----------------------------------------------------------------------------------
+def test_the_team_view_counts_each_agents_corrections_confirmations_and_done(client):
+    a = client.post("/v1/tickets", json={"body": "card one"}).json()["id"]
+    b = client.post("/v1/tickets", json={"body": "hello"}).json()["id"]
+    client.post(f"/v1/tickets/{a}/feedback", json={"category": "Loans", "agent": "bo"})
+    client.post(f"/v1/tickets/{b}/confirm", json={"agent": "cy"})
+    client.post(f"/v1/tickets/{b}/confirm", json={"agent": "cy"})  # a repeat: not counted twice
+    page = client.get("/team")
+    assert page.status_code == 200
+    rows = dict(re.findall(r'<tr data-agent="([^"]+)">(.*?)</tr>', page.text))
+    assert re.findall(r"<td>(\d+)</td>", rows["bo"]) == ["1", "0", "0"]
+    assert re.findall(r"<td>(\d+)</td>", rows["cy"]) == ["0", "1", "0"]
+    assert 'aria-current="page">the last 7 days<' in page.text
+    assert "Nobody corrected" not in client.get("/team", params={"days": "all"}).text
+    assert client.get("/team", params={"days": "nonsense"}).status_code == 200  # falls back to 7 days

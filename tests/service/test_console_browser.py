@@ -311,6 +311,13 @@ def test_search_assign_done_and_bulk(live_server, browser):
     text_in(browser, "#bulk-result", "2 done")
     assert all(ticket(api, agent, t)["work_state"] == "done" for t in cards)
     wait_for(browser, lambda b: b.find_element(By().CSS_SELECTOR, '[data-queue-count="card-services"]').text == "0")
+
+    # the team view counts what ann did
+    browser.find_element(By().LINK_TEXT, "Team").click()
+    done = browser.find_element(By().CSS_SELECTOR, 'tr[data-agent="ann"] td:nth-of-type(3)').text
+    assert int(done) == 3  # the mortgage ticket and the two card tickets
+    shot(browser, "team")
+    assert axe_violations(browser) == []
     no_csp_violations(browser)
 
 

@@ -15,6 +15,7 @@ reverse proxy that names the user (settings.trusted_user_header) no form is need
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, status
@@ -22,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import crud
 from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate, request_principal
-from ..models import TicketStatus, WorkState
+from ..models import TicketStatus, WorkState, utcnow
 from ..schemas import Channel, Str
 from ..security import hash_key
 from ..sessions import SessionExpired, end_session, login_user, start_session
@@ -150,6 +151,32 @@ def ticket_page(ticket_id: TicketId, request: Request, session: SessionDep, stat
         "notifications": notifications,
     }
     return _page(request, "ticket_detail.html", context)
+
+
+TEAM_PERIODS = {"1": "today", "7": "the last 7 days", "30": "the last 30 days", "all": "all time"}
+
+
+@router.get("/team", response_class=HTMLResponse)
+def team(request: Request, session: SessionDep, state: StateDep) -> Response:
+    """The team view: per-agent corrections, confirmations and tickets done, and each queue's
+    open and total work (what a lead checks at the start of a shift)."""
+    principal = _console_principal(request, state)
+    if principal is None:
+        return _signed_out(request, state)
+    period = request.query_params.get("days") or "7"
+    period = period if period in TEAM_PERIODS else "7"
+    since = None if period == "all" else utcnow() - timedelta(days=int(period))
+    if period == "1":
+        since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    agents = sorted(crud.agent_counts(session, since=since).items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    context = {
+        "principal": principal,
+        "agents": agents,
+        "queues": crud.queue_summary(session, queues=state.rules.queues),
+        "period": period,
+        "periods": TEAM_PERIODS,
+    }
+    return _page(request, "team.html", context)
 
 
 # ?denied=1 is the key form's (as before: links and tests use it), ?denied=password the name form's.
