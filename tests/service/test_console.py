@@ -346,3 +346,9 @@ def test_the_team_view_counts_each_agents_corrections_confirmations_and_done(cli
     assert 'aria-current="page">the last 7 days<' in page.text
     assert "Nobody corrected" not in client.get("/team", params={"days": "all"}).text
     assert client.get("/team", params={"days": "nonsense"}).status_code == 200  # falls back to 7 days
+
+
+def test_pages_without_shortcuts_offer_no_shortcuts_button(client):
+    assert 'id="help-button"' in client.get("/").text
+    assert 'id="help-button"' not in client.get("/team").text
+    assert 'id="help-button"' not in client.get("/?queue=nope").text
