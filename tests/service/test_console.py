@@ -352,3 +352,10 @@ def test_pages_without_shortcuts_offer_no_shortcuts_button(client):
     assert 'id="help-button"' in client.get("/").text
     assert 'id="help-button"' not in client.get("/team").text
     assert 'id="help-button"' not in client.get("/?queue=nope").text
+
+
+def test_behind_a_trusted_proxy_the_named_person_is_signed_in(make_client):
+    client = make_client(auth=True, trusted_user_header="X-Forwarded-User", forwarded_allow_ips="testclient")
+    page = client.get("/", headers={"X-Forwarded-User": "maria"})
+    assert page.status_code == 200 and re.search(r'signed in as <strong id="who">maria<', page.text)
+    assert 'id="password"' in client.get("/").text  # without the header: the sign-in form
