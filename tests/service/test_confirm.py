@@ -126,3 +126,19 @@ def test_an_unclassified_ticket_has_no_model_fields(make_client, fake_classifier
     fake_classifier.fail = True
     t = post(make_client(), VAGUE)
     assert t["top"] == [] and t["model_confidence"] is None and t["category_probability"] is None
+
+
+def test_per_agent_counts_keep_confirmations_apart(client):
+    from ticket_triage.service import crud
+
+    a, b, c = post(client, VAGUE), post(client, MORTGAGE), post(client, MORTGAGE)
+    client.post(f"/v1/tickets/{a['id']}/confirm", json={"agent": "ann"})
+    client.post(f"/v1/tickets/{a['id']}/confirm", json={"agent": "ann"})  # a repeat: not counted
+    client.post(f"/v1/tickets/{b['id']}/feedback", json={"category": "Loans", "agent": "ann"})
+    client.post(f"/v1/tickets/{c['id']}/feedback", json={"category": "Mortgage", "agent": "bob"})  # = confirm
+    client.post(f"/v1/tickets/{c['id']}/work", json={"state": "done"})
+    with client.app.state.triage.sessions() as session:
+        counts = crud.agent_counts(session)
+    assert counts["ann"] == {"correction": 1, "confirmation": 1, "done": 0}
+    assert counts["bob"] == {"correction": 0, "confirmation": 1, "done": 0}
+    assert counts["anonymous"]["done"] == 1  # auth off: the work change is the anonymous caller's
