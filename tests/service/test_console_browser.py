@@ -285,6 +285,7 @@ def test_search_assign_done_and_bulk(live_server, browser):
     box = browser.find_element(By().ID, "q")
     box.send_keys("escrow\n")
     wait_for(browser, lambda b: "q=escrow" in b.current_url)
+    assert browser.current_url == base + "/?q=escrow"  # blank filters left out
     shown = [e.get_attribute("data-ticket") for e in browser.find_elements(By().CSS_SELECTOR, "tbody.ticket")]
     assert shown == [str(escrow)] and "1–1 of 1" in browser.find_element(By().ID, "page-label").text
     shot(browser, "search")

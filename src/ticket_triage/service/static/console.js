@@ -433,5 +433,18 @@
     }
   });
 
+  // Blank filters stay out of the address (a shorter link to share; the server ignores them anyway).
+  var search = document.getElementById("search");
+  if (search) {
+    search.addEventListener("submit", function () {
+      search.querySelectorAll("input, select").forEach(function (el) {
+        if (!el.value || (el.name === "sort" && el.value === "newest")) el.disabled = true;
+      });
+      window.setTimeout(function () {
+        search.querySelectorAll("input, select").forEach(function (el) { el.disabled = false; });
+      }, 0);
+    });
+  }
+
   formatTimes(document);
 })();
