@@ -42,6 +42,9 @@ def test_saving_the_models_category_is_a_confirmation_not_a_correction(client):
     assert list(csv.DictReader(io.StringIO(client.get("/v1/feedback/export").text))) == []
     assert client.get("/v1/tickets", params={"status": "corrected"}).json()["count"] == 0
     assert client.get("/v1/tickets", params={"status": "confirmed"}).json()["count"] == 1
+    metrics = client.get("/metrics").text
+    assert 'triage_confirmations_total{category="Banking Services"} 1.0' in metrics
+    assert 'triage_feedback_total{category="Banking Services"}' not in metrics
 
 
 def test_a_repeated_save_or_double_click_writes_no_second_record(client):

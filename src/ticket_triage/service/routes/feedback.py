@@ -72,8 +72,10 @@ def record_feedback(
         return TicketPublic.model_validate(ticket)
     session.commit()
     state.kick_notifications()
-    if feedback.kind == FeedbackKind.CORRECTION:  # the metric counts corrections only
+    if feedback.kind == FeedbackKind.CORRECTION:  # triage_feedback counts corrections only
         state.metrics.feedback.labels(category).inc()
+    else:
+        state.metrics.confirmations.labels(category).inc()
     return TicketPublic.model_validate(ticket)
 
 
