@@ -358,4 +358,5 @@ def test_behind_a_trusted_proxy_the_named_person_is_signed_in(make_client):
     client = make_client(auth=True, trusted_user_header="X-Forwarded-User", forwarded_allow_ips="testclient")
     page = client.get("/", headers={"X-Forwarded-User": "maria"})
     assert page.status_code == 200 and re.search(r'signed in as <strong id="who">maria<', page.text)
+    assert 'id="sign-out"' not in page.text  # the proxy signs people in and out
     assert 'id="password"' in client.get("/").text  # without the header: the sign-in form

@@ -26,7 +26,7 @@ from ..deps import CONSOLE_COOKIE, Principal, SessionDep, StateDep, authenticate
 from ..models import TicketStatus, WorkState, utcnow
 from ..schemas import Channel, Str
 from ..security import hash_key
-from ..sessions import SessionExpired, end_session, login_user, start_session
+from ..sessions import TRUSTED_USER_SCOPE, SessionExpired, end_session, login_user, start_session
 from ..state import ServiceState
 from ._limits import GuardedRoute, TicketId
 from .console_view import PAGE_SIZE, SORTS, FilterError, Filters, Pager, make_row
@@ -72,7 +72,12 @@ def _signed_out(request: Request, state: ServiceState) -> Response:
 
 def _page(request: Request, template: str, context: dict, code: int = 200) -> HTMLResponse:
     state: ServiceState = request.app.state.triage
-    base = {"model_version": state.model_version, "auth": state.settings.auth, "labels": state.labels}
+    base = {
+        "model_version": state.model_version,
+        "auth": state.settings.auth,
+        "labels": state.labels,
+        "proxied": bool(request.scope.get(TRUSTED_USER_SCOPE)),  # the proxy signs in and out, not us
+    }
     return request.app.state.templates.TemplateResponse(request, template, {**base, **context}, status_code=code)
 
 
