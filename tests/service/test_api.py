@@ -196,10 +196,10 @@ def test_a_database_outage_is_a_503_with_a_message_not_a_traceback(client):
 def test_list_filters_and_pagination(client):
     for body in ["my mortgage escrow", "debt collector calls", "card fee", "mortgage payment", "hello?"]:
         post(client, {"body": body})
-    page = client.get("/v1/tickets", params={"limit": 2}).json()
-    assert page["count"] == 5 and [t["id"] for t in page["items"]] == [1, 2]
+    page = client.get("/v1/tickets", params={"limit": 2}).json()  # newest first (issue 18, defect 1)
+    assert page["count"] == 5 and [t["id"] for t in page["items"]] == [5, 4]
     page = client.get("/v1/tickets", params={"limit": 2, "offset": 4}).json()
-    assert [t["id"] for t in page["items"]] == [5]
+    assert [t["id"] for t in page["items"]] == [1]
     by_queue = client.get("/v1/tickets", params={"queue": "mortgage"}).json()
     assert by_queue["count"] == 2 and {t["category"] for t in by_queue["items"]} == {"Mortgage"}
     assert client.get("/v1/tickets", params={"category": "Debt Collection"}).json()["count"] == 1

@@ -162,7 +162,8 @@ def test_security_headers_on_every_kind_of_response(client):
     assert (
         docs.status_code == 200
         and docs.headers["Content-Security-Policy"] == DOCS_CSP
-        and "cdn.jsdelivr.net" in docs.text
+        and "cdn.jsdelivr.net" not in docs.text  # vendored: /docs works offline (issue 18, defect 4)
+        and "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
     )
 
 

@@ -220,7 +220,13 @@ def test_openapi_has_this_models_categories_and_limits(make_client):
     )
     assert ticket_id["schema"]["maximum"] == DB_INT_MAX
     status = next(p for p in doc["paths"]["/v1/tickets"]["get"]["parameters"] if p["name"] == "status")
-    assert set(status["schema"]["anyOf"][0]["enum"]) == {"routed", "needs-review", "unclassified", "corrected"}
+    assert set(status["schema"]["anyOf"][0]["enum"]) == {
+        "routed",
+        "needs-review",
+        "unclassified",
+        "corrected",
+        "confirmed",
+    }
 
 
 def test_openapi_documents_every_status_a_route_can_give(client):

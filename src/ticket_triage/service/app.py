@@ -19,11 +19,13 @@ from ..errors import ConfigError, ModelError, TicketTriageError
 from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
+from .deps import LoginRequired
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
 from .routes import classify, console, docs, explain, feedback, health, notifications, tickets
 from .routes import stats as stats_routes
+from .routes import work as work_routes
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
@@ -111,7 +113,8 @@ def create_app(
         StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
         name="static",
     )
-    for module in (tickets, feedback, notifications, classify, health, console, docs, explain):
+    # work first: its /tickets/bulk must win over /tickets/{ticket_id}
+    for module in (work_routes, tickets, feedback, notifications, classify, health, console, docs, explain):
         app.include_router(module.router)
     app.include_router(stats_routes.router)  # GET /v1/stats and the Monitoring page
     install_openapi(app, labels=labels, settings=settings)
@@ -126,11 +129,23 @@ def create_app(
         # Outermost: the scheme (https for the console cookie's Secure) and the client address
         # come from X-Forwarded-* only when the peer is one of the trusted proxies.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    if settings.trusted_user_header:
+        from .sessions import TrustedUserHeader
+
+        # Outermost of all: it must see the proxy's own address, before X-Forwarded-For replaces it.
+        app.add_middleware(
+            TrustedUserHeader, header=settings.trusted_user_header, allow_ips=settings.forwarded_allow_ips
+        )
 
     @app.exception_handler(TicketTriageError)
     async def triage_error(_: Request, exc: TicketTriageError):
         code = 503 if isinstance(exc, ModelError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(_: Request, exc: LoginRequired):
+        # The console's script sends the agent to `login` (issue 18, defect 5).
+        return JSONResponse({"detail": exc.detail, "login": exc.login}, status_code=401, headers=exc.headers)
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(_: Request, exc: IdempotencyConflict):

@@ -7,10 +7,21 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import ApiKey, Feedback, Notification, NotificationStatus, Ticket, TicketStatus, utcnow
+from .models import (
+    ApiKey,
+    Feedback,
+    FeedbackKind,
+    Notification,
+    NotificationStatus,
+    Ticket,
+    TicketStatus,
+    WorkLog,
+    WorkState,
+    utcnow,
+)
 from .routing import RoutingRules
 
 
@@ -73,11 +84,17 @@ def get_ticket_by_idempotency_key(session: Session, *, key: str) -> Ticket | Non
     return session.scalars(select(Ticket).where(Ticket.idempotency_key == key)).first()
 
 
-def _page(session: Session, model, conditions: list, *, limit: int, offset: int) -> tuple[list, int]:
-    """One page of `model` rows matching `conditions`, oldest id first, and how many match in all."""
+def _page(session: Session, model, conditions: list, *, limit: int, offset: int, order=None) -> tuple[list, int]:
+    """One page of `model` rows matching `conditions` (in `order`, by default oldest id first), and how many match in all."""
     count = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
-    items = session.scalars(select(model).where(*conditions).order_by(model.id).limit(limit).offset(offset)).all()
+    order = (model.id,) if order is None else order
+    items = session.scalars(select(model).where(*conditions).order_by(*order).limit(limit).offset(offset)).all()
     return list(items), int(count)
+
+
+# How GET /v1/tickets and the console can order a list. Ids grow with created_at, and the id
+# breaks ties, so paging is stable whatever the clock did.
+TICKET_SORTS = ("newest", "oldest-open")
 
 
 def list_tickets(
@@ -88,38 +105,138 @@ def list_tickets(
     status: str | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
+    q: str | None = None,
+    work_state: str | None = None,
+    channel: str | None = None,
+    confidence_min: float | None = None,
+    confidence_max: float | None = None,
+    assignee: str | None = None,
+    sort: str = "newest",
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Ticket], int]:
+    """One page of tickets and how many match in all (for "1-50 of N"). Every filter is optional
+    and they combine (AND): `q` is free-text search (search.py: every word in the subject or
+    body); created_from inclusive, created_to exclusive; confidence_min/max bound the model's
+    confidence (inclusive; unclassified tickets have none and never match a bound).
+    `sort`: "newest" (default, newest first) or "oldest-open" (open work first, oldest first,
+    then done tickets): the order a team works a queue in."""
+    if sort not in TICKET_SORTS:
+        raise ValueError(f"unknown sort {sort!r}: use one of {', '.join(TICKET_SORTS)}")
     conditions = []
-    if queue is not None:
-        conditions.append(Ticket.queue == queue)
-    if category is not None:
-        conditions.append(Ticket.category == category)
-    if status is not None:
-        conditions.append(Ticket.status == status)
+    for column, value in (
+        (Ticket.queue, queue),
+        (Ticket.category, category),
+        (Ticket.status, status),
+        (Ticket.work_state, work_state),
+        (Ticket.channel, channel),
+        (Ticket.assignee, assignee),
+    ):
+        if value is not None:
+            conditions.append(column == value)
     if created_from is not None:
         conditions.append(Ticket.created_at >= created_from)
     if created_to is not None:
         conditions.append(Ticket.created_at < created_to)
-    return _page(session, Ticket, conditions, limit=limit, offset=offset)
+    if confidence_min is not None:
+        conditions.append(Ticket.confidence >= confidence_min)
+    if confidence_max is not None:
+        conditions.append(Ticket.confidence <= confidence_max)
+    if q is not None:
+        from .search import matching
+
+        conditions.append(matching(session, q))
+    if sort == "newest":
+        order = (Ticket.id.desc(),)
+    else:
+        done_last = case((Ticket.work_state == WorkState.DONE, 1), else_=0)
+        order = (done_last, Ticket.id)
+    return _page(session, Ticket, conditions, limit=limit, offset=offset, order=order)
 
 
-def queue_counts(session: Session) -> dict[str, dict[str, int]]:
-    """{queue: {status: count}} over all tickets."""
-    rows = session.execute(
-        select(Ticket.queue, Ticket.status, func.count()).group_by(Ticket.queue, Ticket.status)
-    ).all()
+def queue_counts(session: Session, *, open_only: bool = True) -> dict[str, dict[str, int]]:
+    """{queue: {status: count}} of open work (work_state not "done"), or of every ticket with
+    open_only=False. A queue's open work is the sum of its counts."""
+    stmt = select(Ticket.queue, Ticket.status, func.count()).group_by(Ticket.queue, Ticket.status)
+    if open_only:
+        stmt = stmt.where(Ticket.work_state != WorkState.DONE)
     out: dict[str, dict[str, int]] = {}
-    for queue, status, n in rows:
+    for queue, status, n in session.execute(stmt).all():
         out.setdefault(queue, {})[status] = int(n)
     return out
 
 
+def queue_summary(session: Session, *, queues: list[str], since_id: int | None = None) -> list[dict[str, Any]]:
+    """Every queue of `queues` (the routing rules' queues) and any other holding tickets, in that
+    order, as {"queue", "count": open work, "total": all tickets, "open_by_status": {status: n}
+    of open work, "latest_id": the newest ticket's id or None, "new": tickets with id > since_id
+    (None without since_id)}. The console polls this to say "N new tickets"."""
+    open_counts = queue_counts(session)
+    totals = dict(session.execute(select(Ticket.queue, func.count()).group_by(Ticket.queue)).all())
+    latest = dict(session.execute(select(Ticket.queue, func.max(Ticket.id)).group_by(Ticket.queue)).all())
+    new: dict[str, int] = {}
+    if since_id is not None:
+        stmt = select(Ticket.queue, func.count()).where(Ticket.id > since_id).group_by(Ticket.queue)
+        new = dict(session.execute(stmt).all())
+    names = list(dict.fromkeys(list(queues) + sorted(totals)))
+    return [
+        {
+            "queue": q,
+            "count": sum(open_counts.get(q, {}).values()),
+            "total": int(totals.get(q, 0)),
+            "open_by_status": open_counts.get(q, {}),
+            "latest_id": latest.get(q),
+            "new": int(new.get(q, 0)) if since_id is not None else None,
+        }
+        for q in names
+    ]
+
+
+def queue_exists(session: Session, *, queue: str, rules: RoutingRules) -> bool:
+    """Whether `queue` is one of the routing rules' queues or holds tickets (an old rule's queue)."""
+    if queue in rules.queues:
+        return True
+    return session.scalar(select(Ticket.id).where(Ticket.queue == queue).limit(1)) is not None
+
+
+def feedback_kind(ticket: Ticket, category: str) -> str | None:
+    """What an agent's "this ticket is `category`" means for `ticket`: a confirmation (the
+    model's category, not yet corrected or confirmed), a correction (another category), or None:
+    nothing to record (the category it already has: a repeated save or a double click)."""
+    if category != ticket.category:
+        return FeedbackKind.CORRECTION
+    if ticket.status in (TicketStatus.CORRECTED, TicketStatus.CONFIRMED):
+        return None
+    return FeedbackKind.CONFIRMATION
+
+
+def feedback_by_key(session: Session, *, ticket: Ticket, key: str) -> Feedback | None:
+    """The feedback already recorded on `ticket` under the Idempotency-Key `key`."""
+    stmt = select(Feedback).where(Feedback.ticket_id == ticket.id, Feedback.idempotency_key == key)
+    return session.scalars(stmt).first()
+
+
 def add_feedback(
-    session: Session, *, ticket: Ticket, category: str, agent: str, note: str | None, rules: RoutingRules
-) -> Feedback:
-    """Record an agent's correction and re-route the ticket to the corrected category's queue."""
+    session: Session,
+    *,
+    ticket: Ticket,
+    category: str,
+    agent: str,
+    note: str | None,
+    rules: RoutingRules,
+    idempotency_key: str | None = None,
+) -> Feedback | None:
+    """Record an agent's verdict on `ticket` (the caller checks `category` is a label):
+    - another category: a correction, the ticket is re-routed to that category's queue (status corrected);
+    - the model's category, not yet judged: a confirmation (status confirmed; a review ticket
+      moves to its category's queue, as after a correction);
+    - the category it already has once judged, or an `idempotency_key` already used on this
+      ticket: nothing is written, None is returned (double clicks and no-op saves are harmless)."""
+    if idempotency_key is not None and feedback_by_key(session, ticket=ticket, key=idempotency_key) is not None:
+        return None
+    kind = feedback_kind(ticket, category)
+    if kind is None:
+        return None
     feedback = Feedback(
         ticket_id=ticket.id,
         agent=agent,
@@ -128,16 +245,110 @@ def add_feedback(
         category=category,
         queue=rules.queue_of(category),
         note=note,
+        kind=kind,
+        model_version=ticket.model_version,
+        idempotency_key=idempotency_key,
     )
-    ticket.category = category
-    ticket.queue = feedback.queue
-    ticket.status = TicketStatus.CORRECTED
     ticket.updated_at = utcnow()
+    ticket.category = category
+    # A confirmed review ticket leaves the review queue for its category's team, as a corrected one does.
+    ticket.queue = feedback.queue
+    ticket.status = TicketStatus.CONFIRMED if kind == FeedbackKind.CONFIRMATION else TicketStatus.CORRECTED
     enqueue_notifications(session, ticket=ticket, rules=rules, event="rerouted", previous_queue=feedback.previous_queue)
     session.add(feedback)
     session.flush()
     session.refresh(ticket, attribute_names=["feedback"])
     return feedback
+
+
+def set_work_state(
+    session: Session, *, ticket: Ticket, state: str, assignee: str | None, agent: str, note: str | None = None
+) -> WorkLog | None:
+    """Move `ticket` to work state `state` (open, assigned, done) and log who did it. Open clears
+    the assignee; done keeps it (who finished it); assigned needs one (the caller defaults it to
+    itself). The state and assignee it already has: nothing is written, None is returned."""
+    if state not in WorkState.ALL:
+        raise ValueError(f"unknown work state {state!r}: use one of {', '.join(WorkState.ALL)}")
+    if state == WorkState.ASSIGNED and not assignee:
+        raise ValueError("assigning a ticket needs an assignee")
+    if state == WorkState.OPEN:
+        assignee = None
+    elif state == WorkState.DONE and assignee is None:
+        assignee = ticket.assignee
+    if ticket.work_state == state and ticket.assignee == assignee:
+        return None
+    ticket.work_state = state
+    ticket.assignee = assignee
+    ticket.updated_at = utcnow()
+    event = WorkLog(ticket_id=ticket.id, agent=agent, state=state, assignee=assignee, note=note)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def ticket_history(session: Session, *, ticket: Ticket) -> list[dict[str, Any]]:
+    """What happened to `ticket`, oldest first, as contract B's events: the model's prediction
+    ({"kind": "prediction", "by": "model", "category", "model_version", "confidence"}), each
+    correction and confirmation ({"by", "category", "from", "note", "model_version"}), and
+    each work-state change ({"by", "state", "assignee", "note"}); every event has "at" and "kind"."""
+    events: list[dict[str, Any]] = []
+    if ticket.predicted_category is not None:
+        events.append(
+            {
+                "at": ticket.created_at,
+                "kind": "prediction",
+                "by": "model",
+                "category": ticket.predicted_category,
+                "model_version": ticket.model_version,
+                "confidence": ticket.confidence,
+            }
+        )
+    for fb in ticket.feedback:
+        events.append(
+            {
+                "at": fb.created_at,
+                "kind": fb.kind,
+                "by": fb.agent,
+                "category": fb.category,
+                "from": fb.previous_category,
+                "note": fb.note,
+                "model_version": fb.model_version,
+            }
+        )
+    logs = session.scalars(select(WorkLog).where(WorkLog.ticket_id == ticket.id).order_by(WorkLog.id)).all()
+    for log in logs:
+        events.append(
+            {
+                "at": log.created_at,
+                "kind": "work",
+                "by": log.agent,
+                "state": log.state,
+                "assignee": log.assignee,
+                "note": log.note,
+            }
+        )
+    return sorted(events, key=lambda e: e["at"])  # stable: same-instant events keep their order
+
+
+def agent_counts(session: Session, *, since: datetime | None = None) -> dict[str, dict[str, int]]:
+    """{agent: {"correction": n, "confirmation": n, "done": n}}: per-agent counts for the team view
+    (since `since`, if given)."""
+    out: dict[str, dict[str, int]] = {}
+
+    def row(agent: str) -> dict[str, int]:
+        return out.setdefault(agent, {"correction": 0, "confirmation": 0, "done": 0})
+
+    stmt = select(Feedback.agent, Feedback.kind, func.count()).group_by(Feedback.agent, Feedback.kind)
+    if since is not None:
+        stmt = stmt.where(Feedback.created_at >= since)
+    for agent, kind, n in session.execute(stmt).all():
+        row(agent)[kind] = int(n)
+    stmt = select(WorkLog.agent, func.count()).where(WorkLog.state == WorkState.DONE).group_by(WorkLog.agent)
+    if since is not None:
+        stmt = stmt.where(WorkLog.created_at >= since)
+    for agent, n in session.execute(stmt).all():
+        row(agent)["done"] = int(n)
+    return out
 
 
 def unclassified_tickets(session: Session, *, limit: int) -> list[Ticket]:
@@ -151,10 +362,11 @@ def unclassified_tickets(session: Session, *, limit: int) -> list[Ticket]:
 
 
 def corrected_tickets(session: Session, *, since: datetime | None = None, batch: int = 500) -> Iterator[Ticket]:
-    """Every ticket with at least one correction, in id order (streamed in batches)."""
+    """Every ticket with at least one correction (confirmations are none), in id order (streamed in batches)."""
     last_id = 0
+    corrected = Ticket.feedback.any(Feedback.kind == FeedbackKind.CORRECTION)
     while True:
-        stmt = select(Ticket).where(Ticket.id > last_id, Ticket.feedback.any())
+        stmt = select(Ticket).where(Ticket.id > last_id, corrected)
         if since is not None:
             stmt = stmt.where(Ticket.updated_at >= since)
         rows = list(session.scalars(stmt.order_by(Ticket.id).limit(batch)).all())

@@ -38,6 +38,12 @@ class ServiceMetrics:
         )
         self.reclassified = Counter("triage_tickets_reclassified", "unclassified tickets classified later", registry=r)
         self.feedback = Counter("triage_feedback", "agent corrections", ["category"], registry=r)
+        self.confirmations = Counter(
+            "triage_confirmations",
+            "agent confirmations of the model's category (not corrections)",
+            ["category"],
+            registry=r,
+        )
         self.notifications = Counter(
             "triage_notifications",
             "notification delivery attempts, by kind (email, webhook) and outcome (sent, retried, failed, skipped)",

@@ -44,8 +44,26 @@ class TicketStatus:
     NEEDS_REVIEW = "needs-review"  # classified below the threshold: in the review queue
     UNCLASSIFIED = "unclassified"  # the model failed; the retry loop will classify it
     CORRECTED = "corrected"  # an agent set the category; re-routed
+    CONFIRMED = "confirmed"  # an agent accepted the model's category (never counted as a correction)
 
-    ALL = (ROUTED, NEEDS_REVIEW, UNCLASSIFIED, CORRECTED)
+    ALL = (ROUTED, NEEDS_REVIEW, UNCLASSIFIED, CORRECTED, CONFIRMED)
+
+
+class WorkState:
+    """Who is on a ticket, apart from where it is routed: new tickets are open."""
+
+    OPEN = "open"
+    ASSIGNED = "assigned"  # an agent (`Ticket.assignee`) works on it
+    DONE = "done"  # answered: no longer counted as a queue's open work
+
+    ALL = (OPEN, ASSIGNED, DONE)
+
+
+class FeedbackKind:
+    CORRECTION = "correction"  # the agent set another category (retraining data)
+    CONFIRMATION = "confirmation"  # the agent accepted the model's category
+
+    ALL = (CORRECTION, CONFIRMATION)
 
 
 class Ticket(Base):
@@ -70,6 +88,10 @@ class Ticket(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     classify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    work_state: Mapped[str] = mapped_column(
+        String(10), default=WorkState.OPEN, server_default=WorkState.OPEN, index=True
+    )
+    assignee: Mapped[str | None] = mapped_column(String(200))
 
     feedback: Mapped[list["Feedback"]] = relationship(back_populates="ticket", order_by="Feedback.id", lazy="selectin")
 
@@ -93,8 +115,40 @@ class Feedback(Base):
     category: Mapped[str] = mapped_column(String(100))
     queue: Mapped[str] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(
+        String(12), default=FeedbackKind.CORRECTION, server_default=FeedbackKind.CORRECTION
+    )
+    model_version: Mapped[str | None] = mapped_column(String(200))  # whose prediction was corrected or confirmed
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # unique per ticket (ix_feedback_ticket_key)
 
     ticket: Mapped[Ticket] = relationship(back_populates="feedback")
+
+
+class WorkLog(Base):
+    """A change of a ticket's work state (open, assigned to someone, done): who, when, to what."""
+
+    __tablename__ = "work_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    agent: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(10))
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    """A person who signs in to the console (API keys stay for machines); password hashed with argon2id."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)  # uq_users_username
+    role: Mapped[str] = mapped_column(String(20))  # agent | admin
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # None: only through the proxy's user header
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApiKey(Base):

@@ -15,7 +15,7 @@ from .settings import Settings
 def _tailor(schema: dict[str, Any], labels: list[str], settings: Settings) -> None:
     models = schema["components"]["schemas"]
     # Only fields whose values are this model's labels: stored tickets may carry older ones.
-    for model in ("FeedbackCreate", "PredictionPublic"):
+    for model in ("FeedbackCreate", "PredictionPublic", "BulkCorrect"):
         models[model]["properties"]["category"]["enum"] = list(labels)
     models["ClassifyRequest"]["properties"]["texts"]["maxItems"] = settings.classify_max_texts
     metrics = schema["paths"].get("/metrics", {}).get("get")

@@ -6,9 +6,9 @@ import json
 import re
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
 # Every id column is INTEGER: 32-bit on PostgreSQL (64-bit on SQLite), so larger ids cannot
 # exist, and the driver overflows on them; path and query ids are bounded to this.
@@ -159,6 +159,15 @@ class FeedbackPublic(BaseModel):
     category: str
     queue: str
     note: str | None
+    kind: str = Field(
+        "correction", description="correction (another category) or confirmation (the model's category accepted)"
+    )
+    model_version: str | None = Field(None, description="the model whose prediction was corrected or confirmed")
+
+
+class CategoryProbability(BaseModel):
+    category: str
+    probability: float
 
 
 class TicketPublic(BaseModel):
@@ -180,6 +189,32 @@ class TicketPublic(BaseModel):
     queue: str
     model_version: str | None
     feedback: list[FeedbackPublic] = Field(default_factory=list)
+    work_state: str = Field("open", description="open, assigned (to `assignee`) or done")
+    assignee: str | None = None
+
+    # Derived from the stored prediction: the console shows why a ticket went where it did, and
+    # never pairs the model's confidence with a category an agent chose (issue 18, defect 2).
+    @computed_field(description="the model's three most likely categories, most likely first")
+    @property
+    def top(self) -> list[CategoryProbability]:
+        ranked = sorted((self.probabilities or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        return [CategoryProbability(category=c, probability=p) for c, p in ranked]
+
+    @computed_field(description="the model's probability for `predicted_category` (its own prediction)")
+    @property
+    def model_confidence(self) -> float | None:
+        if self.predicted_category is None:
+            return None
+        return (self.probabilities or {}).get(self.predicted_category, self.confidence)
+
+    @computed_field(
+        description="the model's probability for the current `category` (an agent's choice after a correction)"
+    )
+    @property
+    def category_probability(self) -> float | None:
+        if self.category is None or not self.probabilities:
+            return None
+        return self.probabilities.get(self.category)
 
 
 class TicketsPublic(BaseModel):
@@ -220,8 +255,11 @@ class ClassifyResponse(BaseModel):
 
 class QueuePublic(BaseModel):
     queue: str
-    count: int
-    open_by_status: dict[str, int]
+    count: int = Field(description="open work: tickets in the queue not done")
+    open_by_status: dict[str, int] = Field(description="open work by ticket status")
+    total: int = Field(0, description="every ticket in the queue, done ones too")
+    latest_id: int | None = Field(None, description="the newest ticket's id (poll with ?since= to learn of new ones)")
+    new: int | None = Field(None, description="tickets with an id above `since` (only when `since` was given)")
 
 
 class Message(BaseModel):
@@ -253,3 +291,84 @@ class NotificationsPublic(BaseModel):
     count: int = Field(description="notifications matching the filters (all pages)")
     limit: int
     offset: int
+
+
+# -- issue 18: confirmations, work states, bulk actions, history -----------------------------------
+WorkStateName = Literal["open", "assigned", "done"]
+BULK_MAX = 500
+
+
+class ConfirmCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Str | None = Field(None, max_length=2000)
+    agent: Str | None = Field(None, max_length=200, description="who confirms; with API keys the key's name is used")
+
+
+class WorkUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: WorkStateName = Field(..., description="open (clears the assignee), assigned or done")
+    assignee: Str | None = Field(
+        None, min_length=1, max_length=200, description="who works on it; assigned without one: the caller"
+    )
+    note: Str | None = Field(None, max_length=2000)
+
+
+class _Bulk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1, le=DB_INT_MAX)]] = Field(
+        ..., min_length=1, max_length=BULK_MAX, description=f"the tickets (1 to {BULK_MAX})"
+    )
+    note: Str | None = Field(None, max_length=2000)
+
+
+class BulkCorrect(_Bulk):
+    action: Literal["correct"]
+    category: Str = Field(
+        ..., min_length=1, max_length=100, description="the right category (one of the model's labels)"
+    )
+
+
+class BulkAssign(_Bulk):
+    action: Literal["assign"]
+    assignee: Str | None = Field(None, min_length=1, max_length=200, description="who (default: the caller)")
+
+
+class BulkSimple(_Bulk):
+    action: Literal["confirm", "done", "reopen"]
+
+
+# One schema per action (OpenAPI oneOf on `action`), so the document says what each needs.
+BulkAction = Annotated[BulkCorrect | BulkAssign | BulkSimple, Field(discriminator="action")]
+
+
+class BulkResult(BaseModel):
+    id: int
+    ok: bool
+    detail: str | None = None
+
+
+class BulkResponse(BaseModel):
+    results: list[BulkResult]
+
+
+class HistoryEvent(BaseModel):
+    at: datetime
+    kind: Literal["prediction", "correction", "confirmation", "work"]
+    by: str
+    category: str | None = None
+    from_: str | None = Field(None, alias="from", serialization_alias="from")
+    note: str | None = None
+    model_version: str | None = None
+    confidence: float | None = None
+    state: str | None = None
+    assignee: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class HistoryPublic(BaseModel):
+    events: list[HistoryEvent]
+    notifications: list[NotificationPublic]

@@ -128,6 +128,21 @@ class Settings(BaseSettings):
         32, ge=1, le=10_000, description="explanations waiting to be computed before new requests get 503"
     )
 
+    # -- people: console sessions and a reverse proxy's user header (issue 18) --------------------
+    session_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="signs console session cookies (16+ characters; the same on every replica); unset: a random secret per process, so sessions end at restart",
+    )
+    session_max_age_s: float = Field(
+        8 * 3600, ge=60, le=30 * 86400, description="how long a console sign-in lasts, in seconds (default 8 hours)"
+    )
+    trusted_user_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]{1,100}$",
+        description="a header naming the person a reverse proxy signed in (e.g. X-Forwarded-User); believed only from forwarded_allow_ips",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
@@ -150,6 +165,10 @@ class Settings(BaseSettings):
         if self.smtp_username and self.smtp_security == "none":
             raise ValueError(
                 "an SMTP login needs an encrypted connection: set smtp_security to starttls or ssl (TRIAGE_SMTP_SECURITY)"
+            )
+        if self.trusted_user_header and not self.forwarded_allow_ips:
+            raise ValueError(
+                "trusted_user_header needs forwarded_allow_ips: the proxies whose user header is believed (TRIAGE_FORWARDED_ALLOW_IPS)"
             )
         if self.notify_backoff_max_s < self.notify_backoff_s:
             raise ValueError("notify_backoff_max_s must be at least notify_backoff_s")

@@ -1,10 +1,13 @@
 """/openapi.json, /docs and /redoc, behind an agent key unless TRIAGE_PUBLIC_DOCS is set (the
-document maps every endpoint and parameter; with auth off they are open like everything)."""
+document maps every endpoint and parameter; with auth off they are open like everything).
+
+Swagger UI and ReDoc are served from static/vendor/ (copied from the npm packages
+swagger-ui-dist and redoc, with their licences): the pages work offline and load nothing
+from a CDN or Google Fonts; static/docs.js starts them, so no inline script is needed."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..deps import StateDep, require_role
@@ -25,11 +28,16 @@ def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+def _docs_page(request: Request, template: str) -> HTMLResponse:
+    context = {"title": f"{request.app.title} - API docs", "openapi_url": "/openapi.json"}
+    return request.app.state.templates.TemplateResponse(request, template, context)
+
+
 @router.get("/docs")
 def swagger_ui(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - API docs")
+    return _docs_page(request, "docs_swagger.html")
 
 
 @router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} - API docs")
+    return _docs_page(request, "docs_redoc.html")

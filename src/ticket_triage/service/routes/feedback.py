@@ -1,4 +1,4 @@
-"""/v1/tickets/{id}/feedback (agent corrections) and /v1/feedback/export (retraining data)."""
+"""/v1/tickets/{id}/feedback and /confirm (agents' corrections and confirmations) and /v1/feedback/export (retraining data)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import csv
 import io
 from datetime import datetime
 from itertools import chain
-from typing import Iterator
+from typing import Annotated, Iterator
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from .. import crud
-from ..deps import AgentDep, SessionDep, StateDep
-from ..schemas import FeedbackCreate, TicketPublic
+from ..deps import AgentDep, Principal, SessionDep, StateDep
+from ..models import FeedbackKind, Ticket
+from ..schemas import ConfirmCreate, FeedbackCreate, Message, TicketPublic
 from ..state import ServiceState
 from ._limits import AUTH, BODY, DATABASE, NOT_FOUND, DateQuery, GuardedRoute, TicketId, unknown_category
 
@@ -33,27 +34,129 @@ def neutralise(cell: object) -> object:
     return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
+FeedbackKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="a key used before on this ticket: nothing new is recorded (a retried or double-clicked save)",
+    ),
+]
+
+
+def agent_name(principal: Principal, given: str | None) -> str:
+    """Who acts: the key's or the signed-in person's name; with auth off, what the body says."""
+    return principal.name if principal.role != "*" else (given or "anonymous")
+
+
+def record_feedback(
+    session,
+    state: ServiceState,
+    ticket: Ticket,
+    *,
+    category: str,
+    agent: str,
+    note: str | None,
+    key: str | None,
+    response: Response | None = None,
+) -> TicketPublic:
+    """Record a correction or confirmation (crud.add_feedback) and commit; a no-op (same category
+    again, a used Idempotency-Key) writes nothing and is marked `Idempotent-Replayed: true`."""
+    feedback = crud.add_feedback(
+        session, ticket=ticket, category=category, agent=agent, note=note, rules=state.rules, idempotency_key=key
+    )
+    if feedback is None:
+        if response is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+        return TicketPublic.model_validate(ticket)
+    session.commit()
+    state.kick_notifications()
+    if feedback.kind == FeedbackKind.CORRECTION:  # triage_feedback counts corrections only
+        state.metrics.feedback.labels(category).inc()
+    else:
+        state.metrics.confirmations.labels(category).inc()
+    return TicketPublic.model_validate(ticket)
+
+
+def _ticket_or_404(session, ticket_id: int) -> Ticket:
+    ticket = crud.get_ticket(session, ticket_id=ticket_id)
+    if ticket is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
+    return ticket
+
+
 @router.post(
     "/tickets/{ticket_id}/feedback", response_model=TicketPublic, responses={**NOT_FOUND, **BODY, **AUTH, **DATABASE}
 )
 def give_feedback(
-    ticket_id: TicketId, payload: FeedbackCreate, session: SessionDep, state: StateDep, principal: AgentDep
+    ticket_id: TicketId,
+    payload: FeedbackCreate,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    principal: AgentDep,
+    idempotency_key: FeedbackKey = None,
 ) -> TicketPublic:
-    """Set a ticket's right category: it is re-routed to that category's queue, and the
-    correction (who, when, from what) is kept for retraining."""
+    """Set a ticket's right category. Another category than it has is a correction: the ticket
+    is re-routed to that category's queue and the correction (who, when, from what) is kept for
+    retraining. The model's own category, not yet judged, is a confirmation (status
+    `confirmed`, never counted as a correction). The category it already has once judged, or a
+    repeated `Idempotency-Key`, records nothing: the ticket is returned unchanged (200)."""
     if payload.category not in state.labels:
         raise unknown_category(payload.category, state.labels)
-    ticket = crud.get_ticket(session, ticket_id=ticket_id)
-    if ticket is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
-    agent = principal.name if principal.role != "*" else (payload.agent or "anonymous")
-    crud.add_feedback(
-        session, ticket=ticket, category=payload.category, agent=agent, note=payload.note, rules=state.rules
+    ticket = _ticket_or_404(session, ticket_id)
+    agent = agent_name(principal, payload.agent)
+    return record_feedback(
+        session,
+        state,
+        ticket,
+        category=payload.category,
+        agent=agent,
+        note=payload.note,
+        key=idempotency_key,
+        response=response,
     )
-    session.commit()
-    state.kick_notifications()
-    state.metrics.feedback.labels(payload.category).inc()
-    return TicketPublic.model_validate(ticket)
+
+
+def not_classified(ticket_id: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"ticket {ticket_id} has no category from the model yet (unclassified): nothing to confirm; "
+        "set its category with POST /v1/tickets/{id}/feedback",
+    )
+
+
+@router.post(
+    "/tickets/{ticket_id}/confirm",
+    response_model=TicketPublic,
+    responses={**NOT_FOUND, 409: {"model": Message}, **BODY, **AUTH, **DATABASE},
+)
+def confirm_ticket(
+    ticket_id: TicketId,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    principal: AgentDep,
+    payload: ConfirmCreate | None = None,
+    idempotency_key: FeedbackKey = None,
+) -> TicketPublic:
+    """Accept the ticket's category as it is: status `confirmed`, a confirmation kept (who, when,
+    note, model version). Confirming again, or a ticket an agent already judged, records nothing (200)."""
+    payload = payload or ConfirmCreate()
+    ticket = _ticket_or_404(session, ticket_id)
+    if ticket.category is None:
+        raise not_classified(ticket_id)
+    return record_feedback(
+        session,
+        state,
+        ticket,
+        category=ticket.category,
+        agent=agent_name(principal, payload.agent),
+        note=payload.note,
+        key=idempotency_key,
+        response=response,
+    )
 
 
 def _export_rows(state: ServiceState, since: datetime | None, escape_formulas: bool) -> Iterator[str]:

@@ -9,8 +9,19 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 from .. import crud
 from ..deps import AgentDep, IntakeDep, SessionDep, StateDep
-from ..models import TicketStatus
-from ..schemas import Message, QueuePublic, TicketCreate, TicketPublic, TicketsPublic
+from ..models import TicketStatus, WorkState
+from ..schemas import (
+    DB_INT_MAX,
+    Channel,
+    HistoryEvent,
+    HistoryPublic,
+    Message,
+    QueuePublic,
+    Str,
+    TicketCreate,
+    TicketPublic,
+    TicketsPublic,
+)
 from ..writer import NewTicket
 from ._limits import (
     AUTH,
@@ -26,6 +37,7 @@ from ._limits import (
     check_metadata_size,
     check_text_size,
 )
+from .notifications import _public as public_notification
 
 router = APIRouter(prefix="/v1", tags=["tickets"], route_class=GuardedRoute)
 log = logging.getLogger("ticket_triage.service")
@@ -97,7 +109,10 @@ def read_ticket(ticket_id: TicketId, session: SessionDep, _: AgentDep) -> Ticket
     return TicketPublic.model_validate(ticket)
 
 
-@router.get("/tickets", response_model=TicketsPublic, responses={**AUTH, **DATABASE})
+Confidence = Annotated[float | None, Query(ge=0, le=1, description="the model's confidence, 0 to 1 (inclusive)")]
+
+
+@router.get("/tickets", response_model=TicketsPublic, responses={**NOT_FOUND, **AUTH, **DATABASE})
 def list_tickets(
     session: SessionDep,
     state: StateDep,
@@ -107,11 +122,27 @@ def list_tickets(
     status_: Literal[*TicketStatus.ALL] | None = Query(None, alias="status"),
     created_from: DateQuery = None,
     created_to: DateQuery = None,
+    q: Annotated[
+        Str | None,
+        Query(max_length=500, description="free-text search: tickets whose subject or body holds every word"),
+    ] = None,
+    work_state: Literal[*WorkState.ALL] | None = Query(None, description="open, assigned or done"),
+    channel: Channel | None = Query(None, description="where the tickets came from"),
+    confidence_min: Confidence = None,
+    confidence_max: Confidence = None,
+    assignee: QueryStr = None,
+    sort: Literal[*crud.TICKET_SORTS] = Query(
+        "newest", description="newest (newest first) or oldest-open (open work oldest first, done tickets last)"
+    ),
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> TicketsPublic:
-    """Tickets filtered by queue, category, status and creation date (from inclusive, to
-    exclusive), oldest first, paginated."""
+    """Tickets filtered by queue, category, status, work state, channel, the model's confidence
+    (a range), creation date (from inclusive, to exclusive) and free text (`q`), newest first
+    unless `sort` says otherwise, paginated. An unknown queue is 404 (not an empty list)."""
+    if queue is not None and not crud.queue_exists(session, queue=queue, rules=state.rules):
+        known = ", ".join(state.rules.queues)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no queue {queue!r}: the queues are {known}")
     items, count = crud.list_tickets(
         session,
         queue=queue,
@@ -119,17 +150,43 @@ def list_tickets(
         status=status_,
         created_from=created_from,
         created_to=created_to,
+        q=q,
+        work_state=work_state,
+        channel=channel.value if channel is not None else None,
+        confidence_min=confidence_min,
+        confidence_max=confidence_max,
+        assignee=assignee,
+        sort=sort,
         limit=limit,
         offset=offset,
     )
     return TicketsPublic(items=[TicketPublic.model_validate(t) for t in items], count=count, limit=limit, offset=offset)
 
 
+@router.get("/tickets/{ticket_id}/history", response_model=HistoryPublic, responses={**NOT_FOUND, **AUTH, **DATABASE})
+def ticket_history(ticket_id: TicketId, session: SessionDep, _: AgentDep) -> HistoryPublic:
+    """What happened to a ticket, oldest first: the model's prediction, each correction and
+    confirmation (who, when, note, model version), each work-state change, and its notifications."""
+    ticket = crud.get_ticket(session, ticket_id=ticket_id)
+    if ticket is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
+    notes, _count = crud.list_notifications(session, ticket_id=ticket_id, limit=500)
+    return HistoryPublic(
+        events=[HistoryEvent.model_validate(e) for e in crud.ticket_history(session, ticket=ticket)],
+        notifications=[public_notification(n) for n in notes],
+    )
+
+
+SinceId = Annotated[
+    int | None,
+    Query(ge=0, le=DB_INT_MAX, description="a ticket id seen before: each queue's `new` counts the tickets after it"),
+]
+
+
 @router.get("/queues", response_model=list[QueuePublic], responses={**AUTH, **DATABASE})
-def list_queues(session: SessionDep, state: StateDep, _: AgentDep) -> list[QueuePublic]:
-    """Every queue of the routing rules (and any other holding tickets) with its ticket counts."""
-    counts = crud.queue_counts(session)
-    names = list(dict.fromkeys(state.rules.queues + sorted(counts)))
-    return [
-        QueuePublic(queue=q, count=sum(counts.get(q, {}).values()), open_by_status=counts.get(q, {})) for q in names
-    ]
+def list_queues(session: SessionDep, state: StateDep, _: AgentDep, since: SinceId = None) -> list[QueuePublic]:
+    """Every queue of the routing rules (and any other holding tickets): `count` is its open
+    work (tickets not done), `total` every ticket. With `since` (the newest id a page showed),
+    `new` says how many tickets arrived in each queue after it."""
+    summary = crud.queue_summary(session, queues=state.rules.queues, since_id=since)
+    return [QueuePublic(**row) for row in summary]
