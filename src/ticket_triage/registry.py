@@ -142,6 +142,12 @@ class ModelRegistry:
     def history(self) -> list[dict]:
         return list(self._read().history)
 
+    def previous(self) -> ModelVersion | None:
+        """The version `rollback` would make active, or None."""
+        index = self._read()
+        stack = _active_stack(index.history)
+        return self._find(index, stack[-2]) if len(stack) >= 2 else None
+
     # -- changing ----------------------------------------------------------------------------
     def register(self, model_dir: str | Path, *, comparison: dict | None = None, note: str = "") -> ModelVersion:
         """Copy a model folder (or a run folder's model/) into the registry as the next version.

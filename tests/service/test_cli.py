@@ -12,7 +12,7 @@ def test_db_upgrade_creates_the_schema_idempotently(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     for _ in range(2):
         code, out, _ = run_cli(["db", "upgrade", "--db", url], capsys)
-        assert code == 0 and "revision 0002" in out
+        assert code == 0 and "revision 0003_shadow_predictions" in out
     tables = {
         r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("select name from sqlite_master where type='table'")
     }
@@ -29,7 +29,7 @@ def test_migrations_downgrade_and_upgrade(tmp_path):
     command.downgrade(alembic_config(engine), "base")
     assert current_revision(engine) is None
     upgrade_database(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003_shadow_predictions"
     engine.dispose()
 
 

@@ -19,10 +19,11 @@ from ..errors import ConfigError, ModelError, TicketTriageError
 from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
+from .live_model import LiveModel, LoadedModel, Loader
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
-from .routes import classify, console, docs, feedback, health, notifications, tickets
+from .routes import admin, classify, console, docs, feedback, health, notifications, tickets
 from .routing import load_routing
 from .settings import Settings
 from .state import ServiceState
@@ -32,9 +33,17 @@ from .writer import IdempotencyConflict
 log = logging.getLogger("ticket_triage.service")
 
 
-def create_app(settings: Settings | None = None, classifier: ClassifierLike | None = None) -> FastAPI:
-    """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off."""
+def create_app(
+    settings: Settings | None = None, classifier: ClassifierLike | None = None, model_loader: Loader | None = None
+) -> FastAPI:
+    """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off.
+    With settings.registry_dir, `model_loader(ModelVersion)` loads a registry version (default:
+    load_classifier of its folder); an injected `classifier` then stands for the active version."""
     settings = settings or Settings()
+    live = None
+    if settings.registry_dir is not None:
+        live = _registry_model(settings, classifier, model_loader)
+        classifier = live.current.classifier
     if classifier is None:
         if settings.model_dir is None:
             raise ConfigError(
@@ -51,11 +60,10 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         upgrade_database(engine)
     metrics = ServiceMetrics()
 
-    def predict(texts: list[str], batch_size: int):
-        return classifier.predict(texts, batch_size=batch_size)
-
+    if live is None:
+        live = LiveModel(LoadedModel(classifier, str(classifier.model_version)))
     batcher = MicroBatcher(
-        predict,
+        live.predict,  # reads the serving model once per batch: a live switch happens between batches
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         on_batch=metrics.observe_batch,
@@ -69,13 +77,14 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         metrics=metrics,
         batcher=batcher,
         storage=StorageGuard(engine, min_free_mb=settings.min_free_disk_mb),
+        live=live,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await state.start()
         # The backend (and, for auto, why) is logged: the fastest path depends on the CPU.
-        backend = getattr(classifier, "backend_label", "an injected classifier")
+        backend = getattr(state.classifier, "backend_label", "an injected classifier")
         log.info(
             "serving model %s with %s, %d categories, routing %s",
             state.model_version,
@@ -106,7 +115,7 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         StaticFiles(directory=str(resources.files("ticket_triage.service").joinpath("static"))),
         name="static",
     )
-    for module in (tickets, feedback, notifications, classify, health, console, docs):
+    for module in (tickets, feedback, notifications, classify, health, console, docs, admin):
         app.include_router(module.router)
     install_openapi(app, labels=labels, settings=settings)
 
@@ -161,3 +170,33 @@ def create_app(settings: Settings | None = None, classifier: ClassifierLike | No
         )
 
     return app
+
+
+def _registry_model(settings: Settings, classifier: ClassifierLike | None, loader: Loader | None) -> LiveModel:
+    """The live model of a registry: its active version loaded (or `classifier` standing for it)."""
+    from ..registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
+    if not registry.exists():
+        raise ConfigError(
+            f"no model registry at {settings.registry_dir}: `triage models register MODEL_DIR --registry {settings.registry_dir}` then `triage models promote v1`"
+        )
+    active = registry.active()
+    if active is None:
+        raise ConfigError(
+            f"the registry {settings.registry_dir} has no active version: `triage models promote VERSION --registry {settings.registry_dir}`"
+        )
+
+    def default_loader(entry):
+        return load_classifier(entry.path, settings.backend, settings.device, settings.ensemble)
+
+    loader = loader or default_loader
+    if classifier is None:
+        classifier = loader(active)
+    return LiveModel(
+        LoadedModel(classifier, active.version),
+        registry=registry,
+        loader=loader,
+        poll_s=settings.registry_poll_s,
+        shadow_enabled=settings.shadow,
+    )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from . import crud
-from .security import hash_key
+from .security import IMPLIED_ROLES, hash_key
 from .state import ServiceState
 
 CONSOLE_COOKIE = "triage_console_key"
@@ -38,7 +38,7 @@ SessionDep = Annotated[Session, Depends(get_db)]
 @dataclass(frozen=True)
 class Principal:
     name: str
-    role: str  # "intake", "agent", or "*" when auth is off
+    role: str  # "intake", "agent", "admin", or "*" when auth is off
     revoked_at: datetime | None = None  # set for a revoked key: `authenticate` refuses it
 
 
@@ -103,7 +103,7 @@ def require_role(role: str):
                 "a valid API key is required: send `Authorization: Bearer <key>` (create one with `triage apikey create`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if principal.role != role:
+        if principal.role != role and role not in IMPLIED_ROLES.get(principal.role, ()):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"this needs an API key with the {role!r} role; yours has {principal.role!r}"
             )
@@ -115,3 +115,4 @@ def require_role(role: str):
 
 IntakeDep = Annotated[Principal, Depends(require_role("intake"))]
 AgentDep = Annotated[Principal, Depends(require_role("agent"))]
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]

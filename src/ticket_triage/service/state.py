@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from .batching import MicroBatcher
 from .classifier import ClassifierLike
 from .keycache import KeyCache
+from .live_model import LiveModel, LoadedModel
 from .metrics import ServiceMetrics
 from .reclassify import Reclassifier
 from .routing import RoutingRules
 from .settings import Settings
+from .shadow import ShadowRunner
 from .storage import StorageGuard
 from .writer import TicketWriter
 
@@ -35,6 +37,10 @@ class ServiceState:
     reclassifier: Reclassifier = field(init=False)  # classifies tickets stored `unclassified`
     keys: KeyCache = field(init=False)  # API-key lookups, cached for settings.api_key_cache_s
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
+    # The serving model and its shadow, switchable live (live_model.py); built from `classifier`
+    # when not given. The batcher's process function should be `live.predict`.
+    live: LiveModel | None = None
+    shadow: ShadowRunner = field(init=False)  # the shadow model's queue and worker (shadow.py)
 
     def __post_init__(self) -> None:
         self.writer = TicketWriter(
@@ -51,6 +57,22 @@ class ServiceState:
             on_notifications=self.kick_notifications,
         )
         self.keys = KeyCache(self.settings.api_key_cache_s)
+        if self.live is None:
+            self.live = LiveModel(LoadedModel(self.classifier, str(self.classifier.model_version)))
+        self.live.on_switch = self._on_switch
+        self.metrics.observe_model(self.live.version)
+        self.shadow = ShadowRunner(
+            live=self.live,
+            sessions=self.sessions,
+            metrics=self.metrics,
+            batch_size=self.settings.max_batch_size,
+            max_pending=self.settings.shadow_max_pending,
+        )
+
+    def _on_switch(self, model: LoadedModel, previous: str) -> None:
+        """The live model switched version: `classifier` and the model gauge follow it."""
+        self.metrics.observe_model(model.version, previous)
+        self.classifier = model.classifier
 
     @property
     def labels(self) -> list[str]:
@@ -58,11 +80,14 @@ class ServiceState:
 
     @property
     def model_version(self) -> str:
-        return str(self.classifier.model_version)
+        """The version serving now; each prediction carries its own (VersionedPrediction)."""
+        return self.live.version if self.live is not None else str(self.classifier.model_version)
 
     async def start(self) -> None:
         if self.storage is not None:
             self.storage.remember(self.engine)
+        await self.live.start()
+        await self.shadow.start()
         await self.batcher.start()
         await self.writer.start()
         await self.reclassifier.start()
@@ -79,6 +104,8 @@ class ServiceState:
             self.deliverer = None
         await self.batcher.stop()
         await self.writer.stop()
+        await self.shadow.stop()
+        await self.live.stop()
 
     def kick_notifications(self) -> None:
         """After committing notifications, deliver them now rather than at the next poll (any thread)."""
