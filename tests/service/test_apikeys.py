@@ -135,7 +135,7 @@ def test_db_upgrade_migrates_a_0001_database_keeping_its_data(empty_database_url
     engine.dispose()
 
     code, out, _ = run_cli(["db", "upgrade", "--db", empty_database_url], capsys)
-    assert code == 0 and "revision 0002" in out
+    assert code == 0 and "revision 0003_shadow_predictions" in out
 
     engine = make_engine(empty_database_url)
     insp = inspect(engine)

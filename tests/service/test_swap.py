@@ -140,3 +140,57 @@ def test_serving_an_empty_registry_says_what_to_do(tmp_path, sqlite_url):
     registry = make_registry(tmp_path, active=None)
     with pytest.raises(ConfigError, match="no active version: `triage models promote"):
         create_app(Settings(database_url=sqlite_url, registry_dir=registry.root), model_loader=Loader())
+
+
+def test_real_model_folders_switch_live(tiny_model_folder, sqlite_url, tmp_path):
+    """The default loader: registry versions are real model folders loaded with Classifier.load."""
+    import json
+
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from ticket_triage.inference import Classifier
+    from ticket_triage.registry import ModelRegistry
+    from ticket_triage.service import Settings, create_app
+
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(tiny_model_folder)
+    v2 = registry.register(tiny_model_folder, note="sharper")
+    meta = json.loads((v2.path / "triage.json").read_text())
+    meta["temperature"] = 0.25  # same weights, other probabilities: the two versions tell apart
+    (v2.path / "triage.json").write_text(json.dumps(meta))
+    registry.promote("v1")
+    text = "I was charged a late fee on my credit card."
+    app = create_app(Settings(registry_dir=registry.root, database_url=sqlite_url, auth=False, backend="torch"))
+    with TestClient(app) as client:
+        first = client.post("/v1/tickets", json={"body": text}).json()
+        assert client.post("/v1/admin/model", json={"version": "v2"}).json()["serving"] == "v2"
+        second = client.post("/v1/tickets", json={"body": text}).json()
+    assert (first["model_version"], second["model_version"]) == ("v1", "v2")
+    for ticket, version in ((first, "v1"), (second, "v2")):
+        direct = Classifier.load(registry.get(version).path, backend="torch").predict([text])[0]
+        assert ticket["confidence"] == pytest.approx(direct.confidence, abs=1e-5)
+    assert first["confidence"] != pytest.approx(second["confidence"], abs=1e-4)
+
+
+def test_shutdown_survives_a_swallowed_cancellation():
+    """asyncio.wait_for on Python < 3.12 can swallow a cancel (the batcher waits with it): the
+    service's stop cancels its tasks until they end instead of waiting forever."""
+    import asyncio
+
+    from ticket_triage.service.tasks import cancel_and_wait
+
+    async def main():
+        async def stubborn():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # as wait_for does when its awaitable completed meanwhile
+            await asyncio.sleep(3600)
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait(task), timeout=5)
+        assert task.cancelled()
+
+    asyncio.run(main())
