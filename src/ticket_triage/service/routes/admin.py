@@ -13,14 +13,17 @@ from ..deps import AdminDep, StateDep
 from ..schemas import Message
 from ..shadow import shadow_summary
 from ..state import ServiceState
-from ._limits import AUTH, BODY, GuardedRoute
+from ._limits import AUTH, BODY, DATABASE, GuardedRoute
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=GuardedRoute)
 
 VersionName = Field(min_length=1, max_length=50, pattern=r"^v[0-9]+$", examples=["v3"])
 SWITCH = {
     400: {"model": Message, "description": "no registry, an unknown version, or one with other categories"},
-    503: {"model": Message, "description": "the version does not load: the service keeps serving the old one"},
+    503: {
+        "model": Message,
+        "description": "the version does not load (the service keeps serving the old one), or the database is unavailable",
+    },
 }
 
 
@@ -98,13 +101,13 @@ def _status(state: ServiceState) -> ModelStatus:
     )
 
 
-@router.get("/model", response_model=ModelStatus, responses={**AUTH})
+@router.get("/model", response_model=ModelStatus, responses={**AUTH, **DATABASE})
 async def model_status(state: StateDep, _: AdminDep) -> ModelStatus:
     """The serving version, the registry's active and shadow versions, every version and the history."""
     return await run_in_threadpool(_status, state)
 
 
-@router.post("/model", response_model=ModelStatus, responses={**BODY, **AUTH, **SWITCH})
+@router.post("/model", response_model=ModelStatus, responses={**BODY, **AUTH, **DATABASE, **SWITCH})
 async def promote_model(payload: ModelChoice, state: StateDep, principal: AdminDep) -> ModelStatus:
     """Make `version` the active one: loaded beside the serving model, switched between two
     batches, the old one freed. No request fails; each ticket records the version that classified it."""
@@ -112,20 +115,20 @@ async def promote_model(payload: ModelChoice, state: StateDep, principal: AdminD
     return await run_in_threadpool(_status, state)
 
 
-@router.post("/model/rollback", response_model=ModelStatus, responses={**AUTH, **SWITCH})
+@router.post("/model/rollback", response_model=ModelStatus, responses={**AUTH, **DATABASE, **SWITCH})
 async def rollback_model(state: StateDep, principal: AdminDep) -> ModelStatus:
     """Make the previously active version active again (as live as a promote)."""
     await state.live.rollback(by=f"api:{principal.name}")
     return await run_in_threadpool(_status, state)
 
 
-@router.get("/shadow", response_model=ShadowSummary, responses={**AUTH})
+@router.get("/shadow", response_model=ShadowSummary, responses={**AUTH, **DATABASE})
 async def shadow_status(state: StateDep, _: AdminDep) -> ShadowSummary:
     """How the shadow version compares with the active one on live tickets (also in /metrics)."""
     return ShadowSummary(**await run_in_threadpool(_summary, state))
 
 
-@router.post("/shadow", response_model=ShadowSummary, responses={**BODY, **AUTH, **SWITCH})
+@router.post("/shadow", response_model=ShadowSummary, responses={**BODY, **AUTH, **DATABASE, **SWITCH})
 async def set_shadow(payload: ShadowChoice, state: StateDep, principal: AdminDep) -> ShadowSummary:
     """Let `version` classify live tickets beside the active one (never routing them); null stops it."""
     await state.live.set_shadow(payload.version, by=f"api:{principal.name}")
