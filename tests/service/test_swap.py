@@ -194,3 +194,17 @@ def test_shutdown_survives_a_swallowed_cancellation():
         assert task.cancelled()
 
     asyncio.run(main())
+
+
+def test_a_ticket_classified_later_records_the_version_that_classified_it(registry_app, tmp_path):
+    registry = make_registry(tmp_path)
+    loader = Loader(v1={"fail": True})  # v1 is down: tickets wait unclassified
+    client = registry_app(registry, loader, retry_interval_s=0.05)
+    ticket = client.post("/v1/tickets", json={"body": "escrow"}).json()
+    assert ticket["status"] == "unclassified" and ticket["model_version"] is None
+    assert client.post("/v1/admin/model", json={"version": "v2"}).status_code == 200
+    later = wait_for(
+        lambda: (t := client.get(f"/v1/tickets/{ticket['id']}").json())["status"] != "unclassified" and t,
+        what="the retry loop",
+    )
+    assert later["model_version"] == "v2" and later["confidence"] == CONFIDENCE["v2"]
