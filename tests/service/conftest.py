@@ -132,3 +132,29 @@ def tiny_model_folder(tiny_model_dir, tmp_path_factory) -> Path:
         load_taxonomy("cfpb-6"),
     )
     return folder
+
+
+# -- a registry of model versions (test_swap, test_shadow, test_admin) --------------------------
+@pytest.fixture
+def registry_app(database_url, tmp_path):
+    """registry_app(registry, loader, **settings) -> a TestClient of an app serving the registry."""
+    clients = []
+
+    def factory(registry, loader, **overrides) -> TestClient:
+        options = {
+            "database_url": database_url,
+            "auth": False,
+            "max_wait_ms": 1.0,
+            "retry_interval_s": 60.0,
+            "registry_dir": registry.root,
+            "registry_poll_s": 0.1,
+        }
+        options.update(overrides)
+        client = TestClient(create_app(Settings(**options), model_loader=loader))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in reversed(clients):
+        client.__exit__(None, None, None)

@@ -107,5 +107,5 @@ def test_keys_are_stored_hashed(authed):
 def test_issue_rejects_unknown_roles(authed):
     client, _, _ = authed
     with client.app.state.triage.sessions() as session:
-        with pytest.raises(ConfigError, match="unknown role 'admin'"):
-            issue_api_key(session, name="x", role="admin")
+        with pytest.raises(ConfigError, match="unknown role 'root'"):
+            issue_api_key(session, name="x", role="root")

@@ -168,7 +168,7 @@ def test_monitoring_page_needs_the_console_sign_in(make_client):
     agent = issue_key(client, "agent", "ann")
     client.post("/console/login", data={"key": agent})
     page = client.get("/monitoring")
-    assert page.status_code == 200 and "signed in as ann" in page.text
+    assert page.status_code == 200 and 'signed in as <strong id="who">ann</strong>' in page.text
 
 
 def test_monitoring_page_takes_the_forms_dates_and_explains_a_bad_range(client):

@@ -74,6 +74,13 @@ def serve_command(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+    registry: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--registry",
+            help="model registry folder: serve its active version and follow promotes live (instead of --model) [env TRIAGE_REGISTRY_DIR]",
+        ),
+    ] = None,
 ) -> None:
     """Serve the ticket API, the triage console (/) and the docs (/docs)."""
     from ..service.cli_ops import serve
@@ -90,6 +97,7 @@ def serve_command(
         backend=backend,
         device=device,
         ensemble=ensemble,
+        registry_dir=registry,
     )
     serve(settings, log_level=log_level)
 
@@ -123,7 +131,11 @@ def db_prune_notifications_command(
 @apikey_app.command("create")
 def apikey_create_command(
     role: Annotated[
-        str, typer.Option("--role", help="intake (create tickets, classify) or agent (queues, feedback, export)")
+        str,
+        typer.Option(
+            "--role",
+            help="intake (create tickets, classify), agent (queues, feedback, export) or admin (what an agent does, plus switching model versions: /v1/admin)",
+        ),
     ],
     name: Annotated[str, typer.Option("--name", help="who or what uses the key (recorded with each correction)")],
     db: Annotated[Optional[str], typer.Option("--db", help=DB_HELP)] = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,10 +21,11 @@ from .batching import MicroBatcher
 from .classifier import ClassifierLike, load_classifier
 from .db import make_engine, make_sessionmaker, upgrade_database
 from .deps import LoginRequired
+from .live_model import LiveModel, LoadedModel, Loader
 from .metrics import ServiceMetrics
 from .middleware import BodyLimit, Metrics, RequestContext, request_id_of
 from .openapi import install_openapi
-from .routes import classify, console, docs, explain, feedback, health, notifications, tickets
+from .routes import admin, classify, console, docs, explain, feedback, health, notifications, tickets
 from .routes import stats as stats_routes
 from .routes import work as work_routes
 from .routing import load_routing
@@ -36,11 +38,20 @@ log = logging.getLogger("ticket_triage.service")
 
 
 def create_app(
-    settings: Settings | None = None, classifier: ClassifierLike | None = None, explainer: object | None = None
+    settings: Settings | None = None,
+    classifier: ClassifierLike | None = None,
+    explainer: object | None = None,
+    model_loader: Loader | None = None,
 ) -> FastAPI:
     """A ready-to-serve FastAPI app. Raises ConfigError/ModelError before serving if anything is off.
-    `explainer` (an explain.Explainer): what explains tickets; by default settings.model_dir's, loaded on first use."""
+    `explainer` (an explain.Explainer): what explains tickets; by default settings.model_dir's, loaded on first use.
+    With settings.registry_dir, `model_loader(ModelVersion)` loads a registry version (default:
+    load_classifier of its folder); an injected `classifier` then stands for the active version."""
     settings = settings or Settings()
+    live = None
+    if settings.registry_dir is not None:
+        live = _registry_model(settings, classifier, model_loader)
+        classifier = live.current.classifier
     if classifier is None:
         if settings.model_dir is None:
             raise ConfigError(
@@ -57,11 +68,10 @@ def create_app(
         upgrade_database(engine)
     metrics = ServiceMetrics()
 
-    def predict(texts: list[str], batch_size: int):
-        return classifier.predict(texts, batch_size=batch_size)
-
+    if live is None:
+        live = LiveModel(LoadedModel(classifier, str(classifier.model_version), settings.model_dir))
     batcher = MicroBatcher(
-        predict,
+        live.predict,  # reads the serving model once per batch: a live switch happens between batches
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         on_batch=metrics.observe_batch,
@@ -76,13 +86,14 @@ def create_app(
         batcher=batcher,
         storage=StorageGuard(engine, min_free_mb=settings.min_free_disk_mb),
         explainer=explainer,
+        live=live,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await state.start()
         # The backend (and, for auto, why) is logged: the fastest path depends on the CPU.
-        backend = getattr(classifier, "backend_label", "an injected classifier")
+        backend = getattr(state.classifier, "backend_label", "an injected classifier")
         log.info(
             "serving model %s with %s, %d categories, routing %s",
             state.model_version,
@@ -114,7 +125,7 @@ def create_app(
         name="static",
     )
     # work first: its /tickets/bulk must win over /tickets/{ticket_id}
-    for module in (work_routes, tickets, feedback, notifications, classify, health, console, docs, explain):
+    for module in (work_routes, tickets, feedback, notifications, classify, health, console, docs, explain, admin):
         app.include_router(module.router)
     app.include_router(stats_routes.router)  # GET /v1/stats and the Monitoring page
     install_openapi(app, labels=labels, settings=settings)
@@ -182,3 +193,33 @@ def create_app(
         )
 
     return app
+
+
+def _registry_model(settings: Settings, classifier: ClassifierLike | None, loader: Loader | None) -> LiveModel:
+    """The live model of a registry: its active version loaded (or `classifier` standing for it)."""
+    from ..registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
+    if not registry.exists():
+        raise ConfigError(
+            f"no model registry at {settings.registry_dir}: `triage models register MODEL_DIR --registry {settings.registry_dir}` then `triage models promote v1`"
+        )
+    active = registry.active()
+    if active is None:
+        raise ConfigError(
+            f"the registry {settings.registry_dir} has no active version: `triage models promote VERSION --registry {settings.registry_dir}`"
+        )
+
+    def default_loader(entry):
+        return load_classifier(entry.path, settings.backend, settings.device, settings.ensemble)
+
+    loader = loader or default_loader
+    if classifier is None:
+        classifier = loader(active)
+    return LiveModel(
+        LoadedModel(classifier, active.version, Path(active.path)),
+        registry=registry,
+        loader=loader,
+        poll_s=settings.registry_poll_s,
+        shadow_enabled=settings.shadow,
+    )

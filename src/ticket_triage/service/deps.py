@@ -43,7 +43,7 @@ SessionDep = Annotated[Session, Depends(get_db)]
 @dataclass(frozen=True)
 class Principal:
     name: str
-    role: str  # "intake", "agent", or "*" when auth is off
+    role: str  # "intake", "agent", "admin", or "*" when auth is off
     revoked_at: datetime | None = None  # set for a revoked key: `authenticate` refuses it
 
 
@@ -225,3 +225,4 @@ def require_role(role: str):
 
 IntakeDep = Annotated[Principal, Depends(require_role("intake"))]
 AgentDep = Annotated[Principal, Depends(require_role("agent"))]
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]

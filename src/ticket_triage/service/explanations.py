@@ -91,7 +91,7 @@ class Explanations:
     """The explanation service of one app (see the module docstring)."""
 
     sessions: sessionmaker[Session]
-    model_dir: Path | None
+    model_dir: Callable[[], Path | None]  # the serving version's folder (it changes with a live switch)
     served_version: Callable[[], str]  # the served classifier's version: explanations are keyed by it
     explainer: Any = None  # an explain.Explainer (or alike: .explain(text, target, n_steps), .labels)
     n_steps: int = 20
@@ -103,6 +103,7 @@ class Explanations:
     _locks: dict = field(default_factory=dict, init=False, repr=False)
     _pending: int = field(default=0, init=False, repr=False)
     _injected: bool = field(default=False, init=False, repr=False)
+    _loaded_version: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._injected = self.explainer is not None
@@ -146,7 +147,7 @@ class Explanations:
                 self._pending -= 1
 
     def _check_available(self) -> None:
-        if self.explainer is None and self.model_dir is None:
+        if self.explainer is None and self.model_dir() is None:
             raise ExplainerUnavailable(
                 "explanations need the model folder's PyTorch weights, and this service was started with a classifier "
                 "but no model folder: start it with --model DIR (TRIAGE_MODEL_DIR)"
@@ -212,11 +213,18 @@ class Explanations:
         return payload
 
     def _explainer(self):
-        if self.explainer is None:
+        # Loaded on first use, and again after a live switch: an explanation must come from the
+        # weights of the version it is keyed by (an injected explainer stays as it is).
+        version = self.served_version()
+        if self.explainer is None or (not self._injected and self._loaded_version != version):
             with self._load_lock:
-                if self.explainer is None:
+                if self.explainer is None or (not self._injected and self._loaded_version != version):
                     from ..explain import Explainer
 
-                    log.info("loading the explainer from %s", self.model_dir)
-                    self.explainer = Explainer.load(self.model_dir, model_version=self.served_version())
+                    folder = self.model_dir()
+                    if folder is None:
+                        raise ExplainerUnavailable(f"model {version} has no model folder to explain it with")
+                    log.info("loading the explainer of model %s from %s", version, folder)
+                    self.explainer = Explainer.load(folder, model_version=version)
+                    self._loaded_version = version
         return self.explainer

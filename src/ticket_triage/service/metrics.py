@@ -62,6 +62,50 @@ class ServiceMetrics:
         self._lock = threading.Lock()
         self._classified = 0
         self._reviewed = 0
+        self._add_model_version_metrics()
+
+    def _add_model_version_metrics(self) -> None:
+        """Live swaps and shadow mode (live_model.py, shadow.py)."""
+        r = self.registry
+        self.model_info = Gauge("triage_model_info", "1 for the model version serving now", ["version"], registry=r)
+        self.model_switches = Counter("triage_model_switches", "live switches of the serving model version", registry=r)
+        self.shadow_predictions = Counter(
+            "triage_shadow_predictions",
+            "live tickets the shadow model classified, by whether it agreed with the active model",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("agree", "disagree"):
+            self.shadow_predictions.labels(outcome)
+        self.shadow_skipped = Counter(
+            "triage_shadow_skipped", "tickets the shadow model skipped (its queue was full)", registry=r
+        )
+        self.shadow_failures = Counter("triage_shadow_failures", "shadow batches that failed", registry=r)
+        self.shadow_agreement = Gauge(
+            "triage_shadow_agreement", "share of shadow predictions equal to the active model's", registry=r
+        )
+        self.shadow_accuracy = Gauge(
+            "triage_shadow_accuracy",
+            "share of agent-corrected tickets the shadow model got right (-1: none yet)",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_corrected = Gauge(
+            "triage_shadow_corrected_tickets", "agent-corrected tickets the shadow model classified", registry=r
+        )
+
+    def observe_model(self, version: str, previous: str | None = None) -> None:
+        if previous is not None and previous != version:
+            self.model_info.labels(previous).set(0)
+            self.model_switches.inc()
+        self.model_info.labels(version).set(1)
+
+    def observe_shadow_summary(self, summary: dict) -> None:
+        """Gauges from `shadow.shadow_summary`: agreement, and accuracy of shadow and active models."""
+        self.shadow_agreement.set(summary["agreement"] if summary["agreement"] is not None else -1)
+        self.shadow_corrected.set(summary["corrected_n"])
+        for model, key in (("shadow", "shadow_accuracy"), ("active", "active_accuracy")):
+            self.shadow_accuracy.labels(model).set(summary[key] if summary[key] is not None else -1)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

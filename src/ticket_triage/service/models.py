@@ -247,3 +247,21 @@ class Explanation(Base):
     method: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ShadowPrediction(Base):
+    """What a shadow (candidate) model predicted for a live ticket, beside the active model's
+    prediction. Never used for routing: only to judge the candidate before promoting it."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (Index("ix_shadow_predictions_version", "model_version", "ticket_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(200))  # the shadow's version
+    category: Mapped[str] = mapped_column(String(100))
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    active_version: Mapped[str | None] = mapped_column(String(200))  # the version that routed the ticket
+    active_category: Mapped[str | None] = mapped_column(String(100))  # and what it predicted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -128,7 +128,8 @@ class Reclassifier:
                     continue  # corrected by an agent meanwhile
                 ticket.classify_attempts += 1
                 previous_queue = ticket.queue
-                crud.apply_prediction(ticket, prediction=pred, rules=self.rules, model_version=version)
+                made_by = getattr(pred, "model_version", None) or version  # the batch's version (live swaps)
+                crud.apply_prediction(ticket, prediction=pred, rules=self.rules, model_version=made_by)
                 crud.enqueue_notifications(
                     session, ticket=ticket, rules=self.rules, event="classified", previous_queue=previous_queue
                 )

@@ -1,4 +1,5 @@
-"""API keys: random 256-bit tokens, stored only as SHA-256; two roles."""
+"""API keys: random 256-bit tokens, stored only as SHA-256; three roles (an admin key may also
+do what an agent key does: see `deps.require_role`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 from ..errors import ConfigError
 from . import crud
 
-ROLES = ("intake", "agent")
+ROLES = ("intake", "agent", "admin")
 KEY_PREFIX = "tt_"
 
 

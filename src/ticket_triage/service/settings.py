@@ -70,6 +70,19 @@ class Settings(BaseSettings):
         64.0, ge=0, description="below this much free space in a SQLite database's folder, /readyz says not ready"
     )
 
+    # -- model versions (registry.py, live_model.py, shadow.py) --------------------------------
+    registry_dir: Path | None = Field(
+        None,
+        description="model registry folder (`triage models register`): serve its active version, switch versions live; model_dir is then not needed",
+    )
+    registry_poll_s: float = Field(
+        2.0, gt=0, le=3600, description="how often the registry's index is checked for a promote made elsewhere"
+    )
+    shadow: bool = Field(True, description="run the registry's shadow version (if one is set) beside the active one")
+    shadow_max_pending: int = Field(
+        1000, ge=1, description="most tickets waiting for the shadow model; beyond, tickets are skipped (counted)"
+    )
+
     # -- notifications (the outbox of e-mails and webhooks for routed tickets) -------------------
     public_url: str | None = Field(
         None,

@@ -14,10 +14,12 @@ from .batching import MicroBatcher
 from .classifier import ClassifierLike
 from .explanations import Explanations
 from .keycache import KeyCache
+from .live_model import LiveModel, LoadedModel
 from .metrics import ServiceMetrics
 from .reclassify import Reclassifier
 from .routing import RoutingRules
 from .settings import Settings
+from .shadow import ShadowRunner
 from .storage import StorageGuard
 from .writer import TicketWriter
 
@@ -39,6 +41,10 @@ class ServiceState:
     drift: object | None = None  # drift.DriftChecker while running (the routing YAML's `drift:`)
     explainer: object | None = None  # an explain.Explainer injected by tests; else loaded from model_dir on first use
     explanations: Explanations = field(init=False)  # GET /v1/tickets/{id}/explanation, cached in the database
+    # The serving model and its shadow, switchable live (live_model.py); built from `classifier`
+    # when not given. The batcher's process function should be `live.predict`.
+    live: LiveModel | None = None
+    shadow: ShadowRunner = field(init=False)  # the shadow model's queue and worker (shadow.py)
 
     def __post_init__(self) -> None:
         self.writer = TicketWriter(
@@ -55,14 +61,32 @@ class ServiceState:
             on_notifications=self.kick_notifications,
         )
         self.keys = KeyCache(self.settings.api_key_cache_s)
+        if self.live is None:
+            self.live = LiveModel(
+                LoadedModel(self.classifier, str(self.classifier.model_version), self.settings.model_dir)
+            )
         self.explanations = Explanations(
             sessions=self.sessions,
-            model_dir=self.settings.model_dir,
+            model_dir=lambda: self.live.current.path if self.live is not None else self.settings.model_dir,
             served_version=lambda: self.model_version,
             explainer=self.explainer,
             n_steps=self.settings.explain_steps,
             max_pending=self.settings.explain_max_pending,
         )
+        self.live.on_switch = self._on_switch
+        self.metrics.observe_model(self.live.version)
+        self.shadow = ShadowRunner(
+            live=self.live,
+            sessions=self.sessions,
+            metrics=self.metrics,
+            batch_size=self.settings.max_batch_size,
+            max_pending=self.settings.shadow_max_pending,
+        )
+
+    def _on_switch(self, model: LoadedModel, previous: str) -> None:
+        """The live model switched version: `classifier` and the model gauge follow it."""
+        self.metrics.observe_model(model.version, previous)
+        self.classifier = model.classifier
 
     @property
     def labels(self) -> list[str]:
@@ -70,11 +94,14 @@ class ServiceState:
 
     @property
     def model_version(self) -> str:
-        return str(self.classifier.model_version)
+        """The version serving now; each prediction carries its own (VersionedPrediction)."""
+        return self.live.version if self.live is not None else str(self.classifier.model_version)
 
     async def start(self) -> None:
         if self.storage is not None:
             self.storage.remember(self.engine)
+        await self.live.start()
+        await self.shadow.start()
         await self.batcher.start()
         await self.writer.start()
         await self.reclassifier.start()
@@ -91,7 +118,7 @@ class ServiceState:
             rules=self.rules,
             model_version=lambda: self.model_version,
             interval_s=self.settings.drift_check_interval_s,
-            reference=DriftChecker.reference_of(self.settings.model_dir),
+            reference=DriftChecker.reference_of(self.live.current.path),
             on_notifications=self.kick_notifications,
         )
         await self.drift.start()
@@ -107,6 +134,8 @@ class ServiceState:
             self.deliverer = None
         await self.batcher.stop()
         await self.writer.stop()
+        await self.shadow.stop()
+        await self.live.stop()
 
     def kick_notifications(self) -> None:
         """After committing notifications, deliver them now rather than at the next poll (any thread)."""

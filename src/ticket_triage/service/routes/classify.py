@@ -55,4 +55,5 @@ async def classify(payload: ClassifyRequest, state: StateDep, _: IntakeDep) -> C
                 needs_review=decision.needs_review,
             )
         )
-    return ClassifyResponse(model_version=state.model_version, predictions=out)
+    version = getattr(preds[0], "model_version", state.model_version) if preds else state.model_version
+    return ClassifyResponse(model_version=version, predictions=out)

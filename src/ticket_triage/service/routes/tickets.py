@@ -85,7 +85,8 @@ async def create_ticket(
     except Exception as exc:  # stored unclassified; the retry loop classifies it later
         error = f"{type(exc).__name__}: {exc}"[:500]
         state.metrics.failures.inc()
-    version = state.model_version if prediction is not None else None
+    # The version that made this prediction travels with it: a live switch meanwhile cannot mislabel.
+    version = getattr(prediction, "model_version", state.model_version) if prediction is not None else None
     ticket, created = await state.writer.store(NewTicket(data, prediction, error, idempotency_key, version))
     if prediction is None:
         state.reclassifier.mark_unclassified()  # after the commit, so the retry finds the ticket
@@ -98,6 +99,7 @@ async def create_ticket(
         state.metrics.predictions.labels(prediction.category).inc()
         state.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
         state.reclassifier.kick()
+        state.shadow.offer(ticket.id, text, version, prediction.category)  # after storing; never routes
     return ticket
 
 
