@@ -63,6 +63,28 @@ def test_a_repeated_save_or_double_click_writes_no_second_record(client):
     assert [r["Product"] for r in rows] == ["Loans"]
 
 
+@pytest.mark.parametrize("category", ["Mortgage", "Loans"])  # a confirmation and a correction
+def test_two_identical_saves_at_the_same_moment_write_one_record(client, category):
+    """Both requests read the ticket before either commits (a double click's twins, or the same
+    Idempotency-Key retried at once): the second finds the ticket changed and records nothing."""
+    from ticket_triage.service import crud
+
+    t = post(client, MORTGAGE)
+    state = client.app.state.triage
+    with state.sessions() as first, state.sessions() as second:
+        tickets = [crud.get_ticket(s, ticket_id=t["id"]) for s in (first, second)]
+        saved = crud.add_feedback(
+            first, ticket=tickets[0], category=category, agent="ann", note=None, rules=state.rules
+        )
+        first.commit()
+        twin = crud.add_feedback(
+            second, ticket=tickets[1], category=category, agent="ann", note=None, rules=state.rules
+        )
+        second.commit()
+    assert saved is not None and twin is None
+    assert [f.category for f in feedback_rows(client, t["id"])] == [category]
+
+
 def test_confirm_endpoint_is_idempotent_and_a_later_correction_counts(client):
     t = post(client, VAGUE)
     for _ in range(3):  # a triple click

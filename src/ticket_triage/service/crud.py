@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .models import (
     ApiKey,
@@ -232,11 +234,19 @@ def add_feedback(
       moves to its category's queue, as after a correction);
     - the category it already has once judged, or an `idempotency_key` already used on this
       ticket: nothing is written, None is returned (double clicks and no-op saves are harmless)."""
-    if idempotency_key is not None and feedback_by_key(session, ticket=ticket, key=idempotency_key) is not None:
-        return None
-    kind = feedback_kind(ticket, category)
-    if kind is None:
-        return None
+    for _ in range(3):
+        if idempotency_key is not None and feedback_by_key(session, ticket=ticket, key=idempotency_key) is not None:
+            return None
+        kind = feedback_kind(ticket, category)
+        if kind is None:
+            return None
+        if _claim(session, ticket):
+            break
+        # Another request changed the ticket since it was read (a double click's twin, another
+        # agent): judge again on what it is now, so the twin finds nothing left to record.
+        session.refresh(ticket)
+    else:
+        raise OperationalError("claiming the ticket", None, Exception("the ticket kept changing: retry"))
     feedback = Feedback(
         ticket_id=ticket.id,
         agent=agent,
@@ -259,6 +269,22 @@ def add_feedback(
     session.flush()
     session.refresh(ticket, attribute_names=["feedback"])
     return feedback
+
+
+def _claim(session: Session, ticket: Ticket) -> bool:
+    """Optimistic lock: bump `updated_at` only if nobody changed the ticket since it was read.
+    Two identical requests at the same moment then write one record, on SQLite and PostgreSQL
+    alike (the second's UPDATE matches no row once the first has committed)."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Ticket)
+        .where(Ticket.id == ticket.id, Ticket.updated_at == ticket.updated_at)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed:
+        set_committed_value(ticket, "updated_at", now)
+    return bool(claimed)
 
 
 def set_work_state(
