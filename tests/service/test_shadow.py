@@ -62,6 +62,10 @@ def test_shadow_results_are_recorded_and_never_route(registry_app, tmp_path):
     assert 'triage_shadow_accuracy{model="shadow"} 1.0' in metrics
     assert 'triage_shadow_accuracy{model="active"} 0.0' in metrics
     assert "triage_shadow_corrected_tickets 2.0" in metrics
+    # ... and in the console's Monitoring page
+    page = client.get("/monitoring").text
+    assert 'id="shadow-version">v2<' in page and "agreement with the serving model 0.0%" in page
+    assert "the shadow was right on 100.0%, the serving model on 0.0%" in page
 
 
 def test_shadow_agreement_and_switching_it_on_and_off(registry_app, tmp_path):

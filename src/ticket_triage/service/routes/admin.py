@@ -125,17 +125,18 @@ async def rollback_model(state: StateDep, principal: AdminDep) -> ModelStatus:
 @router.get("/shadow", response_model=ShadowSummary, responses={**AUTH, **DATABASE})
 async def shadow_status(state: StateDep, _: AdminDep) -> ShadowSummary:
     """How the shadow version compares with the active one on live tickets (also in /metrics)."""
-    return ShadowSummary(**await run_in_threadpool(_summary, state))
+    return ShadowSummary(**await run_in_threadpool(shadow_report, state))
 
 
 @router.post("/shadow", response_model=ShadowSummary, responses={**BODY, **AUTH, **DATABASE, **SWITCH})
 async def set_shadow(payload: ShadowChoice, state: StateDep, principal: AdminDep) -> ShadowSummary:
     """Let `version` classify live tickets beside the active one (never routing them); null stops it."""
     await state.live.set_shadow(payload.version, by=f"api:{principal.name}")
-    return ShadowSummary(**await run_in_threadpool(_summary, state))
+    return ShadowSummary(**await run_in_threadpool(shadow_report, state))
 
 
-def _summary(state: ServiceState) -> dict:
+def shadow_report(state: ServiceState) -> dict:
+    """ShadowSummary's fields for the shadow version serving now (or the registry's, when none runs)."""
     shadow = state.live.shadow
     if shadow is None:
         return shadow_summary(state.sessions, None)

@@ -21,6 +21,7 @@ from ..schemas import UTCDateTime
 from ..state import ServiceState
 from ..stats import LENGTH_EDGES, compute_stats, stats_range
 from ._limits import AUTH, DATABASE, GuardedRoute
+from .admin import shadow_report
 from .console import _console_principal
 
 router = APIRouter(tags=["monitoring"], route_class=GuardedRoute)
@@ -157,6 +158,7 @@ def monitoring(
         {
             "stats": stats,
             "charts": _charts(stats),
+            "shadow": shadow_report(state),
             "error": error,
             "principal": principal,
             "auth": state.settings.auth,
