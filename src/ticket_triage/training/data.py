@@ -36,3 +36,17 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     labels = labels[labels >= 0]
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return len(labels) / (num_classes * np.clip(counts, 1, None))
+
+
+def weighted_cross_entropy(logits, targets, row_weights, class_weight=None, mean_weight: float = 1.0):
+    """Cross-entropy with a weight per row (and optionally per class), for one batch.
+
+    sum(w_i * c_i * CE_i) / (sum(c_i) * mean_weight): with every w_i = 1 this is exactly torch's
+    CrossEntropyLoss(weight=class_weight). Dividing by the whole split's mean weight rather than the
+    batch's own keeps a row of weight 3 worth three rows of weight 1 wherever it lands, instead of
+    diluting it in a batch of other heavy rows."""
+    import torch.nn.functional as F
+
+    per_row = F.cross_entropy(logits, targets, reduction="none")
+    per_class = class_weight[targets] if class_weight is not None else per_row.new_ones(per_row.shape)
+    return (row_weights * per_class * per_row).sum() / (per_class.sum() * mean_weight)
