@@ -3,14 +3,12 @@ loss, and the run it writes; on a tiny random BERT and small real data."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
-from _model_support import make_model_folder, tiny_train_config
+from _model_support import tiny_train_config
 
-from ticket_triage.errors import ConfigError, DataError
+from ticket_triage.errors import DataError
 
 LABELS = ["Credit Reporting", "Debt Collection", "Mortgage", "Card Services", "Loans", "Banking Services"]
 TINY = dict(precision="fp32", threads=1, max_length=48, calibrate=False, baseline=False, batch_size=16, seed=7)

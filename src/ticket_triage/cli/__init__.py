@@ -24,6 +24,7 @@ from . import serve as _serve  # noqa: E402,F401
 from . import tune as _tune  # noqa: E402,F401
 from . import distill as _distill  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
+from . import retrain as _retrain  # noqa: E402,F401
 # isort: on
 
 _err = Console(stderr=True)
