@@ -380,3 +380,23 @@ def test_promote_if_better_needs_a_registry(capsys, tmp_path):
         ],
     )
     assert "--registry" in err
+
+
+def test_max_train_rows_caps_base_rows_and_keeps_every_correction(current, make_prepared, tmp_path):
+    from ticket_triage.learning.retrain import RetrainConfig, retrain
+
+    base, _ = _base(make_prepared, tmp_path)
+    feedback = _live_corrections(make_prepared, tmp_path)
+    cfg = RetrainConfig(
+        base=base,
+        model=current,
+        feedback=str(feedback),
+        out=tmp_path / "run",
+        holdout_frac=0.0,
+        train_overrides={**TINY, "max_train_rows": 24},
+    )
+    retrain(cfg, log=quiet, progress=False)
+    train = pd.read_parquet(tmp_path / "run" / "data" / "train.parquet")
+    assert (train["origin"] == "correction").sum() == 20 and (train["origin"] == "base").sum() <= 24
+    summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
+    assert summary["config"]["train"]["max_train_rows"] is None

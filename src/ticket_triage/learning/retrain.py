@@ -8,6 +8,8 @@
 
 Warm start (the default) continues from the current model's weights for a few epochs (1 unless
 --epochs), with its own training settings; --from-scratch fine-tunes its base encoder again.
+A max_train_rows setting caps the base rows only (the same subset the model trained on); every
+correction is kept.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class RetrainResult:
 def retrain(cfg: RetrainConfig, *, log: Callable[[str], None] = print, progress: bool = True) -> RetrainResult:
     """Merge, split by time, train; see the module docstring for what it writes."""
     from ..data.io import load_split, read_manifest
-    from ..training import train_model
+    from ..training import TrainConfig, train_model
     from .feedback import read_corrections
     from .merge import merge_rows, time_split
 
@@ -75,7 +77,9 @@ def retrain(cfg: RetrainConfig, *, log: Callable[[str], None] = print, progress:
         raise DataError(f"no corrections{since} in {_safe_source(cfg.feedback)}: nothing to retrain on")
     corrections = _clean_like_base(corrections, manifest)
     train_corr, held_out = time_split(corrections, cfg.holdout_frac)
-    base_train = load_split(cfg.base, "train", columns=["text", "label"])
+    base_train = _base_rows(load_split(cfg.base, "train", columns=["text", "label"]), labels, train_config)
+    if train_config.max_train_rows:  # applied to the base rows above: every correction is kept
+        train_config = TrainConfig.from_dict({**train_config.to_dict(), "max_train_rows": None})
     evaluation = [load_split(cfg.base, s, columns=["text", "label"]) for s in ("val", "test")]
     exclude = [t for frame in evaluation for t in frame["text"].astype(str)] + held_out["text"].tolist()
     merged = merge_rows(
@@ -139,6 +143,21 @@ def _train_config(cfg: RetrainConfig, labels: list[str]):
         settings["epochs"] = cfg.epochs
     settings.update({k: v for k, v in cfg.train_overrides.items() if v is not None})
     return TrainConfig.from_dict(settings)
+
+
+def _base_rows(base_train, labels: list[str], train_config):
+    """The base rows to train on: with max_train_rows, the stratified subset the current model
+    itself trained on (training's own choice, same labels and seed), so the cap never drops a
+    correction and a warm start sees the rows it learnt from."""
+    import numpy as np
+
+    from ..training.data import stratified_indices
+
+    if not train_config.max_train_rows:
+        return base_train
+    ids = base_train["label"].map({c: i for i, c in enumerate(labels)}).to_numpy(dtype=np.int64)
+    keep = stratified_indices(ids, train_config.max_train_rows, train_config.seed)
+    return base_train.iloc[keep].reset_index(drop=True)
 
 
 def _threshold(manifest: dict[str, Any]) -> float:
