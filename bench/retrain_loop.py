@@ -124,6 +124,11 @@ def main() -> None:
     parser.add_argument("--correction-weight", type=float, default=3.0)
     parser.add_argument("--lr", type=float, help="learning rate of the warm start (default: the champion's)")
     parser.add_argument("--no-control", action="store_true", help="skip the control run (base rows only)")
+    parser.add_argument(
+        "--reuse-champion",
+        action="store_true",
+        help="keep --out's prepared base and champion from an earlier run; redo the corrections, retrain and compare",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     out = args.out
@@ -134,12 +139,17 @@ def main() -> None:
     from ticket_triage.learning.retrain import RetrainConfig, retrain
     from ticket_triage.training import TrainConfig, train_model
 
-    if out.exists():
+    reuse = args.reuse_champion and (out / "champion" / "metrics.json").is_file()
+    if reuse:
+        for name in ("challenger", "control", "compare", "compare_control"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    elif out.exists():
         shutil.rmtree(out)
     clock: dict[str, float] = {}
     t = time.perf_counter()
     base_csv, live_csv = split_eras(out)
-    prepare_dataset(DataConfig(input=[base_csv], out_dir=out / "base"))
+    if not reuse:
+        prepare_dataset(DataConfig(input=[base_csv], out_dir=out / "base"))
     live = live_rows(live_csv, out / "base", profile["live_rows"])
     half = len(live) // 2
     first, second = live.iloc[:half], live.iloc[half:]
@@ -147,8 +157,13 @@ def main() -> None:
     clock["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    champion = train_model(TrainConfig(**profile["train"]), out / "base", out / "champion", progress=False)
-    clock["champion"] = time.perf_counter() - t
+    if reuse:
+        from types import SimpleNamespace
+
+        champion = SimpleNamespace(model_dir=out / "champion" / "model")
+    else:
+        champion = train_model(TrainConfig(**profile["train"]), out / "base", out / "champion", progress=False)
+        clock["champion"] = time.perf_counter() - t
 
     feedback, n_corr, first_acc = corrections_csv(champion.model_dir, first, out / "feedback.csv")
     t = time.perf_counter()
@@ -215,7 +230,7 @@ def results(args, profile, live, first_acc, n_corr, summary, report, control, cl
         f"({live['date_received'].iloc[len(live) // 2]} to {live['date_received'].iloc[-1]}) is scored.",
         "",
         f"The champion got {first_acc * 100:.1f}% of the first half right; the agent corrected the other {n_corr}. "
-        f"`retrain` (warm start, 1 epoch, correction weight {args.correction_weight:g}) trained on "
+        f"`retrain` (warm start, 1 epoch, lr {summary['config']['train']['lr']:g}, correction weight {args.correction_weight:g}) trained on "
         f"{summary['counts']['train_base_rows']} base rows + {summary['counts']['train_corrections']} corrections and held out the "
         f"{summary['counts']['corrections_held_out']} newest. The control is the same warm start on the base rows alone.",
         "",
