@@ -202,7 +202,8 @@ def main() -> None:
     )
     clock["compare"] = time.perf_counter() - t
     body = results(args, profile, live, first_acc, n_corr, challenger.summary, report, control_report, clock)
-    write_section(f"retrain-loop-{args.profile}", body)
+    # a run with another warm-start lr gets a section of its own: the default's result stays on record
+    write_section(f"retrain-loop-{args.profile}" + (f"-lr{args.lr:g}" if args.lr else ""), body)
     print(body)
 
 
@@ -221,7 +222,7 @@ def results(args, profile, live, first_acc, n_corr, summary, report, control, cl
     sets = report["sets"]
     live_name = "live_second_half"
     lines = [
-        f"## The learning loop, `{args.profile}` profile (`bench/retrain_loop.py`)",
+        f"## The learning loop, `{args.profile}` profile{f', warm-start lr {args.lr:g}' if args.lr else ''} (`bench/retrain_loop.py`)",
         "",
         f"Base: the bundled rows received before {LIVE_FROM} or undated, prepared as usual; the champion trains on them "
         f"({', '.join(f'{k}={v}' for k, v in profile['train'].items())}). Live: {len(live)} rows from {LIVE_FROM} on "
