@@ -203,7 +203,10 @@ def main() -> None:
     clock["compare"] = time.perf_counter() - t
     body = results(args, profile, live, first_acc, n_corr, challenger.summary, report, control_report, clock)
     # a run with another warm-start lr gets a section of its own: the default's result stays on record
-    write_section(f"retrain-loop-{args.profile}" + (f"-lr{args.lr:g}" if args.lr else ""), body)
+    variant = (f"-lr{args.lr:g}" if args.lr else "") + (
+        f"-w{args.correction_weight:g}" if args.correction_weight != 3.0 else ""
+    )
+    write_section(f"retrain-loop-{args.profile}{variant}", body)
     print(body)
 
 
@@ -222,7 +225,8 @@ def results(args, profile, live, first_acc, n_corr, summary, report, control, cl
     sets = report["sets"]
     live_name = "live_second_half"
     lines = [
-        f"## The learning loop, `{args.profile}` profile{f', warm-start lr {args.lr:g}' if args.lr else ''} (`bench/retrain_loop.py`)",
+        f"## The learning loop, `{args.profile}` profile{f', warm-start lr {args.lr:g}' if args.lr else ''}"
+        f"{f', correction weight {args.correction_weight:g}' if args.correction_weight != 3.0 else ''} (`bench/retrain_loop.py`)",
         "",
         f"Base: the bundled rows received before {LIVE_FROM} or undated, prepared as usual; the champion trains on them "
         f"({', '.join(f'{k}={v}' for k, v in profile['train'].items())}). Live: {len(live)} rows from {LIVE_FROM} on "
