@@ -237,7 +237,8 @@ def results(args, profile, live, first_acc, n_corr, summary, report, control, cl
         f"The champion got {first_acc * 100:.1f}% of the first half right; the agent corrected the other {n_corr}. "
         f"`retrain` (warm start, 1 epoch, lr {summary['config']['train']['lr']:g}, correction weight {args.correction_weight:g}) trained on "
         f"{summary['counts']['train_base_rows']} base rows + {summary['counts']['train_corrections']} corrections and held out the "
-        f"{summary['counts']['corrections_held_out']} newest. The control is the same warm start on the base rows alone.",
+        f"{summary['counts']['corrections_held_out']} newest."
+        + (" The control is the same warm start on the base rows alone." if control else " (No control run.)"),
         "",
         "Accuracy and macro-F1 in points, with 95% paired-bootstrap intervals "
         f"({report['bootstrap']['resamples']} resamples):",
