@@ -400,3 +400,17 @@ def test_max_train_rows_caps_base_rows_and_keeps_every_correction(current, make_
     assert (train["origin"] == "correction").sum() == 20 and (train["origin"] == "base").sum() <= 24
     summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
     assert summary["config"]["train"]["max_train_rows"] is None
+
+
+def test_balanced_class_weights_count_row_weights():
+    """Heavy corrections weigh more within their class, without tilting the class balance."""
+    from ticket_triage.training.data import balanced_class_weights
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    plain = balanced_class_weights(labels, 3)
+    np.testing.assert_allclose(plain, 6 / (3 * np.array([3, 2, 1])))
+    np.testing.assert_allclose(balanced_class_weights(labels, 3, np.ones(6)), plain)
+    weights = np.array([1, 1, 1, 3, 3, 1.0])
+    class_w = balanced_class_weights(labels, 3, weights)
+    mass = np.bincount(labels, weights=weights * class_w[labels], minlength=3)
+    np.testing.assert_allclose(mass, mass[0])  # every class the same total weight in the loss

@@ -358,7 +358,9 @@ def _build_run(
         attn_implementation=attention,
     ).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
-    class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
+    class_weights = (
+        balanced_class_weights(train.labels, len(labels), train.weights) if config.class_weights == "balanced" else None
+    )
     class_weight_t = (
         torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     )
