@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--correction-weight", type=float, default=3.0)
     parser.add_argument("--lr", type=float, help="learning rate of the warm start (default: the champion's)")
     parser.add_argument("--no-control", action="store_true", help="skip the control run (base rows only)")
+    parser.add_argument("--label", help="names this run's own RESULTS section (e.g. after a code change)")
     parser.add_argument(
         "--reuse-champion",
         action="store_true",
@@ -206,6 +207,8 @@ def main() -> None:
     variant = (f"-lr{args.lr:g}" if args.lr else "") + (
         f"-w{args.correction_weight:g}" if args.correction_weight != 3.0 else ""
     )
+    if args.label:
+        variant += "-" + "".join(c if c.isalnum() else "-" for c in args.label.lower())
     write_section(f"retrain-loop-{args.profile}{variant}", body)
     print(body)
 
@@ -226,7 +229,8 @@ def results(args, profile, live, first_acc, n_corr, summary, report, control, cl
     live_name = "live_second_half"
     lines = [
         f"## The learning loop, `{args.profile}` profile{f', warm-start lr {args.lr:g}' if args.lr else ''}"
-        f"{f', correction weight {args.correction_weight:g}' if args.correction_weight != 3.0 else ''} (`bench/retrain_loop.py`)",
+        f"{f', correction weight {args.correction_weight:g}' if args.correction_weight != 3.0 else ''}"
+        f"{f', {args.label}' if args.label else ''} (`bench/retrain_loop.py`)",
         "",
         f"Base: the bundled rows received before {LIVE_FROM} or undated, prepared as usual; the champion trains on them "
         f"({', '.join(f'{k}={v}' for k, v in profile['train'].items())}). Live: {len(live)} rows from {LIVE_FROM} on "
