@@ -26,6 +26,7 @@ from . import distill as _distill  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
 from . import explain as _explain  # noqa: E402,F401
 from . import users as _users  # noqa: E402,F401
+from . import retrain as _retrain  # noqa: E402,F401
 # isort: on
 
 _err = Console(stderr=True)

@@ -27,6 +27,9 @@ class Split:
 
     texts: list[str]
     labels: np.ndarray  # (N,) int64 ids into the label list
+    # (N,) float32 loss weights from an optional `weight` column (`triage retrain` writes one so that
+    # agents' corrections count more); None when the split has none or every weight is 1.
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -79,14 +82,41 @@ def load_splits(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple
     index = {name: i for i, name in enumerate(labels)}
     out = {}
     for name in splits:
-        frame = load_split(data_dir, name, columns=["text", "label"])
+        frame = load_split(data_dir, name, columns=["text", "label", *_weight_column(data_dir, name)])
         if frame.empty:
             raise DataError(f"{Path(data_dir) / name}.parquet has no rows: prepare more data or lower --min-words")
         unknown = sorted(set(frame["label"]) - set(index))
         if unknown:
             raise DataError(f"{name} split has labels the manifest does not list: {unknown}")
-        out[name] = Split(frame["text"].astype(str).tolist(), frame["label"].map(index).to_numpy(dtype=np.int64))
+        out[name] = Split(
+            frame["text"].astype(str).tolist(),
+            frame["label"].map(index).to_numpy(dtype=np.int64),
+            _row_weights(frame, Path(data_dir) / f"{name}.parquet"),
+        )
     return out, labels
+
+
+WEIGHT_COLUMN = "weight"
+
+
+def _weight_column(data_dir: str | Path, split: str) -> list[str]:
+    """["weight"] when the split's parquet has that column (read from the schema, not the rows)."""
+    import pyarrow.parquet as pq
+
+    path = Path(data_dir) / f"{split}.parquet"
+    if not path.is_file():
+        return []  # load_split names the missing file
+    return [WEIGHT_COLUMN] if WEIGHT_COLUMN in pq.read_schema(path).names else []
+
+
+def _row_weights(frame, path: Path) -> np.ndarray | None:
+    if WEIGHT_COLUMN not in frame:
+        return None
+    weights = frame[WEIGHT_COLUMN].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
+        raise DataError(f"{path}: the weight column must hold finite numbers >= 0, not all 0")
+    # all ones is the same as no column: training keeps its plain (unweighted) loss
+    return None if np.all(weights == 1) else weights.astype(np.float32)
 
 
 def read_labelled_file(

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .data import balanced_class_weights, stratified_indices
+from .data import balanced_class_weights, stratified_indices, weighted_cross_entropy
 from .distributed import DistContext, barrier, gather_rows, init_distributed, mean_across, shard
 from .targets import UNLABELLED, SoftTargets, distillation_loss
 
@@ -111,6 +111,7 @@ class _Run:
     soft_targets: SoftTargets | None
     state: LoopState
     run_info: dict[str, Any] = field(default_factory=dict)  # facts saved beside the config: world size, effective batch
+    mean_row_weight: float = 1.0  # of the training rows' `weight` column, when they have one
     provenance: dict[str, Any] | None = None  # versions, data hash, git commit: for each saved model folder
 
 
@@ -357,7 +358,9 @@ def _build_run(
         attn_implementation=attention,
     ).to(device)
     torch.manual_seed(config.seed + ctx.rank)  # the same weights everywhere, a different dropout stream per process
-    class_weights = balanced_class_weights(train.labels, len(labels)) if config.class_weights == "balanced" else None
+    class_weights = (
+        balanced_class_weights(train.labels, len(labels), train.weights) if config.class_weights == "balanced" else None
+    )
     class_weight_t = (
         torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights is not None else None
     )
@@ -415,6 +418,7 @@ def _build_run(
         splits=splits,
         soft_targets=soft_targets,
         state=state,
+        mean_row_weight=float(train.weights.mean()) if train.weights is not None else 1.0,
     )
     run.run_info = {
         "world_size": ctx.world_size,
@@ -516,7 +520,12 @@ def _forward_backward(run: _Run, rows: list[int], steps_now: bool):
         logits = pool_windows(
             logits.float(), to_device(torch.as_tensor(owners), device), len(rows), config.chunk_pool
         )  # (B, C)
-        if run.teacher is None:
+        if run.teacher is None and run.train.weights is not None:
+            # per-row weights (`triage retrain`: corrections count more), normalised by the split's
+            # mean weight so the step size matches an unweighted run's
+            row_weights = to_device(torch.as_tensor(run.train.weights[rows]), device)
+            loss = weighted_cross_entropy(logits, targets, row_weights, run.class_weight_t, run.mean_row_weight)
+        elif run.teacher is None:
             loss = run.loss_fn(logits, targets)
         else:
             soft = to_device(torch.as_tensor(run.teacher[rows]), device)  # (B, C) teacher log-probs
@@ -616,11 +625,17 @@ def training_rows(
         )
     if config.max_train_rows:
         keep = stratified_indices(train.labels, config.max_train_rows, config.seed)
-        train = Split([train.texts[i] for i in keep], train.labels[keep])
+        weights = train.weights[keep] if train.weights is not None else None
+        train = Split([train.texts[i] for i in keep], train.labels[keep], weights)
         teacher = teacher[keep] if teacher is not None else None
     if soft_targets is not None and soft_targets.extra_texts:
         unlabelled = np.full(len(soft_targets.extra_texts), UNLABELLED, dtype=np.int64)
-        train = Split(train.texts + list(soft_targets.extra_texts), np.concatenate([train.labels, unlabelled]))
+        weights = (
+            np.concatenate([train.weights, np.ones(len(unlabelled), dtype=np.float32)])
+            if train.weights is not None
+            else None
+        )
+        train = Split(train.texts + list(soft_targets.extra_texts), np.concatenate([train.labels, unlabelled]), weights)
         teacher = np.concatenate([teacher, np.asarray(soft_targets.extra, dtype=np.float32)])
     return train, teacher
 

@@ -23,7 +23,16 @@ router = APIRouter(prefix="/v1", tags=["feedback"], route_class=GuardedRoute)
 # The CFPB complaint database's column names, so `triage data prepare` reads the export as it
 # reads a CFPB file. Product holds the corrected category name (taxonomies map each category
 # name onto itself).
-EXPORT_COLUMNS = ["Date received", "Product", "Consumer complaint narrative", "Complaint ID", "Submitted via"]
+# CFPB's column names (so `triage data prepare` reads the file as it reads the CFPB's own), plus
+# when the agent corrected it: `triage retrain` holds out the newest corrections by that time.
+EXPORT_COLUMNS = [
+    "Date received",
+    "Product",
+    "Consumer complaint narrative",
+    "Complaint ID",
+    "Submitted via",
+    "Corrected at",
+]
 
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV Injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -165,7 +174,15 @@ def _export_rows(state: ServiceState, since: datetime | None, escape_formulas: b
     writer.writerow(EXPORT_COLUMNS)
     with state.sessions() as session:
         for ticket in crud.corrected_tickets(session, since=since):
-            row = [ticket.created_at.date().isoformat(), ticket.category, ticket.text, ticket.id, ticket.channel]
+            corrected_at = max(f.created_at for f in ticket.feedback if f.kind == FeedbackKind.CORRECTION)
+            row = [
+                ticket.created_at.date().isoformat(),
+                ticket.category,
+                ticket.text,
+                ticket.id,
+                ticket.channel,
+                corrected_at.isoformat(),
+            ]
             writer.writerow([neutralise(cell) for cell in row] if escape_formulas else row)
             if buf.tell() > 64 * 1024:
                 yield buf.getvalue()
