@@ -87,7 +87,11 @@ def _sets(champion, challenger, support=50, recall=None):
             "accuracy": {"champion": champion, "challenger": challenger},
             "ece": {"champion": 0.05, "challenger": 0.05},
             "review_rate": {"champion": 0.1, "challenger": 0.1},
-            "recall": {c: {"champion": r[0], "challenger": r[1]} for c, r in recall.items()},
+            # (champion, challenger[, interval of the difference]); no interval: a zero-width one
+            "recall": {
+                c: {"champion": r[0], "challenger": r[1], "delta_ci": list(r[2]) if len(r) > 2 else [r[1] - r[0]] * 2}
+                for c, r in recall.items()
+            },
         },
         "support": {c: support for c in recall},
     }
@@ -111,6 +115,26 @@ def test_default_rules_pass_a_better_challenger_and_fail_a_worse_one():
     assert not verdict({**good, "corrections": _sets(0.5, 0.5)}, rules)["passed"]
     missing = verdict({"base_test": good["base_test"]}, rules)
     assert not missing["passed"] and any(c["detail"] == "set not evaluated" for c in missing["checks"])
+
+
+def test_recall_is_judged_on_its_interval_a_drop_must_be_shown(tmp_path):
+    rules = load_rules()  # the shipped recall rule judges the interval
+    corrections = _sets(0.2, 0.6)
+    noisy = {"base_test": _sets(0.8, 0.8, recall={"a": (0.8, 0.77, (-0.08, 0.02))}), "corrections": corrections}
+    assert verdict(noisy, rules)["passed"]  # 3 points lower, but a gain of +2 is as likely: not shown
+    shown = {"base_test": _sets(0.8, 0.8, recall={"a": (0.8, 0.77, (-0.05, -0.025))}), "corrections": corrections}
+    v = verdict(shown, rules)
+    assert not v["passed"] and "interval -5.00 to -2.50" in next(c["detail"] for c in v["checks"] if not c["passed"])
+    path = tmp_path / "point.yaml"  # the same drop judged on the point estimates fails
+    path.write_text("rules:\n  - metric: recall\n    max_drop_points: 2\n    judge: point\n")
+    assert not verdict(noisy, load_rules(path))["passed"]
+    path.write_text("rules:\n  - metric: macro_f1\n    must_improve: true\n    judge: interval\n")
+    unsure = {"corrections": _sets(0.2, 0.6)}
+    unsure["corrections"]["metrics"]["macro_f1"]["delta_ci"] = [-0.01, 0.7]
+    assert not verdict(unsure, load_rules(path))["passed"]  # better on average, not shown to be
+    path.write_text("rules:\n  - metric: recall\n    max_drop_points: 2\n    judge: median\n")
+    with pytest.raises(ConfigError, match="judge must be one of point, interval"):
+        load_rules(path)
 
 
 def test_lower_is_better_metrics_and_bad_rules(tmp_path):

@@ -14,7 +14,8 @@ from ..errors import ConfigError
 
 METRICS = ("macro_f1", "accuracy", "recall", "ece", "review_rate")
 LOWER_IS_BETTER = {"ece", "review_rate"}
-_KEYS = {"name", "metric", "sets", "max_drop_points", "must_improve", "min_gain_points", "min_support"}
+_KEYS = {"name", "metric", "sets", "max_drop_points", "must_improve", "min_gain_points", "min_support", "judge"}
+JUDGES = ("point", "interval")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class GateRule:
     must_improve: bool = False
     min_gain_points: float = 0.0
     min_support: int = 0
+    # point: the difference of the two point estimates decides. interval: its paired-bootstrap
+    # interval does: a drop fails only when the whole interval is past the limit (the challenger
+    # is worse with that confidence), an improvement passes only when the whole interval is above it.
+    judge: str = "point"
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,11 @@ def _rule(source: str, i: int, item: Any) -> GateRule:
         raise ConfigError(f"{where}: max_drop_points, min_gain_points and min_support must be numbers") from None
     if (drop is not None and drop < 0) or gain < 0 or support < 0:
         raise ConfigError(f"{where}: max_drop_points, min_gain_points and min_support must be 0 or more")
+    judge = item.get("judge", "point")
+    if judge not in JUDGES:
+        raise ConfigError(f"{where}: judge must be one of {', '.join(JUDGES)}, got {judge!r}")
     name = str(item.get("name") or f"{metric} {'improves' if improve else f'drops at most {drop:g} points'}")
-    return GateRule(name, metric, names, drop, improve, gain, support)
+    return GateRule(name, metric, names, drop, improve, gain, support, judge)
 
 
 def verdict(sets: dict[str, dict[str, Any]], rules: GateRules) -> dict[str, Any]:
@@ -127,12 +135,16 @@ def _judge(rule: GateRule, set_name: str, category: str | None, pair: dict[str, 
     # gain: how much better the challenger is, in points, whichever way the metric runs
     sign = -1.0 if rule.metric in LOWER_IS_BETTER else 1.0
     gain = sign * (float(pair["challenger"]) - float(pair["champion"])) * 100
+    low, high = gain, gain  # the gain's range the rule judges: the point, or its interval
+    if rule.judge == "interval":
+        low, high = sorted(sign * float(v) * 100 for v in pair["delta_ci"])
+    within = "" if rule.judge == "point" else f", interval {low:+.2f} to {high:+.2f}"
     if rule.must_improve:
-        ok = gain > rule.min_gain_points
-        detail = f"{gain:+.2f} points (must be above {rule.min_gain_points:+.2f})"
+        ok = low > rule.min_gain_points
+        detail = f"{gain:+.2f} points{within} (must be above {rule.min_gain_points:+.2f})"
     else:
-        ok = gain >= -rule.max_drop_points - 1e-9
-        detail = f"{gain:+.2f} points (at most {rule.max_drop_points:g} worse)"
+        ok = high >= -rule.max_drop_points - 1e-9
+        detail = f"{gain:+.2f} points{within} (at most {rule.max_drop_points:g} worse)"
     return _check(rule, set_name, category, pair, gain, ok, detail)
 
 
