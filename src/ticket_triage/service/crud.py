@@ -473,14 +473,23 @@ def enqueue_notifications(
     if ticket.id is None:
         session.flush()
     payload = notification_payload(ticket, event=event, previous_queue=previous_queue)
+    rows = outbox_rows(targets, ticket_id=ticket.id, event=event, queue=ticket.queue, payload=payload)
+    session.add_all(rows)
+    return rows
+
+
+def outbox_rows(
+    targets, *, ticket_id: int | None, event: str, queue: str, payload: dict[str, Any]
+) -> list[Notification]:
+    """One pending outbox row per (kind, target), due now: a ticket's announcement or a drift alarm (no ticket)."""
     now = utcnow()
-    rows = [
+    return [
         Notification(
-            ticket_id=ticket.id,
+            ticket_id=ticket_id,
             event=event,
             kind=kind,
             target=target,
-            queue=ticket.queue,
+            queue=queue,
             payload=payload,
             status=NotificationStatus.PENDING,
             attempts=0,
@@ -490,8 +499,6 @@ def enqueue_notifications(
         )
         for kind, target in targets
     ]
-    session.add_all(rows)
-    return rows
 
 
 def prune_notifications(session: Session, *, before: datetime) -> int:

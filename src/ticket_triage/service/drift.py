@@ -35,7 +35,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConfigError
-from .models import DriftAlarm, Notification, NotificationStatus, Ticket, utcnow
+from .crud import outbox_rows
+from .models import DriftAlarm, Notification, Ticket, utcnow
 from .routing import DriftRules, RoutingRules
 from .tasks import cancel_and_wait
 
@@ -354,24 +355,8 @@ def _alarm_exists(session: Session, metric: str, start: datetime) -> bool:
 
 
 def _notifications(alarm: DriftAlarm, drift: DriftRules) -> list[Notification]:
-    now = utcnow()
     payload = {"alarm": alarm_public(alarm), "event": "drift"}
-    return [
-        Notification(
-            ticket_id=None,
-            event="drift",
-            kind=kind,
-            target=target,
-            queue=DRIFT_QUEUE,
-            payload=payload,
-            status=NotificationStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        for kind, target in drift.targets()
-    ]
+    return outbox_rows(drift.targets(), ticket_id=None, event="drift", queue=DRIFT_QUEUE, payload=payload)
 
 
 def check_drift(
