@@ -360,6 +360,52 @@ def test_why_highlights_the_words_by_attribution(live_server, browser):
     no_csp_violations(browser)
 
 
+@pytest.fixture
+def explained_server(sqlite_url, fake_classifier, tiny_model_dir, tmp_path):
+    """live_server, with the real explainer on a tiny model behind /v1/tickets/{id}/explanation."""
+    pytest.importorskip("captum", reason="captum is not installed: pip install -e '.[serve]'")
+    from _model_support import make_model_folder
+
+    from ticket_triage.explain import Explainer
+    from ticket_triage.service import Settings, create_app
+    from ticket_triage.service.security import issue_api_key
+
+    folder = make_model_folder(tmp_path / "model", tiny_model_dir, pooling="mean")
+    settings = Settings(database_url=sqlite_url, auth=True, max_wait_ms=1, api_key_cache_s=0)
+    app = create_app(settings, classifier=fake_classifier, explainer=Explainer.load(folder, model_version="tiny-1"))
+    with serving(app) as base:
+        with app.state.triage.sessions() as session, session.begin():
+            agent = issue_api_key(session, name="ann", role="agent")
+            intake = issue_api_key(session, name="form", role="intake")
+        yield app, base, agent, intake
+
+
+def test_why_highlights_the_real_explanations_words(explained_server, browser):
+    """End to end: the endpoint's integrated gradients, the console's marks on those very words."""
+    app, base, agent, intake = explained_server
+    api = httpx.Client(base_url=base, timeout=60)
+    text = "My card was charged twice and the card company ignores me"
+    tid = post(api, intake, text)
+    sign_in(browser, base, agent)
+    browser.get(base + "/?queue=card-services")
+    row = f'tbody[data-ticket="{tid}"]'
+    browser.find_element(By().CSS_SELECTOR, f"{row} button.expand").click()
+    browser.find_element(By().CSS_SELECTOR, f'{row} button[data-action="why"]').click()
+    text_in(browser, f"{row} [data-field=result]", "words that pushed towards Card Services")
+    explanation = api.get(f"/v1/tickets/{tid}/explanation", headers={"Authorization": f"Bearer {agent}"}).json()
+    assert explanation["cached"] is True and explanation["target"] == "Card Services"  # the console's, stored
+    peak = max(abs(t["attribution"]) for t in explanation["tokens"])
+    expected = [  # the console marks the words at 15% of the strongest or more, by sign
+        (t["text"], "for" if t["attribution"] > 0 else "against")
+        for t in sorted(explanation["tokens"], key=lambda t: t["start"])
+        if abs(t["attribution"]) / peak >= 0.15
+    ]
+    marks = browser.find_elements(By().CSS_SELECTOR, f"{row} [data-field=text] mark")
+    assert expected and [(m.text, m.get_attribute("class")) for m in marks] == expected
+    assert browser.find_element(By().CSS_SELECTOR, f"{row} [data-field=text]").text == text
+    no_csp_violations(browser)
+
+
 def test_an_expired_sign_in_sends_the_agent_back_to_sign_in(live_server, browser):
     app, base, agent, intake = live_server
     api = httpx.Client(base_url=base, timeout=10)
