@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import case, func, literal, literal_column, select, true
+from sqlalchemy import case, func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError
 from .drift import CONFIDENCE_BINS, CONFIDENCE_EDGES, confidence_bin, window_length, window_start
-from .models import Feedback, Ticket
+from .models import Feedback, FeedbackKind, Ticket
 from .routing import RoutingRules
 
 PERIODS = ("day", "week")
@@ -63,12 +63,10 @@ def review_threshold(rules: RoutingRules):
 
 
 def feedback_kinds():
-    """(correction, confirmation) conditions on feedback rows. The `kind` column comes with the
-    console work (migration 0005); without it every feedback row is a correction."""
-    kind = getattr(Feedback, "kind", None)
-    if kind is None:
-        return true(), None
-    return (kind.is_(None)) | (kind != "confirmation"), kind == "confirmation"
+    """(correction, confirmation) conditions on feedback rows (rows from before migration 0005
+    have no kind: they were all corrections)."""
+    kind = Feedback.kind
+    return (kind.is_(None)) | (kind != FeedbackKind.CONFIRMATION), kind == FeedbackKind.CONFIRMATION
 
 
 # -- the range -----------------------------------------------------------------------------------------
@@ -224,7 +222,7 @@ def _feedback_stats(session: Session, rng: StatsRange, out: dict[str, dict]) -> 
     correction, confirmation = feedback_kinds()
     key = period_key(session, Feedback.created_at, rng.period)
     where = [Feedback.created_at >= rng.start, Feedback.created_at < rng.end]
-    is_confirmation = case((confirmation, 1), else_=0) if confirmation is not None else literal(0)
+    is_confirmation = case((confirmation, 1), else_=0)
     agents: dict[str, dict[str, int]] = {}
     for k, agent, n, n_confirm in session.execute(
         select(key, Feedback.agent, func.count(), func.sum(is_confirmation)).where(*where).group_by(key, Feedback.agent)
