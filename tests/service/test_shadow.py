@@ -117,3 +117,19 @@ def test_shadow_mode_can_be_turned_off_in_settings(registry_app, tmp_path):
     assert loader.loads == ["v1"] and client.app.state.triage.live.shadow is None
     response = client.post("/v1/admin/shadow", json={"version": "v2"})
     assert response.status_code == 400 and "TRIAGE_SHADOW" in response.json()["detail"]
+
+
+def test_a_ticket_classified_later_by_the_retry_loop_reaches_the_shadow_too(registry_app, tmp_path):
+    registry = make_registry(tmp_path, n=3)
+    registry.set_shadow("v3")
+    loader = Loader(v1={"fail": True}, v3={"always": "Loans"})  # v1 is down: the ticket waits unclassified
+    client = registry_app(registry, loader, retry_interval_s=0.05)
+    ticket = client.post("/v1/tickets", json={"body": "escrow"}).json()
+    assert ticket["status"] == "unclassified" and _rows(client) == []  # nothing to compare with yet
+    assert client.post("/v1/admin/model", json={"version": "v2"}).status_code == 200
+    rows = wait_for(lambda: _rows(client, "v3"), what="the shadow row of the reclassified ticket")
+    later = client.get(f"/v1/tickets/{ticket['id']}").json()
+    assert [(r.ticket_id, r.category, r.active_version, r.active_category) for r in rows] == [
+        (ticket["id"], "Loans", "v2", later["category"])
+    ]
+    assert later["category"] != "Loans" and later["model_version"] == "v2"  # the shadow still never routes

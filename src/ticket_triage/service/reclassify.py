@@ -35,6 +35,7 @@ class Reclassifier:
         interval_s: float,
         batch_size: int,
         on_notifications: Callable[[], None] = lambda: None,
+        on_classified: Callable[[int, str, str, str], None] = lambda *_: None,
     ):
         self.sessions = sessions
         self.model = model
@@ -44,6 +45,9 @@ class Reclassifier:
         self.interval_s = interval_s
         self.batch_size = batch_size
         self.on_notifications = on_notifications
+        # (ticket id, text, version, category) of each ticket classified here, after the commit:
+        # the shadow model sees these tickets too, as it sees those classified at intake.
+        self.on_classified = on_classified
         # Wake-ups: a count of tickets stored unclassified, and the count the last empty look
         # had seen (so a ticket committed during that look is never forgotten).
         self._marked = 1  # != _seen: look at start, tickets may be left from a crash or an outage
@@ -100,7 +104,13 @@ class Reclassifier:
                 good = [(tid, out[0]) for (tid, _), out in zip(batch, outcomes) if not isinstance(out, BaseException)]
                 bad = [(tid, out) for (tid, _), out in zip(batch, outcomes) if isinstance(out, BaseException)]
                 if good:
-                    done += await run_in_threadpool(self._store_predictions, [t for t, _ in good], [p for _, p in good])
+                    texts = dict(batch)
+                    stored = await run_in_threadpool(
+                        self._store_predictions, [t for t, _ in good], [p for _, p in good]
+                    )
+                    for tid, made_by, category in stored:
+                        self.on_classified(tid, texts[tid], made_by, category)
+                    done += len(stored)
                 if bad:
                     self.metrics.failures.inc(len(bad))
                     await run_in_threadpool(self._note_failures, bad)
@@ -118,8 +128,9 @@ class Reclassifier:
                     ticket.classify_attempts += 1
                     ticket.last_error = f"{type(exc).__name__}: {exc}"[:500]
 
-    def _store_predictions(self, ids: list[int], preds) -> int:
-        n = 0
+    def _store_predictions(self, ids: list[int], preds) -> list[tuple[int, str, str]]:
+        """Store the predictions of tickets still unclassified; (id, version, category) of each stored."""
+        stored = []
         version = self.model_version()
         with self.sessions() as session, session.begin():
             for tid, pred in zip(ids, preds):
@@ -136,8 +147,8 @@ class Reclassifier:
                 self.metrics.predictions.labels(pred.category).inc()
                 self.metrics.observe_routing(ticket.queue, ticket.status == TicketStatus.NEEDS_REVIEW)
                 self.metrics.reclassified.inc()
-                n += 1
-        if n:
-            log.info("classified %d ticket(s) that were waiting unclassified", n)
+                stored.append((tid, made_by, pred.category))
+        if stored:
+            log.info("classified %d ticket(s) that were waiting unclassified", len(stored))
             self.on_notifications()
-        return n
+        return stored

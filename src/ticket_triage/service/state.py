@@ -59,6 +59,7 @@ class ServiceState:
             interval_s=self.settings.retry_interval_s,
             batch_size=self.settings.max_batch_size,
             on_notifications=self.kick_notifications,
+            on_classified=lambda tid, text, version, category: self.shadow.offer(tid, text, version, category),
         )
         self.keys = KeyCache(self.settings.api_key_cache_s)
         if self.live is None:
