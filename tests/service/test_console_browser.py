@@ -308,9 +308,13 @@ def test_search_assign_done_and_bulk(live_server, browser):
     browser.find_element(By().ID, "select-all").click()
     assert browser.find_element(By().ID, "bulk-count").text == "2 selected"
     shot(browser, "bulk")
+    browser.execute_script("window.__samePage = true")  # gone if the page reloads
     browser.find_element(By().CSS_SELECTOR, '#bulk button[data-bulk="done"]').click()
     text_in(browser, "#bulk-result", "2 done")
     assert all(ticket(api, agent, t)["work_state"] == "done" for t in cards)
+    for t in cards:  # the rows say so in place, without a reload
+        text_in(browser, f'tbody[data-ticket="{t}"] [data-field=work]', "done")
+    assert browser.execute_script("return window.__samePage === true")
     wait_for(browser, lambda b: b.find_element(By().CSS_SELECTOR, '[data-queue-count="card-services"]').text == "0")
 
     # the team view counts what ann did

@@ -340,7 +340,15 @@
         out.textContent = (result.body.results.length - failed.length) + " done" +
           (failed.length ? ", " + failed.length + " failed: " + failed.map(function (r) { return "#" + r.id + " " + r.detail; }).join("; ") : "");
         announce(out.textContent);
-        if (!failed.length) window.setTimeout(function () { window.location.reload(); }, 600);
+        // The rows show their new state in place (as one ticket's action does); the selection
+        // stays, for a next bulk action on the same tickets.
+        await Promise.all(result.body.results.filter(function (r) { return r.ok; }).map(async function (r) {
+          var container = document.querySelector('tbody.ticket[data-ticket="' + r.id + '"]');
+          if (!container) return;
+          var got = await api("GET", "/v1/tickets/" + encodeURIComponent(r.id));
+          if (got.ok) show(container, got.body);
+        }));
+        refreshCounts();
       } catch (err) {
         if (err.message !== "signed out") out.textContent = "network error: " + err.message;
       } finally {
