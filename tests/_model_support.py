@@ -44,6 +44,19 @@ def cli_ok(argv):
         assert exc.code in (0, None), f"exit {exc.code}"
 
 
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of `triage argv...` run in this process."""
+    from ticket_triage.cli import main
+
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def cli_error(capsys, argv):
     from ticket_triage.cli import main
 

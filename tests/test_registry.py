@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest
+from _model_support import run_cli
 
 from ticket_triage.errors import ConfigError
 from ticket_triage.registry import INDEX, ModelRegistry
@@ -136,39 +137,27 @@ def test_a_broken_index_is_a_clear_error(registry, tmp_path):
 
 
 # -- triage models register|versions|promote|rollback|shadow -----------------------------------
-def run(argv, capsys):
-    from ticket_triage.cli import main
-
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_the_models_commands(tmp_path, capsys, monkeypatch):
     reg = str(tmp_path / "reg")
     compare = tmp_path / "compare.json"
     compare.write_text(json.dumps({"verdict": "promote", "rules": []}))
-    code, out, err = run(["models", "register", str(model_folder(tmp_path / "m1")), "--registry", reg], capsys)
+    code, out, err = run_cli(["models", "register", str(model_folder(tmp_path / "m1")), "--registry", reg], capsys)
     assert code == 0 and out.strip() == "v1" and "triage models promote v1" in err
     args = ["models", "register", str(model_folder(tmp_path / "m2", 0.8)), "--registry", reg, "--promote"]
-    code, out, err = run([*args, "--comparison", str(compare), "--note", "retrained"], capsys)
+    code, out, err = run_cli([*args, "--comparison", str(compare), "--note", "retrained"], capsys)
     assert code == 0 and out.strip() == "v2" and "v2 is the active version" in err
     monkeypatch.setenv("TRIAGE_REGISTRY_DIR", reg)  # the option's environment variable
-    assert run(["models", "shadow", "v1"], capsys)[0] == 0
+    assert run_cli(["models", "shadow", "v1"], capsys)[0] == 0
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = run(["models", "versions"], capsys)
+    code, out, _ = run_cli(["models", "versions"], capsys)
     assert code == 0 and "active" in out and "shadow" in out and "0.8000" in out and "retrained" in out
-    assert run(["models", "shadow", "--off"], capsys)[0] == 0 and ModelRegistry(reg).shadow() is None
-    code, _, err = run(["models", "shadow"], capsys)
+    assert run_cli(["models", "shadow", "--off"], capsys)[0] == 0 and ModelRegistry(reg).shadow() is None
+    code, _, err = run_cli(["models", "shadow"], capsys)
     assert code == 1 and "--off" in err
-    assert run(["models", "promote", "v1"], capsys)[0] == 0
+    assert run_cli(["models", "promote", "v1"], capsys)[0] == 0
     assert ModelRegistry(reg).active().version == "v1" and ModelRegistry(reg).history()[-1]["by"].startswith("cli")
-    code, _, err = run(["models", "rollback"], capsys)
+    code, _, err = run_cli(["models", "rollback"], capsys)
     assert code == 0 and "v2 is active again" in err
-    code, _, err = run(["models", "promote", "v9"], capsys)
+    code, _, err = run_cli(["models", "promote", "v9"], capsys)
     assert code == 1 and "known versions: v1, v2" in err and "Traceback" not in err
     assert ModelRegistry(reg).get("v2").comparison["verdict"] == "promote"

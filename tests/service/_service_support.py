@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from _model_support import run_cli  # noqa: F401  (the service tests import it from here)
+
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
@@ -78,19 +80,6 @@ def issue_key(client: TestClient, role: str, name: str) -> str:
     state = client.app.state.triage
     with state.sessions() as session, session.begin():
         return issue_api_key(session, name=name, role=role)
-
-
-def run_cli(argv, capsys):
-    """(exit code, stdout, stderr) of `triage argv...` run in this process."""
-    from ticket_triage.cli import main
-
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def free_port() -> int:

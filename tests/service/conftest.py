@@ -93,15 +93,15 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 
 # -- apps and clients -----------------------------------------------------------------------------
 @pytest.fixture
-def make_client(database_url, fake_classifier):
-    """make_client(**settings) -> a TestClient of a fresh app (lifespan running)."""
+def app_client(database_url):
+    """app_client(create_app_kwargs, **settings) -> a TestClient of a fresh app (lifespan running),
+    closed at the end of the test; the settings' defaults suit tests (no auth, no batching wait)."""
     clients = []
 
-    def factory(classifier=None, **overrides) -> TestClient:
+    def factory(app_kwargs: dict, **overrides) -> TestClient:
         options = {"database_url": database_url, "auth": False, "max_wait_ms": 1.0, "retry_interval_s": 60.0}
         options.update(overrides)
-        app = create_app(Settings(**options), classifier=classifier or fake_classifier)
-        client = TestClient(app)
+        client = TestClient(create_app(Settings(**options), **app_kwargs))
         client.__enter__()
         clients.append(client)
         return client
@@ -109,6 +109,16 @@ def make_client(database_url, fake_classifier):
     yield factory
     for client in reversed(clients):
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_client(app_client, fake_classifier):
+    """make_client(**settings) -> a TestClient of a fresh app serving the fake classifier."""
+
+    def factory(classifier=None, **overrides) -> TestClient:
+        return app_client({"classifier": classifier or fake_classifier}, **overrides)
+
+    return factory
 
 
 @pytest.fixture
@@ -136,25 +146,11 @@ def tiny_model_folder(tiny_model_dir, tmp_path_factory) -> Path:
 
 # -- a registry of model versions (test_swap, test_shadow, test_admin) --------------------------
 @pytest.fixture
-def registry_app(database_url, tmp_path):
+def registry_app(app_client):
     """registry_app(registry, loader, **settings) -> a TestClient of an app serving the registry."""
-    clients = []
 
     def factory(registry, loader, **overrides) -> TestClient:
-        options = {
-            "database_url": database_url,
-            "auth": False,
-            "max_wait_ms": 1.0,
-            "retry_interval_s": 60.0,
-            "registry_dir": registry.root,
-            "registry_poll_s": 0.1,
-        }
-        options.update(overrides)
-        client = TestClient(create_app(Settings(**options), model_loader=loader))
-        client.__enter__()
-        clients.append(client)
-        return client
+        options = {"registry_dir": registry.root, "registry_poll_s": 0.1, **overrides}
+        return app_client({"model_loader": loader}, **options)
 
-    yield factory
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    return factory

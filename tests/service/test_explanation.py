@@ -51,25 +51,12 @@ class CountingExplainer:
 
 
 @pytest.fixture
-def make_explained(database_url, fake_classifier, explain_folder):
-    from fastapi.testclient import TestClient
-
-    from ticket_triage.service import Settings, create_app
-
-    clients = []
-
+def make_explained(app_client, fake_classifier, explain_folder):
     def factory(explainer=None, **overrides):
-        options = {"database_url": database_url, "auth": False, "max_wait_ms": 1.0, "retry_interval_s": 60.0}
-        options.update(overrides)
         explainer = explainer or CountingExplainer(explain_folder)
-        client = TestClient(create_app(Settings(**options), classifier=fake_classifier, explainer=explainer))
-        client.__enter__()
-        clients.append(client)
-        return client, explainer
+        return app_client({"classifier": fake_classifier, "explainer": explainer}, **overrides), explainer
 
-    yield factory
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    return factory
 
 
 def test_contract_shape_and_cache(make_explained):

@@ -28,16 +28,17 @@ def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-def _docs_page(request: Request, template: str) -> HTMLResponse:
-    context = {"title": f"{request.app.title} - API docs", "openapi_url": "/openapi.json"}
-    return request.app.state.templates.TemplateResponse(request, template, context)
+def _docs_page(request: Request, viewer: str) -> HTMLResponse:
+    """docs.html with `viewer` (swagger-ui or redoc): the vendored assets, no CDN."""
+    context = {"title": f"{request.app.title} - API docs", "openapi_url": "/openapi.json", "viewer": viewer}
+    return request.app.state.templates.TemplateResponse(request, "docs.html", context)
 
 
 @router.get("/docs")
 def swagger_ui(request: Request) -> HTMLResponse:
-    return _docs_page(request, "docs_swagger.html")
+    return _docs_page(request, "swagger-ui")
 
 
 @router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
-    return _docs_page(request, "docs_redoc.html")
+    return _docs_page(request, "redoc")
