@@ -173,7 +173,7 @@ def retrain(
     if promote_if_better:
         from ..learning.gate import open_registry
 
-        store = open_registry(registry)  # a missing registry module stops before training
+        store = open_registry(registry)  # opened before training: a bad --registry stops it early
     result = run_retrain(cfg, log=console.print)
     console.print(f"[green]done[/]: model in {result.model_dir}; {out / 'retrain.json'}")
     if not promote_if_better:

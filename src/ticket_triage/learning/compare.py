@@ -17,7 +17,7 @@ Writes into --out: compare.json (everything, plus the verdict), compare.md, rout
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -105,13 +105,14 @@ class Scored:
     pred: np.ndarray  # (n,) predicted ids
     confidence: np.ndarray  # (n,) top probability
     review: np.ndarray  # (n,) bool: routed to review
+    queue: list[str] = field(default_factory=list)  # (n,) each ticket's queue (from_proba fills it)
 
     @classmethod
     def from_proba(cls, probs: np.ndarray, labels: Sequence[str], routing) -> "Scored":
         pred = probs.argmax(1)
         conf = probs[np.arange(len(probs)), pred]
-        review = np.array([routing.route(labels[p], float(c)).needs_review for p, c in zip(pred, conf)], dtype=bool)
-        return cls(pred, conf, review)
+        routes = [routing.route(labels[p], float(c)) for p, c in zip(pred, conf)]
+        return cls(pred, conf, np.array([r.needs_review for r in routes], dtype=bool), [r.queue for r in routes])
 
 
 def resample_metrics(y: np.ndarray, s: Scored, idx: np.ndarray, n_classes: int, n_bins: int) -> dict[str, np.ndarray]:
@@ -238,7 +239,7 @@ def compare_models(
         a, b = Scored.from_proba(probs_a, labels, routing), Scored.from_proba(probs_b, labels, routing)
         boot = paired_bootstrap(s.labels, a, b, len(labels), config)
         boot["recall"] = dict(zip(labels, boot["recall"]))
-        set_changes = _routing_changes(s, labels, routing, a, b)
+        set_changes = _routing_changes(s, labels, a, b)
         changes.extend(set_changes)
         results[s.name] = {
             "path": s.path,
@@ -271,11 +272,10 @@ def compare_models(
     return report
 
 
-def _routing_changes(s: EvalSet, labels, routing, a: Scored, b: Scored) -> list[dict[str, Any]]:
+def _routing_changes(s: EvalSet, labels, a: Scored, b: Scored) -> list[dict[str, Any]]:
     rows = []
     for i in range(len(s.texts)):
-        qa = _queue(routing, labels[a.pred[i]], a.confidence[i])
-        qb = _queue(routing, labels[b.pred[i]], b.confidence[i])
+        qa, qb = a.queue[i], b.queue[i]
         if qa != qb:
             rows.append(
                 {
@@ -292,10 +292,6 @@ def _routing_changes(s: EvalSet, labels, routing, a: Scored, b: Scored) -> list[
                 }
             )
     return rows
-
-
-def _queue(routing, category: str, confidence: float) -> str:
-    return routing.route(category, float(confidence)).queue
 
 
 def _write(out: Path, report: dict[str, Any], changes: list[dict[str, Any]]) -> None:

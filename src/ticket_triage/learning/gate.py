@@ -1,24 +1,17 @@
 """`--promote-if-better`: register and promote a challenger only when the gate's verdict passes.
 
-The registry is `ticket_triage.registry.ModelRegistry` (a folder of versions), imported here on
-first use; any object with its register / promote / active methods will do (the tests pass one)."""
+The registry is `ticket_triage.registry.ModelRegistry` (a folder of versions); any object with
+its register / promote / active methods will do (the tests pass one)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-
 
 def open_registry(root: str | Path):
-    try:
-        from ..registry import ModelRegistry
-    except ImportError:
-        raise ConfigError(
-            "this ticket-triage has no model registry (ticket_triage.registry): upgrade it, or run without --promote-if-better "
-            "and compare by hand with `triage compare`"
-        ) from None
+    from ..registry import ModelRegistry
+
     return ModelRegistry(root)
 
 

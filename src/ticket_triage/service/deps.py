@@ -20,7 +20,7 @@ from . import crud, sessions
 from .security import hash_key
 from .state import ServiceState
 
-CONSOLE_COOKIE = "triage_console_key"
+CONSOLE_COOKIE = sessions.COOKIE
 
 
 # Cheap dependencies are `async def`: FastAPI runs a plain `def` one in its thread pool, a
@@ -45,14 +45,6 @@ class Principal:
     name: str
     role: str  # "intake", "agent", "admin", or "*" when auth is off
     revoked_at: datetime | None = None  # set for a revoked key: `authenticate` refuses it
-
-
-def presented_key(request: Request) -> str | None:
-    """The API key from `Authorization: Bearer`, `X-API-Key`, or the console cookie."""
-    auth = request.headers.get("authorization")
-    if auth and auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or request.cookies.get(CONSOLE_COOKIE) or None
 
 
 class _CacheMiss(Exception):
@@ -176,7 +168,7 @@ class LoginRequired(HTTPException):
 ACCEPTED_ROLES = {"agent": ("agent", "admin"), "intake": ("intake",)}
 
 
-# Declared so /docs shows the schemes and its "Authorize" button; `presented_key` reads them.
+# Declared so /docs shows the schemes and its "Authorize" button; `request_principal` reads them.
 _bearer = HTTPBearer(auto_error=False, description="an API key from `triage apikey create`")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as a header of its own")
 

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 PREFIX = "s1."
-COOKIE = (
-    "triage_console_key"  # = deps.CONSOLE_COOKIE: one cookie holds a session token (or, from older sign-ins, a key)
-)
+COOKIE = "triage_console_key"  # deps.CONSOLE_COOKIE: a session token (or, from older sign-ins, a key)
 EXPIRED_MESSAGE = "Your session expired, please sign in again"
 
 
@@ -93,15 +91,15 @@ class SessionSigner:
         return parsed
 
 
+def make_signer(settings) -> SessionSigner:
+    """The signer of one app: settings.session_secret, or a random secret for this process."""
+    secret = settings.session_secret.get_secret_value().encode("utf-8") if settings.session_secret else None
+    return SessionSigner(secret or secrets.token_bytes(32), settings.session_max_age_s)
+
+
 def signer_for(state) -> SessionSigner:
-    """The app's signer (made once per ServiceState, from settings.session_secret or a random secret)."""
-    signer = getattr(state, "_session_signer", None)
-    if signer is None:
-        settings = state.settings
-        secret = settings.session_secret.get_secret_value().encode("utf-8") if settings.session_secret else None
-        signer = SessionSigner(secret or secrets.token_bytes(32), settings.session_max_age_s)
-        state._session_signer = signer  # an attribute of its own: ServiceState only builds the core parts
-    return signer
+    """The app's signer (ServiceState.signer, made once with the state)."""
+    return state.signer
 
 
 def start_session(response: Response, request: Request, state, *, name: str, role: str, key_hash: str | None = None):

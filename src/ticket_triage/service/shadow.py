@@ -27,7 +27,7 @@ from .tasks import cancel_and_wait
 log = logging.getLogger("ticket_triage.service")
 
 # An agent set or confirmed these tickets' category: their `category` is the truth to score against.
-REVIEWED = tuple(s for s in (TicketStatus.CORRECTED, getattr(TicketStatus, "CONFIRMED", None)) if s)
+REVIEWED = (TicketStatus.CORRECTED, TicketStatus.CONFIRMED)
 
 
 @dataclass(frozen=True)

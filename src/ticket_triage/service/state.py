@@ -18,6 +18,7 @@ from .live_model import LiveModel, LoadedModel
 from .metrics import ServiceMetrics
 from .reclassify import Reclassifier
 from .routing import RoutingRules
+from .sessions import SessionSigner, make_signer
 from .settings import Settings
 from .shadow import ShadowRunner
 from .storage import StorageGuard
@@ -37,6 +38,7 @@ class ServiceState:
     writer: TicketWriter = field(init=False)  # stores new tickets, a batch per transaction
     reclassifier: Reclassifier = field(init=False)  # classifies tickets stored `unclassified`
     keys: KeyCache = field(init=False)  # API-key lookups, cached for settings.api_key_cache_s
+    signer: SessionSigner = field(init=False)  # signs console session cookies (sessions.py)
     deliverer: object | None = None  # notify.Deliverer while running (when settings.notify)
     drift: object | None = None  # drift.DriftChecker while running (the routing YAML's `drift:`)
     explainer: object | None = None  # an explain.Explainer injected by tests; else loaded from model_dir on first use
@@ -62,6 +64,7 @@ class ServiceState:
             on_classified=lambda tid, text, version, category: self.shadow.offer(tid, text, version, category),
         )
         self.keys = KeyCache(self.settings.api_key_cache_s)
+        self.signer = make_signer(self.settings)
         if self.live is None:
             self.live = LiveModel(
                 LoadedModel(self.classifier, str(self.classifier.model_version), self.settings.model_dir)
